@@ -1,0 +1,48 @@
+# hm-recs: two commands set everything up on a fresh machine.
+#   make demo   install, generate the synthetic data set if absent, run the newest weeks end to end
+#   make test   install, run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export HM_HOME ?= $(CURDIR)/.hm_home
+export HM_DATA_DIR ?= $(CURDIR)/data/synthetic-small
+export DAGSTER_HOME ?= $(HM_HOME)/dagster
+DEMO_PRESET ?= small
+DEMO_SEED ?= 0
+UI_PORT ?= 3000
+
+.PHONY: install data demo backtest test ui clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(HM_DATA_DIR)/transactions_train.csv: | $(VENV)/.installed
+	$(BIN)/hm-synth $(HM_DATA_DIR) --preset $(DEMO_PRESET) --seed $(DEMO_SEED)
+
+data: $(HM_DATA_DIR)/transactions_train.csv
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
+
+demo: install data $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/hm-recs run --data-dir $(HM_DATA_DIR) --backtest-weeks 2 --submission $(HM_HOME)/submission.csv
+	@echo
+	@echo "Open the Dagster UI with:  make ui   (then http://127.0.0.1:$(UI_PORT))"
+
+backtest: install data $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/hm-recs run --data-dir $(HM_DATA_DIR) --backtest-weeks 5
+
+test: install
+	$(BIN)/pytest
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+
+clean:
+	rm -rf $(HM_HOME)

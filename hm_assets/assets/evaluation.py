@@ -1,0 +1,105 @@
+"""Evaluation of each week with known truth, and the cross-week backtest summary."""
+
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from hm_assets.assets.ranking import candidates, recommendations
+from hm_assets.assets.retrieval import candidate_assets
+from hm_assets.assets.weekly import HISTORY_AND_TARGET_WEEK, week_view
+from hm_assets.evaluation import evaluate_week, plot_png, png_markdown, quality_table
+from hm_assets.metadata import markdown_table, stopwatch
+from hm_assets.partitions import weekly_partitions_def
+from hm_assets.resources import HMStore
+from hm_assets.retrievers.registry import retriever_names
+from hm_assets.store import atomic_path
+
+GROUP = "evaluation"
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "json"},
+    partitions_def=weekly_partitions_def,
+    deps=[HISTORY_AND_TARGET_WEEK, recommendations, candidates, *candidate_assets],
+)
+def evaluation(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
+    """MAP@12 of the ranker next to the baselines (last week's top-12, trending), each retriever's
+    recall, unique recall and MAP@12 alone, and the recall of the union before and after filters."""
+    key = context.partition_key
+    target = store.asset_path("evaluation", key, ".json")
+    with stopwatch() as watch, week_view(context, store, with_truth=True, with_features=False) as view:
+        if not view.has_truth:
+            with atomic_path(target) as tmp:
+                tmp.write_text(json.dumps({"week": key, "has_truth": False}))
+            return dg.MaterializeResult(metadata={"has_truth": False, "note": "live week: no purchases observed yet"})
+        truth = view.con.sql("SELECT customer_key, article_id FROM truth").df()
+        recs = pd.read_parquet(store.require("recommendations", key))
+        metrics = evaluate_week(
+            view.con,
+            view.cutoff,
+            truth,
+            recs,
+            {name: store.require(name, key) for name in retriever_names()},
+            store.require("candidates", key),
+        )
+    metrics.update({"week": key, "has_truth": True})
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1))
+    table = quality_table(metrics, retriever_names())
+    context.log.info("\n" + table.to_string(index=False))
+    return dg.MaterializeResult(
+        metadata={
+            "has_truth": True,
+            "map12_ranker": metrics["map12_ranker"],
+            "map12_trending": metrics["map12_trending"],
+            "map12_last_week_top12": metrics["map12_last_week_top12"],
+            "ranker_vs_trending": metrics["ranker_vs_trending"],
+            "recall_union": metrics["recall_union"],
+            "recall_after_filters": metrics["recall_after_filters"],
+            "buyers": metrics["buyers"],
+            "quality": markdown_table(table),
+            "seconds": watch.seconds,
+        }
+    )
+
+
+def load_evaluations(store: HMStore) -> pd.DataFrame:
+    rows = []
+    for path in sorted(store.asset_dir("evaluation").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("has_truth"):
+            rows.append(record)
+    return pd.DataFrame(rows)
+
+
+@dg.asset(group_name=GROUP, kinds={"python", "matplotlib"}, deps=[evaluation])
+def backtest_summary(store: HMStore) -> dg.MaterializeResult:
+    """MAP@12 per evaluated week: the ranker against the baselines, as a table and a plot."""
+    summary = load_evaluations(store)
+    if summary.empty:
+        return dg.MaterializeResult(metadata={"weeks": 0, "note": "no evaluated week yet"})
+    columns = ["week", "map12_ranker", "map12_trending", "map12_last_week_top12", "ranker_vs_trending", "recall_after_filters"]
+    summary = summary.sort_values("week")[columns]
+    png = plot_png(summary)
+    plot_path = store.asset_path("backtest_summary", None, ".png")
+    with atomic_path(plot_path) as tmp:
+        tmp.write_bytes(png)
+    with atomic_path(store.asset_path("backtest_summary", None, ".csv")) as tmp:
+        summary.to_csv(tmp, index=False)
+    return dg.MaterializeResult(
+        metadata={
+            "weeks": len(summary),
+            "mean_map12_ranker": round(float(summary["map12_ranker"].mean()), 6),
+            "mean_map12_trending": round(float(summary["map12_trending"].mean()), 6),
+            "min_ranker_vs_trending": round(float(summary["ranker_vs_trending"].min()), 3),
+            "per_week": markdown_table(summary),
+            "plot": dg.MetadataValue.md(png_markdown(png, "MAP@12 per week")),
+            "plot_path": dg.MetadataValue.path(str(plot_path)),
+        }
+    )
+
+
+evaluation_assets = [evaluation, backtest_summary]

@@ -1,0 +1,51 @@
+"""What every weekly asset shares: the dependency on past weeks and the week's DuckDB view."""
+
+
+import dagster as dg
+
+from hm_assets.history import WeekView, open_week, register_parquet
+from hm_assets.partitions import weekly_partitions_def
+from hm_assets.store import HMStore
+
+FEATURE_TABLES = (
+    "customer_features",
+    "customer_transaction_stats",
+    "article_features",
+    "article_transaction_stats",
+)
+
+_ALL_EARLIER = -len(weekly_partitions_def.get_partition_keys()) - 1
+
+# Partition W reads every week strictly before W (its history) ...
+HISTORY = dg.AssetDep(
+    "transactions",
+    partition_mapping=dg.TimeWindowPartitionMapping(
+        start_offset=_ALL_EARLIER, end_offset=-1, allow_nonexistent_upstream_partitions=True
+    ),
+)
+# ... and evaluation also reads the target week itself, once it has been observed.
+HISTORY_AND_TARGET_WEEK = dg.AssetDep(
+    "transactions",
+    partition_mapping=dg.TimeWindowPartitionMapping(
+        start_offset=_ALL_EARLIER, end_offset=0, allow_nonexistent_upstream_partitions=True
+    ),
+)
+
+
+def previous_weeks(count: int) -> dg.TimeWindowPartitionMapping:
+    return dg.TimeWindowPartitionMapping(start_offset=-count, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+
+
+def week_view(
+    context: dg.AssetExecutionContext,
+    store: HMStore,
+    with_truth: bool = False,
+    with_features: bool = True,
+    week_key: str | None = None,
+) -> WeekView:
+    key = week_key or context.partition_key
+    view = open_week(store, key, weekly_partitions_def.get_partition_keys(), with_truth=with_truth)
+    if with_features:
+        for table in FEATURE_TABLES:
+            register_parquet(view.con, table, store.require(table, key))
+    return view

@@ -1,0 +1,117 @@
+"""``hm-recs``: run the weekly pipeline on a data folder in the Kaggle format, from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    import dagster as dg
+
+    seen = exc
+    while True:
+        if isinstance(seen, dg.DagsterExecutionStepExecutionError) and seen.user_exception is not None:
+            seen = seen.user_exception
+        elif isinstance(seen, dg.DagsterUserCodeExecutionError) and getattr(seen, "user_exception", None) is not None:
+            seen = seen.user_exception
+        elif seen.__cause__ is not None and isinstance(seen, dg.DagsterError):
+            seen = seen.__cause__
+        else:
+            return seen
+
+
+def _print_week_summary(home: Path, week: str) -> None:
+    path = home / "assets" / "evaluation" / f"{week}.json"
+    if not path.exists():
+        return
+    metrics = json.loads(path.read_text())
+    if not metrics.get("has_truth"):
+        print(f"  {week}: live week, no purchases observed yet (recommendations only)")
+        return
+    print(
+        f"  {week}: MAP@12 ranker {metrics['map12_ranker']:.5f} | trending {metrics['map12_trending']:.5f} | "
+        f"last week's top-12 {metrics['map12_last_week_top12']:.5f} | ranker/trending "
+        f"{metrics['ranker_vs_trending']:.2f}x | recall after filters {metrics['recall_after_filters']:.3f}"
+    )
+
+
+def command_run(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    os.environ["HM_DATA_DIR"] = str(data_dir)
+    if args.home:
+        os.environ["HM_HOME"] = str(Path(args.home).expanduser().resolve())
+    from hm_assets.settings import hm_home
+
+    home = hm_home()
+    if home == data_dir or data_dir in home.parents:
+        print(f"error: HM_HOME ({home}) must not be inside the input folder {data_dir}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        from hm_assets.data_contract import TRANSACTIONS_FILE, InputDataError
+        from hm_assets.weeks import scan_data_range
+
+        data_range = scan_data_range(data_dir)
+        if data_range is None:
+            raise InputDataError(data_dir / TRANSACTIONS_FILE, "missing or unreadable: cannot tell the data's date range")
+        from hm_assets.definitions import defs
+        from hm_assets.runner import dagster_instance, run_weeks, target_week
+
+        target = target_week(data_range, args.week)
+        run_config = {"ops": {"ranker": {"config": {"training_weeks": args.training_weeks}}}}
+        plan = run_weeks(
+            defs,
+            dagster_instance(),
+            data_range,
+            target,
+            training_weeks=args.training_weeks,
+            backtest_weeks=args.backtest_weeks,
+            run_config=run_config,
+        )
+    except Exception as exc:  # the CLI's contract: a clear message and a non-zero exit
+        cause = _root_cause(exc)
+        print(f"error: {cause}", file=sys.stderr)
+        return 1
+    print(f"done in {time.perf_counter() - started:.0f} s; outputs under {home}")
+    for week in plan.full:
+        _print_week_summary(home, week.isoformat())
+    submission = home / "assets" / "submission" / f"{target.isoformat()}.csv"
+    if args.submission:
+        destination = Path(args.submission).expanduser().resolve()
+        if data_dir == destination.parent or data_dir in destination.parents:
+            print(f"error: the submission must not be written into the input folder {data_dir}", file=sys.stderr)
+            return 2
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(submission, destination)
+        submission = destination
+    print(f"Kaggle submission for week {target}: {submission}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hm-recs", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize one target week end to end and write the Kaggle submission")
+    run.add_argument("--data-dir", required=True, help="folder with articles.csv, customers.csv, transactions_train.csv, images/")
+    run.add_argument("--week", help="target week (a Wednesday, YYYY-MM-DD); default: the week after the data ends")
+    run.add_argument("--submission", help="also copy the Kaggle submission CSV here")
+    run.add_argument("--home", help="output folder (default: $HM_HOME)")
+    run.add_argument("--training-weeks", type=int, default=2, help="labelled earlier weeks the ranker learns from")
+    run.add_argument("--backtest-weeks", type=int, default=1, help="also run this many weeks ending at the target")
+    run.set_defaults(handler=command_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""The hm-recs code location."""
+
+
+import dagster as dg
+
+from hm_assets.assets.checks import asset_checks
+from hm_assets.assets.evaluation import backtest_summary, evaluation_assets
+from hm_assets.assets.features import feature_assets
+from hm_assets.assets.ingest import article_images, articles, customers, transactions
+from hm_assets.assets.ranking import ranking_assets
+from hm_assets.assets.retrieval import candidate_assets
+from hm_assets.partitions import weekly_partitions_def
+from hm_assets.resources import HMDataset, HMStore
+
+catalogue_assets = [articles, customers, article_images]
+weekly_assets = [transactions, *feature_assets, *candidate_assets, *ranking_assets, evaluation_assets[0]]
+
+catalogue_job = dg.define_asset_job(
+    "catalogue_snapshot",
+    selection=dg.AssetSelection.assets(*catalogue_assets),
+    description="Snapshot articles, customers and the image catalogue (and what is built from them).",
+)
+
+weekly_job = dg.define_asset_job(
+    "weekly_recommendations",
+    selection=dg.AssetSelection.assets(*weekly_assets),
+    description="One target week end to end: transactions, features, retrievers, ranker, recommendations, evaluation.",
+)
+
+weekly_schedule = dg.build_schedule_from_partitioned_job(
+    weekly_job,
+    hour_of_day=6,
+    description="Every Wednesday morning: recommendations for the week that starts that day.",
+)
+
+defs = dg.Definitions(
+    assets=[*catalogue_assets, *weekly_assets, backtest_summary],
+    asset_checks=asset_checks,
+    jobs=[catalogue_job, weekly_job],
+    schedules=[weekly_schedule],
+    resources={"dataset": HMDataset(), "store": HMStore()},
+)

@@ -1,0 +1,17 @@
+"""Every retriever of the pipeline. Adding one: write its module, then list it here."""
+
+from __future__ import annotations
+
+from hm_assets.retrievers import also_bought, popularity_model, purchase_history_similar, repurchase
+from hm_assets.retrievers.base import Retriever
+
+RETRIEVERS: tuple[Retriever, ...] = (
+    popularity_model.RETRIEVER,
+    purchase_history_similar.RETRIEVER,
+    also_bought.RETRIEVER,
+    repurchase.RETRIEVER,
+)
+
+
+def retriever_names() -> list[str]:
+    return [r.name for r in RETRIEVERS]

@@ -1,0 +1,25 @@
+"""Where the project reads its input and writes its outputs.
+
+Input (the Kaggle-format folder) is named by ``HM_DATA_DIR`` and is never written to.
+Outputs live under ``HM_HOME``. Both default to folders inside the checkout so that
+``make demo`` works with no configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = PROJECT_ROOT / "sql"
+
+DEFAULT_HOME = PROJECT_ROOT / ".hm_home"
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "synthetic-small"
+
+
+def hm_home() -> Path:
+    return Path(os.environ.get("HM_HOME") or DEFAULT_HOME).expanduser().resolve()
+
+
+def hm_data_dir() -> Path:
+    return Path(os.environ.get("HM_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()

@@ -1,0 +1,121 @@
+"""Output storage under HM_HOME: one Parquet file per asset (and partition), DuckDB as the engine.
+
+Every write goes to a temporary sibling first and is renamed into place, so a killed run
+leaves the last good file intact and readers never see half a file. Concurrent runs never
+share a DuckDB database file: each step opens its own in-memory DuckDB over the Parquet files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hm_assets.settings import hm_home
+
+
+def _temporary_sibling(target: Path) -> Path:
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces ``target`` in one rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(target)
+    try:
+        yield temporary
+        if temporary.is_dir():
+            _replace_dir(temporary, target)
+        else:
+            os.replace(temporary, target)
+    finally:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif temporary.exists():
+            temporary.unlink()
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    retired = None
+    if target.exists():
+        retired = _temporary_sibling(target)
+        os.replace(target, retired)
+    os.replace(source, target)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+TableLike = pd.DataFrame | pa.Table | duckdb.DuckDBPyRelation
+
+
+def write_parquet(table: TableLike, target: Path) -> int:
+    """Atomically write a table to ``target``; returns the row count."""
+    with atomic_path(target) as temporary:
+        if isinstance(table, duckdb.DuckDBPyRelation):
+            table.write_parquet(str(temporary), compression="zstd")
+            return pq.ParquetFile(temporary).metadata.num_rows
+        if isinstance(table, pd.DataFrame):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        pq.write_table(table, temporary, compression="zstd")
+        return table.num_rows
+
+
+def parquet_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+class HMStore(dg.ConfigurableResource):
+    """The project's output folder and the DuckDB engine settings used over it."""
+
+    home: str = ""
+    duckdb_memory_limit: str = "6GB"
+    duckdb_threads: int = 2
+
+    @property
+    def root(self) -> Path:
+        return Path(self.home).expanduser().resolve() if self.home else hm_home()
+
+    def asset_dir(self, asset: str) -> Path:
+        return self.root / "assets" / asset
+
+    def asset_path(self, asset: str, partition: str | None = None, suffix: str = ".parquet") -> Path:
+        if partition is None:
+            return self.root / "assets" / f"{asset}{suffix}"
+        return self.asset_dir(asset) / f"{partition}{suffix}"
+
+    def require(self, asset: str, partition: str | None = None, suffix: str = ".parquet") -> Path:
+        path = self.asset_path(asset, partition, suffix)
+        if not path.exists():
+            where = f"partition {partition} of " if partition else ""
+            raise FileNotFoundError(
+                f"{where}asset '{asset}' has not been materialized yet (expected {path}); "
+                f"materialize it first"
+            )
+        return path
+
+    def scratch_dir(self) -> Path:
+        path = self.root / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A private in-memory DuckDB with the configured memory budget, spilling under HM_HOME."""
+        spill = self.scratch_dir() / f"duckdb-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        con = duckdb.connect(
+            config={
+                "memory_limit": self.duckdb_memory_limit,
+                "threads": self.duckdb_threads,
+                "temp_directory": str(spill),
+            }
+        )
+        return con

@@ -1,0 +1,140 @@
+"""H&M weeks: Wednesday..Tuesday. A partition key is the Wednesday that starts a target week.
+
+Everything computed for a partition may use only transactions dated before its first day;
+its ground truth is the transactions inside the week.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+WEDNESDAY = 2  # date.weekday() of Wednesday
+DAGSTER_WEDNESDAY = 3  # WeeklyPartitionsDefinition.day_offset counts from Sunday
+WEEK = timedelta(days=7)
+TRANSACTIONS_FILE = "transactions_train.csv"
+
+
+def week_start(day: date) -> date:
+    """The Wednesday on or before ``day``."""
+    return day - timedelta(days=(day.weekday() - WEDNESDAY) % 7)
+
+
+def parse_week(key: str) -> date:
+    day = date.fromisoformat(key)
+    if day.weekday() != WEDNESDAY:
+        raise ValueError(f"week {key} does not start on a Wednesday (H&M weeks run Wednesday..Tuesday)")
+    return day
+
+
+def week_key(day: date) -> str:
+    return week_start(day).isoformat()
+
+
+@dataclass(frozen=True)
+class DataRange:
+    first_day: date
+    last_day: date
+
+    @property
+    def first_week(self) -> date:
+        return week_start(self.first_day)
+
+    @property
+    def live_week(self) -> date:
+        """The first week with no observed transactions: the week to predict."""
+        return week_start(self.last_day) + WEEK
+
+    @property
+    def newest_week_with_truth(self) -> date:
+        return self.live_week - WEEK
+
+
+def _first_data_line(handle) -> bytes:
+    handle.readline()  # header
+    return handle.readline()
+
+
+def _last_data_line(handle, size: int) -> bytes:
+    block = 4096
+    position = size
+    tail = b""
+    while position > 0:
+        step = min(block, position)
+        position -= step
+        handle.seek(position)
+        tail = handle.read(step) + tail
+        lines = tail.rstrip(b"\r\n").split(b"\n")
+        if len(lines) > 1 or position == 0:
+            return lines[-1]
+    return b""
+
+
+def _date_of(line: bytes) -> date:
+    return date.fromisoformat(line.split(b",", 1)[0].decode("utf-8-sig").strip().strip('"')[:10])
+
+
+def scan_data_range(data_dir: Path) -> DataRange | None:
+    """First and last transaction day, read from the file's first and last rows.
+
+    The Kaggle file is sorted by ``t_dat``; ingest verifies the real range, this cheap scan only
+    shapes the partition set at definitions load time. Returns None when there is no readable file.
+    """
+    path = Path(data_dir) / TRANSACTIONS_FILE
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            first = _first_data_line(handle)
+            last = _last_data_line(handle, size)
+        return DataRange(_date_of(first), _date_of(last))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def fallback_range(today: date | None = None) -> DataRange:
+    """Range used before any data exists: the year up to the most recent Tuesday."""
+    today = today or date.today()
+    last = week_start(today) - timedelta(days=1)
+    if last >= today:
+        last -= WEEK
+    return DataRange(last - timedelta(days=52 * 7 - 1), last)
+
+
+def weekly_partitions(data_range: DataRange) -> dg.WeeklyPartitionsDefinition:
+    """Every week inside the data plus the next, not-yet-observed week (the live week)."""
+    end = data_range.live_week + WEEK
+    return dg.WeeklyPartitionsDefinition(
+        start_date=data_range.first_week.isoformat(),
+        end_date=end.isoformat(),
+        day_offset=DAGSTER_WEDNESDAY,
+        fmt="%Y-%m-%d",
+        # The live week has not finished yet when the data ends on the latest Tuesday.
+        end_offset=1,
+    )
+
+
+def partition_days(key: str) -> tuple[date, date]:
+    """[first day, first day after] of a partition's target week."""
+    start = parse_week(key)
+    return start, start + WEEK
+
+
+def as_datetime(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)
+
+
+def env_data_range(data_dir: Path) -> DataRange:
+    return scan_data_range(data_dir) or fallback_range()
+
+
+def data_dir_fingerprint(data_dir: Path) -> str:
+    path = Path(data_dir) / TRANSACTIONS_FILE
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}-{stat.st_mtime_ns}-{os.fspath(path)}"

@@ -1,0 +1,21 @@
+-- Article transaction statistics: sales over windows, trend, recency, buyers' profile.
+-- Parameters: $cutoff (DATE). Only articles with sales appear.
+SELECT t.article_id,
+       CAST(count(*) FILTER (WHERE t.t_dat >= $cutoff::DATE - 7) AS INTEGER) AS sales_1w,
+       CAST(count(*) FILTER (WHERE t.t_dat >= $cutoff::DATE - 14 AND t.t_dat < $cutoff::DATE - 7) AS INTEGER) AS sales_prev_1w,
+       CAST(count(*) FILTER (WHERE t.t_dat >= $cutoff::DATE - 28) AS INTEGER) AS sales_4w,
+       CAST(count(*) AS INTEGER) AS sales_all,
+       CAST((count(*) FILTER (WHERE t.t_dat >= $cutoff::DATE - 7) + 1.0)
+            / (count(*) FILTER (WHERE t.t_dat >= $cutoff::DATE - 28) / 4.0 + 1.0) AS FLOAT) AS trend_ratio,
+       CAST(sum(exp(-($cutoff::DATE - t.t_dat) / 7.0)) AS FLOAT) AS decayed_sales,
+       CAST($cutoff::DATE - min(t.t_dat) AS INTEGER) AS days_since_first_sale,
+       CAST($cutoff::DATE - max(t.t_dat) AS INTEGER) AS days_since_last_sale,
+       CAST(count(DISTINCT t.customer_key) AS INTEGER) AS buyers_all,
+       CAST(avg(c.age) AS FLOAT) AS buyers_mean_age,
+       CAST(avg(CASE WHEN t.sales_channel_id = 2 THEN 1.0 ELSE 0.0 END) AS FLOAT) AS article_online_share,
+       CAST(count(*) FILTER (WHERE t.sales_channel_id = 1 AND t.t_dat >= $cutoff::DATE - 28) AS INTEGER) AS store_sales_4w,
+       CAST(count(*) FILTER (WHERE t.sales_channel_id = 2 AND t.t_dat >= $cutoff::DATE - 28) AS INTEGER) AS online_sales_4w
+FROM transactions t
+LEFT JOIN customers c USING (customer_key)
+GROUP BY t.article_id
+ORDER BY t.article_id

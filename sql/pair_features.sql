@@ -1,0 +1,60 @@
+-- Pair features for every surviving (customer, candidate article) of the week.
+-- Inputs: the view `candidates` (customer_key, article_id, score_<retriever>, rank_<retriever>,
+-- n_retrievers, best_rank), the week's history `transactions`, `articles` and the four feature
+-- tables. Parameter: $cutoff (DATE).
+WITH history AS (
+    SELECT t.customer_key, t.article_id, t.t_dat, a.product_code, a.product_type_no, a.product_group_name,
+           a.colour_group_code, a.graphical_appearance_no, a.section_no, a.garment_group_no, a.index_group_no
+    FROM transactions t
+    JOIN articles a USING (article_id)
+    SEMI JOIN (SELECT DISTINCT customer_key FROM candidates) c USING (customer_key)
+),
+pref_type AS (SELECT customer_key, product_type_no AS v, count(*) AS n FROM history GROUP BY ALL),
+pref_group AS (SELECT customer_key, product_group_name AS v, count(*) AS n FROM history GROUP BY ALL),
+pref_colour AS (SELECT customer_key, colour_group_code AS v, count(*) AS n FROM history GROUP BY ALL),
+pref_appearance AS (SELECT customer_key, graphical_appearance_no AS v, count(*) AS n FROM history GROUP BY ALL),
+pref_section AS (SELECT customer_key, section_no AS v, count(*) AS n FROM history GROUP BY ALL),
+pref_garment AS (SELECT customer_key, garment_group_no AS v, count(*) AS n FROM history GROUP BY ALL),
+pref_index AS (SELECT customer_key, index_group_no AS v, count(*) AS n FROM history GROUP BY ALL),
+same_product AS (SELECT customer_key, product_code AS v, count(*) AS n FROM history GROUP BY ALL),
+same_article AS (
+    SELECT customer_key, article_id, count(*) AS n, $cutoff::DATE - max(t_dat) AS days_since
+    FROM history GROUP BY ALL
+)
+SELECT c.*,
+       cf.* EXCLUDE (customer_key),
+       cs.* EXCLUDE (customer_key),
+       af.* EXCLUDE (article_id, product_code),
+       ats.* EXCLUDE (article_id),
+       CAST(coalesce(p_type.n, 0) / nullif(cs.txn_all, 0) AS FLOAT) AS pref_product_type,
+       CAST(coalesce(p_group.n, 0) / nullif(cs.txn_all, 0) AS FLOAT) AS pref_product_group,
+       CAST(coalesce(p_colour.n, 0) / nullif(cs.txn_all, 0) AS FLOAT) AS pref_colour_group,
+       CAST(coalesce(p_appearance.n, 0) / nullif(cs.txn_all, 0) AS FLOAT) AS pref_graphical_appearance,
+       CAST(coalesce(p_section.n, 0) / nullif(cs.txn_all, 0) AS FLOAT) AS pref_section,
+       CAST(coalesce(p_garment.n, 0) / nullif(cs.txn_all, 0) AS FLOAT) AS pref_garment_group,
+       CAST(coalesce(p_index.n, 0) / nullif(cs.txn_all, 0) AS FLOAT) AS pref_index_group,
+       CAST(coalesce(s_product.n, 0) AS SMALLINT) AS bought_same_product,
+       CAST(coalesce(s_article.n, 0) AS SMALLINT) AS bought_same_article,
+       CAST(s_article.days_since AS SMALLINT) AS days_since_bought_article,
+       CAST(af.price / nullif(cs.median_price_all, 0) AS FLOAT) AS price_vs_customer_median,
+       CAST(af.price / nullif(cs.max_price_all, 0) AS FLOAT) AS price_vs_customer_max,
+       CAST(cf.age - ats.buyers_mean_age AS FLOAT) AS age_vs_buyers_mean,
+       CAST(abs(cf.age - ats.buyers_mean_age) AS FLOAT) AS age_gap_to_buyers,
+       CAST(ats.article_online_share - cf.customer_online_share AS FLOAT) AS channel_gap
+FROM candidates c
+LEFT JOIN customer_features cf USING (customer_key)
+LEFT JOIN customer_transaction_stats cs USING (customer_key)
+LEFT JOIN article_features af USING (article_id)
+LEFT JOIN article_transaction_stats ats USING (article_id)
+LEFT JOIN pref_type p_type ON p_type.customer_key = c.customer_key AND p_type.v = af.product_type_no
+LEFT JOIN articles a ON a.article_id = c.article_id
+LEFT JOIN pref_group p_group ON p_group.customer_key = c.customer_key AND p_group.v = a.product_group_name
+LEFT JOIN pref_colour p_colour ON p_colour.customer_key = c.customer_key AND p_colour.v = af.colour_group_code
+LEFT JOIN pref_appearance p_appearance
+       ON p_appearance.customer_key = c.customer_key AND p_appearance.v = af.graphical_appearance_no
+LEFT JOIN pref_section p_section ON p_section.customer_key = c.customer_key AND p_section.v = af.section_no
+LEFT JOIN pref_garment p_garment ON p_garment.customer_key = c.customer_key AND p_garment.v = af.garment_group_no
+LEFT JOIN pref_index p_index ON p_index.customer_key = c.customer_key AND p_index.v = af.index_group_no
+LEFT JOIN same_product s_product ON s_product.customer_key = c.customer_key AND s_product.v = a.product_code
+LEFT JOIN same_article s_article ON s_article.customer_key = c.customer_key AND s_article.article_id = c.article_id
+ORDER BY c.customer_key, c.best_rank, c.article_id
