@@ -94,6 +94,72 @@ def command_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_for(args: argparse.Namespace):
+    if args.home:
+        os.environ["HM_HOME"] = str(Path(args.home).expanduser().resolve())
+    from hm_assets.store import HMStore
+
+    return HMStore()
+
+
+def command_recommend(args: argparse.Namespace) -> int:
+    """The customer's 12 right now, recomputed on demand (optionally after new purchases)."""
+    try:
+        from hm_assets.on_demand import OnDemandRecommender, format_table
+
+        started = time.perf_counter()
+        with OnDemandRecommender(_store_for(args), args.week) as recommender:
+            loaded = time.perf_counter() - started
+            recs = recommender.recommend(args.customer_id, bought=args.bought or (), age=args.age)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    who = "known customer" if recs.attrs["known"] else "new customer (cold start)"
+    print(f"week {recs.attrs['week']} · {who} {recs.attrs['customer_id']} (customer_key {recs.attrs['customer_key']})")
+    if recs.attrs["bought"]:
+        print("after buying: " + " ".join(f"{a:010d}" for a in recs.attrs["bought"]))
+    print(format_table(recs))
+    one_off = sum(s for step, s in recommender.load_seconds.items() if step != "tables")
+    print(
+        f"loaded in {loaded:.2f} s; recommended in {recs.attrs['seconds']:.2f} s, of which {one_off:.2f} s "
+        f"fitting the retrievers' global steps once (a long-lived OnDemandRecommender pays that only once)"
+    )
+    return 0
+
+
+def command_show(args: argparse.Namespace) -> int:
+    """A customer's recent purchases and the week's stored recommendations."""
+    try:
+        import pandas as pd
+
+        from hm_assets.on_demand import (
+            find_customer,
+            format_table,
+            newest_recommendation_week,
+            recent_purchases,
+            stored_recommendations,
+        )
+
+        store = _store_for(args)
+        week = args.week or newest_recommendation_week(store)
+        customers = pd.read_parquet(store.require("customers"), columns=["customer_key", "customer_id"])
+        who = find_customer(customers, args.customer_id)
+        purchases = recent_purchases(store, week, who.key, args.purchases)
+        recs = stored_recommendations(store, week, who.key)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not who.known:
+        print(f"error: no customer {args.customer_id} in {store.asset_path('customers')}", file=sys.stderr)
+        return 1
+    print(f"week {week} · customer {who.customer_id} (customer_key {who.key})")
+    print(f"\nRecent purchases before {week} (newest first):")
+    print(format_table(purchases))
+    print(f"\nStored recommendations for {week}:")
+    print(format_table(recs))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hm-recs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--training-weeks", type=int, default=2, help="labelled earlier weeks the ranker learns from")
     run.add_argument("--backtest-weeks", type=int, default=1, help="also run this many weeks ending at the target")
     run.set_defaults(handler=command_run)
+    recommend = sub.add_parser("recommend", help="a customer's 12 recommendations now, recomputed on demand")
+    recommend.add_argument("customer_id", help="the 64-hex customer_id (or customer_key); an unknown id is a new customer")
+    recommend.add_argument("--week", help="week whose artefacts to use (default: the newest with recommendations)")
+    recommend.add_argument("--bought", nargs="+", metavar="ARTICLE_ID", help="articles bought just now (before the week)")
+    recommend.add_argument("--age", type=float, help="the customer's age (new customers; overrides a known one's)")
+    recommend.add_argument("--home", help="output folder (default: $HM_HOME)")
+    recommend.set_defaults(handler=command_recommend)
+    show = sub.add_parser("show", help="a customer's recent purchases and stored recommendations")
+    show.add_argument("customer_id", help="the 64-hex customer_id (or customer_key)")
+    show.add_argument("--week", help="week (default: the newest with recommendations)")
+    show.add_argument("--purchases", type=int, default=12, help="how many recent purchases to list")
+    show.add_argument("--home", help="output folder (default: $HM_HOME)")
+    show.set_defaults(handler=command_show)
     return parser
 
 

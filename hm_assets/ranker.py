@@ -56,9 +56,9 @@ def stack_weeks(frames: list[pd.DataFrame]) -> pd.DataFrame:
 @dataclass
 class RankerSettings:
     objective: str = "lambdarank"
-    boost_rounds: int = 250
+    boost_rounds: int = 150
     learning_rate: float = 0.05
-    num_leaves: int = 63
+    num_leaves: int = 31
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.8
     seed: int = 0

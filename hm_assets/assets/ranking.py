@@ -102,10 +102,10 @@ def pair_features(context: dg.AssetExecutionContext, store: HMStore) -> dg.Mater
 class RankerConfig(dg.Config):
     objective: str = "lambdarank"
     training_weeks: int = 2
-    negatives_per_customer: int = 60
-    boost_rounds: int = 250
+    negatives_per_customer: int = 30
+    boost_rounds: int = 150
     learning_rate: float = 0.05
-    num_leaves: int = 63
+    num_leaves: int = 31
     min_data_in_leaf: int = 50
     seed: int = 0
 

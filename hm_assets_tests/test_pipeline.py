@@ -1,0 +1,101 @@
+"""The whole weekly graph materialized on the tiny preset, as `hm-recs run` does it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from hm_assets.quality_checks import recommendation_problems
+from hm_assets.runner import run_weeks
+from hm_assets.weeks import WEEK, scan_data_range
+
+FAST = {
+    "ops": {
+        "ranker": {"config": {"training_weeks": 1, "boost_rounds": 60}},
+        "popularity_model": {"config": {"boost_rounds": 40}},
+    }
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data):
+    from hm_assets.definitions import defs
+
+    data_range = scan_data_range(tiny_data)
+    home = Path(os.environ["HM_HOME"])
+    instance = dg.DagsterInstance.ephemeral()
+    plan = run_weeks(defs, instance, data_range, data_range.live_week, training_weeks=1, backtest_weeks=2, run_config=FAST)
+    return home, data_range, plan, instance
+
+
+def test_plan_covers_training_week_evaluated_week_and_live_week(tiny_run):
+    _, data_range, plan, _ = tiny_run
+    assert plan.full == [data_range.newest_week_with_truth, data_range.live_week]
+    assert plan.training_side == [data_range.newest_week_with_truth - WEEK]
+
+
+def test_every_customer_gets_twelve_known_articles(tiny_run, tiny_data):
+    home, data_range, _, _ = tiny_run
+    for week in (data_range.newest_week_with_truth, data_range.live_week):
+        recs = home / "assets" / "recommendations" / f"{week}.parquet"
+        problems = recommendation_problems(
+            duckdb.connect(), recs, home / "assets" / "customers.parquet", home / "assets" / "articles.parquet"
+        )
+        assert problems == []
+    customers = pd.read_csv(tiny_data / "customers.csv", usecols=["customer_id"])
+    live = pd.read_parquet(home / "assets" / "recommendations" / f"{data_range.live_week}.parquet")
+    assert live["customer_key"].nunique() == len(customers)
+
+
+def test_submission_is_in_kaggle_format(tiny_run, tiny_data):
+    home, data_range, _, _ = tiny_run
+    submission = pd.read_csv(home / "assets" / "submission" / f"{data_range.live_week}.csv", dtype=str)
+    customers = pd.read_csv(tiny_data / "customers.csv", usecols=["customer_id"], dtype=str)
+    assert list(submission.columns) == ["customer_id", "prediction"]
+    assert set(submission["customer_id"]) == set(customers["customer_id"])
+    lists = submission["prediction"].str.split(" ")
+    assert lists.map(len).eq(12).all() and lists.map(lambda l: len(set(l))).eq(12).all()
+    assert lists.explode().str.fullmatch(r"\d{10}").all()
+
+
+def test_evaluation_reports_ranker_next_to_baselines(tiny_run):
+    home, data_range, _, _ = tiny_run
+    metrics = json.loads((home / "assets" / "evaluation" / f"{data_range.newest_week_with_truth}.json").read_text())
+    for key in ("map12_ranker", "map12_trending", "map12_last_week_top12", "recall_union", "recall_after_filters"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["recall_after_filters"] <= metrics["recall_union"]
+    assert metrics["map12_ranker"] > metrics["map12_last_week_top12"]
+    live = json.loads((home / "assets" / "evaluation" / f"{data_range.live_week}.json").read_text())
+    assert live == {"week": data_range.live_week.isoformat(), "has_truth": False}
+
+
+def test_asset_checks_ran_and_passed(tiny_run):
+    _, _, _, instance = tiny_run
+    runs = instance.get_runs()
+    assert runs and all(run.is_success for run in runs)
+    failed_checks = []
+    for run in runs:
+        for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = event.dagster_event.event_specific_data
+            if not evaluation.passed:
+                failed_checks.append(evaluation.check_name)
+    assert failed_checks == []
+
+
+def test_candidate_metadata_reports_recall(tiny_run):
+    _, data_range, _, instance = tiny_run
+    key = dg.AssetKey("repurchase")
+    event = instance.get_latest_materialization_event(key)
+    assert event is not None
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[data_range.newest_week_with_truth.isoformat()]), limit=1
+    ).records
+    metadata = records[0].asset_materialization.metadata
+    assert 0.0 < metadata["recall"].value <= 1.0
+    assert metadata["candidates_per_customer_mean"].value > 0
