@@ -15,9 +15,9 @@ import pandas as pd
 from hm_assets.filters import FilterRule
 
 
-def union_sql(sources: dict[str, Path]) -> str:
+def union_sql(sources: dict[str, Path], where: str = "true") -> str:
     parts = " UNION ALL ".join(
-        f"SELECT '{name}' AS retriever, customer_key, article_id, score, rank FROM read_parquet('{path}')"
+        f"SELECT '{name}' AS retriever, customer_key, article_id, score, rank FROM read_parquet('{path}') WHERE {where}"
         for name, path in sources.items()
     )
     columns = ",\n".join(
@@ -42,8 +42,9 @@ class RuleEffect:
     removed_true: int | None
 
 
-def build_union(con: duckdb.DuckDBPyConnection, sources: dict[str, Path]) -> int:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE union_candidates AS {union_sql(sources)}")
+def build_union(con: duckdb.DuckDBPyConnection, sources: dict[str, Path], where: str = "true") -> int:
+    """The union of the retrievers' candidates (of the customers matching ``where``) as ``union_candidates``."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE union_candidates AS {union_sql(sources, where)}")
     return con.execute("SELECT count(*) FROM union_candidates").fetchall()[0][0]
 
 
@@ -84,6 +85,27 @@ def filtered_candidates(con: duckdb.DuckDBPyConnection, max_per_customer: int) -
         ORDER BY customer_key, best_rank, article_id
         """
     )
+
+
+def found_true_pairs(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """How many distinct (customer, article) purchases of the target week ``table`` contains."""
+    return con.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT customer_key, article_id FROM truth) t "
+        f"SEMI JOIN {table} c USING (customer_key, article_id)"
+    ).fetchall()[0][0]
+
+
+def add_effects(total: list[RuleEffect], shard: list[RuleEffect]) -> list[RuleEffect]:
+    if not total:
+        return shard
+    return [
+        RuleEffect(
+            a.rule,
+            a.removed + b.removed,
+            None if a.removed_true is None else a.removed_true + (b.removed_true or 0),
+        )
+        for a, b in zip(total, shard)
+    ]
 
 
 def effects_table(effects: list[RuleEffect]) -> pd.DataFrame:

@@ -20,6 +20,13 @@ def retriever_alone(candidates: pd.DataFrame) -> pd.DataFrame:
     return top_k(candidates[["customer_key", "article_id", "score"]], K)
 
 
+def buyers_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: str = "*") -> pd.DataFrame:
+    """Rows of a per-customer output for the customers who bought in the target week (view ``truth``)."""
+    return con.sql(
+        f"SELECT {columns} FROM read_parquet('{path}') SEMI JOIN (SELECT DISTINCT customer_key FROM truth) USING (customer_key)"
+    ).df()
+
+
 def evaluate_week(
     con: duckdb.DuckDBPyConnection,
     cutoff,
@@ -28,6 +35,7 @@ def evaluate_week(
     retriever_outputs: dict[str, Path],
     filtered_candidates: Path,
 ) -> dict:
+    """``con`` holds the week's views (``transactions`` before the cut-off, ``truth``)."""
     buyers = truth["customer_key"].unique()
     metrics: dict = {
         "buyers": int(len(buyers)),
@@ -38,15 +46,14 @@ def evaluate_week(
     }
     union_parts = []
     for name, path in retriever_outputs.items():
-        frame = pd.read_parquet(path)
-        frame = frame[frame["customer_key"].isin(buyers)]
+        frame = buyers_rows(con, path)
         union_parts.append(frame[["customer_key", "article_id"]].assign(retriever=name))
         metrics[f"recall_{name}"] = recall(frame, truth)
         metrics[f"map12_{name}"] = map_at_k(retriever_alone(frame), truth)
     union = pd.concat(union_parts, ignore_index=True)
     metrics["recall_union"] = recall(union, truth)
-    kept = pd.read_parquet(filtered_candidates, columns=["customer_key", "article_id"])
-    metrics["recall_after_filters"] = recall(kept[kept["customer_key"].isin(buyers)], truth)
+    kept = buyers_rows(con, filtered_candidates, "customer_key, article_id")
+    metrics["recall_after_filters"] = recall(kept, truth)
     found = truth[["customer_key", "article_id"]].drop_duplicates().merge(union.drop_duplicates(), on=["customer_key", "article_id"])
     found_by = found.groupby(["customer_key", "article_id"])["retriever"].agg(list)
     for name in retriever_outputs:

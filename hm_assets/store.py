@@ -70,6 +70,50 @@ def write_parquet(table: TableLike, target: Path) -> int:
         return table.num_rows
 
 
+def _as_arrow(table: TableLike) -> pa.Table:
+    if isinstance(table, duckdb.DuckDBPyRelation):
+        return table.to_arrow_table()
+    if isinstance(table, pd.DataFrame):
+        return pa.Table.from_pandas(table, preserve_index=False)
+    return table
+
+
+class ParquetAppender:
+    """Appends tables (e.g. one per customer shard) as row groups of one Parquet file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def append(self, table: TableLike) -> int:
+        arrow = _as_arrow(table)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, arrow.schema, compression="zstd")
+        elif arrow.schema != self.writer.schema:
+            arrow = arrow.cast(self.writer.schema)
+        self.writer.write_table(arrow)
+        self.rows += arrow.num_rows
+        return arrow.num_rows
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@contextmanager
+def parquet_appender(target: Path) -> Iterator[ParquetAppender]:
+    """Write a Parquet file piece by piece; it replaces ``target`` atomically once complete."""
+    with atomic_path(target) as temporary:
+        appender = ParquetAppender(temporary)
+        try:
+            yield appender
+        finally:
+            appender.close()
+        if appender.writer is None:
+            raise ValueError(f"nothing was written to {target}")
+
+
 def parquet_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
@@ -80,6 +124,7 @@ class HMStore(dg.ConfigurableResource):
     home: str = ""
     duckdb_memory_limit: str = "6GB"
     duckdb_threads: int = 2
+    customers_per_shard: int = 200_000
 
     @property
     def root(self) -> Path:

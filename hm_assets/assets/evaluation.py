@@ -9,7 +9,7 @@ import pandas as pd
 from hm_assets.assets.ranking import candidates, recommendations
 from hm_assets.assets.retrieval import candidate_assets
 from hm_assets.assets.weekly import HISTORY_AND_TARGET_WEEK, week_view
-from hm_assets.evaluation import evaluate_week, plot_png, png_markdown, quality_table
+from hm_assets.evaluation import buyers_rows, evaluate_week, plot_png, png_markdown, quality_table
 from hm_assets.metadata import markdown_table, stopwatch
 from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMStore
@@ -36,7 +36,7 @@ def evaluation(context: dg.AssetExecutionContext, store: HMStore) -> dg.Material
                 tmp.write_text(json.dumps({"week": key, "has_truth": False}))
             return dg.MaterializeResult(metadata={"has_truth": False, "note": "live week: no purchases observed yet"})
         truth = view.con.sql("SELECT customer_key, article_id FROM truth").df()
-        recs = pd.read_parquet(store.require("recommendations", key))
+        recs = buyers_rows(view.con, store.require("recommendations", key))
         metrics = evaluate_week(
             view.con,
             view.cutoff,

@@ -11,17 +11,16 @@ from hm_assets.assets.features import feature_assets
 from hm_assets.assets.retrieval import candidate_assets
 from hm_assets.assets.weekly import HISTORY, previous_weeks, week_view
 from hm_assets.baselines import last_week_top
-from hm_assets.candidates import apply_rules, build_union, effects_table, filtered_candidates
+from hm_assets.candidates import add_effects, apply_rules, build_union, effects_table, filtered_candidates, found_true_pairs
 from hm_assets.data_contract import format_article_id
 from hm_assets.filters import RULE_NAMES, rules_by_name
-from hm_assets.history import register_parquet
 from hm_assets.metadata import markdown_table, stopwatch
-from hm_assets.metrics import recall
 from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMStore
 from hm_assets.retrievers.registry import retriever_names
 from hm_assets.sql import load_sql
-from hm_assets.store import atomic_path, write_parquet
+from hm_assets.shards import customer_shards
+from hm_assets.store import atomic_path, parquet_appender
 from hm_assets.weeks import WEEK, parse_week
 
 GROUP = "ranking"
@@ -41,16 +40,34 @@ class CandidateFilterConfig(dg.Config):
 )
 def candidates(context: dg.AssetExecutionContext, store: HMStore, config: CandidateFilterConfig) -> dg.MaterializeResult:
     """Union of every retriever's candidates (their scores and ranks as columns), minus the
-    business rules (each named and switchable), capped per customer by best retriever rank."""
+    business rules (each named and switchable), capped per customer by best retriever rank.
+    Computed one customer shard at a time."""
     key = context.partition_key
     sources = {name: store.require(name, key) for name in retriever_names()}
+    rules = rules_by_name(config.rules)
+    union_rows = customers_n = found_union = found_kept = 0
+    effects: list = []
     with stopwatch() as watch, week_view(context, store, with_truth=True) as view:
-        union_rows = build_union(view.con, sources)
-        effects = apply_rules(view.con, rules_by_name(config.rules), view.cutoff, view.has_truth)
-        rows = write_parquet(filtered_candidates(view.con, config.max_per_customer), store.asset_path("candidates", key))
+        shards = customer_shards(view.con, store.customers_per_shard)
+        with parquet_appender(store.asset_path("candidates", key)) as output:
+            for shard in shards:
+                union_rows += build_union(view.con, sources, shard.where())
+                effects = add_effects(effects, apply_rules(view.con, rules, view.cutoff, view.has_truth))
+                view.con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE kept AS {filtered_candidates(view.con, config.max_per_customer).sql_query()}"
+                )
+                output.append(view.con.sql("SELECT * FROM kept"))
+                customers_n += view.con.execute("SELECT count(DISTINCT customer_key) FROM kept").fetchall()[0][0]
+                if view.has_truth:
+                    found_union += found_true_pairs(view.con, "union_candidates")
+                    found_kept += found_true_pairs(view.con, "kept")
+        rows = output.rows
         metadata: dict = {
             "dagster/row_count": rows,
             "union_rows": int(union_rows),
+            "customer_shards": len(shards),
+            "customers": int(customers_n),
+            "candidates_per_customer_mean": round(rows / max(customers_n, 1), 2),
             "rules_enabled": ", ".join(config.rules) or "none",
             "rule_effects": markdown_table(effects_table(effects)),
         }
@@ -58,17 +75,10 @@ def candidates(context: dg.AssetExecutionContext, store: HMStore, config: Candid
             metadata[f"removed_by_{effect.rule}"] = effect.removed
             if effect.removed_true is not None:
                 metadata[f"true_purchases_removed_by_{effect.rule}"] = effect.removed_true
-        customers_n = view.con.execute(
-            f"SELECT count(DISTINCT customer_key) FROM read_parquet('{store.asset_path('candidates', key)}')"
-        ).fetchall()[0][0]
-        metadata["customers"] = int(customers_n)
-        metadata["candidates_per_customer_mean"] = round(rows / max(customers_n, 1), 2)
         if view.has_truth:
-            truth = view.con.sql("SELECT customer_key, article_id FROM truth").df()
-            union = view.con.sql("SELECT customer_key, article_id FROM union_candidates").df()
-            kept = pd.read_parquet(store.asset_path("candidates", key), columns=["customer_key", "article_id"])
-            metadata["recall_union"] = round(recall(union, truth), 4)
-            metadata["recall_after_filters"] = round(recall(kept, truth), 4)
+            purchases = view.con.execute("SELECT count(*) FROM (SELECT DISTINCT customer_key, article_id FROM truth)").fetchall()[0][0]
+            metadata["recall_union"] = round(found_union / max(purchases, 1), 4)
+            metadata["recall_after_filters"] = round(found_kept / max(purchases, 1), 4)
     metadata["seconds"] = watch.seconds
     return dg.MaterializeResult(metadata=metadata)
 
@@ -82,16 +92,24 @@ def candidates(context: dg.AssetExecutionContext, store: HMStore, config: Candid
 def pair_features(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
     """Features of every surviving (customer, candidate): customer and article features, their
     transaction statistics, the customer's preference shares for the candidate's attributes,
-    consistency (price, age, channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql."""
+    consistency (price, age, channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql.
+    Computed one customer shard at a time."""
     key = context.partition_key
+    source = store.require("candidates", key)
+    target = store.asset_path("pair_features", key)
     with stopwatch() as watch, week_view(context, store) as view:
-        register_parquet(view.con, "candidates", store.require("candidates", key))
-        relation = view.con.sql(load_sql("pair_features"), params={"cutoff": view.cutoff})
-        rows = write_parquet(relation, store.asset_path("pair_features", key))
-        columns = view.con.sql(f"DESCRIBE SELECT * FROM read_parquet('{store.asset_path('pair_features', key)}')").df()
+        shards = customer_shards(view.con, store.customers_per_shard)
+        with parquet_appender(target) as output:
+            for shard in shards:
+                view.con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{source}') WHERE {shard.where()}"
+                )
+                output.append(view.con.sql(load_sql("pair_features"), params={"cutoff": view.cutoff}))
+        columns = view.con.sql(f"DESCRIBE SELECT * FROM read_parquet('{target}')").df()
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": rows,
+            "dagster/row_count": output.rows,
+            "customer_shards": len(shards),
             "features": len(columns) - 2,
             "columns": dg.MetadataValue.md(", ".join(f"`{c}`" for c in columns["column_name"])),
             "seconds": watch.seconds,
@@ -140,10 +158,16 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
     if len(weeks) < config.training_weeks:
         context.log.warning(f"{len(weeks)} labelled week(s) available of the {config.training_weeks} asked for: {weeks}")
     frames = []
+    con = store.connect()
     for week in weeks:
-        pairs = pd.read_parquet(store.asset_path("pair_features", week))
         truth = pd.read_parquet(store.asset_path("transactions", week), columns=["customer_key", "article_id"])
+        pairs = con.sql(
+            f"SELECT * FROM read_parquet('{store.asset_path('pair_features', week)}') "
+            f"SEMI JOIN (SELECT DISTINCT customer_key FROM read_parquet('{store.asset_path('transactions', week)}')) "
+            f"USING (customer_key)"
+        ).df()
         frames.append(ranking.training_rows(pairs, truth, config.negatives_per_customer, config.seed))
+    con.close()
     rows = ranking.stack_weeks(frames)
     model_path = store.asset_path("ranker", key, ".txt")
     info_path = store.asset_path("ranker", key, ".json")
@@ -185,15 +209,13 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
     return dg.MaterializeResult(metadata=metadata)
 
 
-def score_pairs(store: HMStore, key: str) -> pd.DataFrame:
-    """customer_key, article_id, score for the week's pairs, by the week's ranker (or the fallback)."""
-    pairs = pd.read_parquet(store.require("pair_features", key))
+def pair_scorer(store: HMStore, key: str):
+    """The week's ranker as a function of pair features (or the fallback when it has no model)."""
     info = json.loads(store.require("ranker", key, ".json").read_text())
     if info.get("trained"):
-        scores = ranking.predict(ranking.load(store.require("ranker", key, ".txt")), pairs)
-    else:
-        scores = ranking.heuristic_score(pairs)
-    return pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scores})
+        booster = ranking.load(store.require("ranker", key, ".txt"))
+        return lambda pairs: ranking.predict(booster, pairs)
+    return ranking.heuristic_score
 
 
 @dg.asset(
@@ -204,24 +226,35 @@ def score_pairs(store: HMStore, key: str) -> pd.DataFrame:
 )
 def recommendations(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
     """Exactly 12 distinct articles for every customer in customers.csv, best first, plus the
-    Kaggle submission CSV (customer_id, prediction)."""
+    Kaggle submission CSV (customer_id, prediction). Scored one customer shard at a time."""
     key = context.partition_key
-    with stopwatch() as watch, week_view(context, store, with_features=False) as view:
-        customers_frame = view.con.sql("SELECT customer_key, customer_id FROM customers").df()
-        fallback = last_week_top(view.con, view.cutoff, 24)
-    best = ranking.top_k(score_pairs(store, key))
-    recs = ranking.fill_to_k(best, customers_frame["customer_key"].to_numpy(), fallback)
-    write_parquet(recs, store.asset_path("recommendations", key))
-    submission = kaggle_submission(recs, customers_frame)
+    pairs_path = store.require("pair_features", key)
+    score = pair_scorer(store, key)
     submission_path = store.asset_path("submission", key, ".csv")
-    with atomic_path(submission_path) as tmp:
-        submission.to_csv(tmp, index=False)
-    from_ranker = int(recs["score"].notna().sum())
+    from_ranker = 0
+    with stopwatch() as watch, week_view(context, store, with_features=False) as view:
+        fallback = last_week_top(view.con, view.cutoff, 24)
+        shards = customer_shards(view.con, store.customers_per_shard)
+        with parquet_appender(store.asset_path("recommendations", key)) as output, atomic_path(submission_path) as csv:
+            for shard in shards:
+                customers_frame = view.con.sql(
+                    f"SELECT customer_key, customer_id FROM customers WHERE {shard.where()} ORDER BY customer_key"
+                ).df()
+                pairs = view.con.sql(f"SELECT * FROM read_parquet('{pairs_path}') WHERE {shard.where()}").df()
+                scored = pd.DataFrame(
+                    {"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": score(pairs)}
+                )
+                del pairs
+                recs = ranking.fill_to_k(ranking.top_k(scored), customers_frame["customer_key"].to_numpy(), fallback)
+                from_ranker += int(recs["score"].notna().sum())
+                output.append(recs)
+                kaggle_submission(recs, customers_frame).to_csv(csv, mode="a", header=shard.index == 0, index=False)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(recs),
-            "customers": int(recs["customer_key"].nunique()),
-            "share_from_ranker": round(from_ranker / max(len(recs), 1), 4),
+            "dagster/row_count": output.rows,
+            "customers": output.rows // ranking.K,
+            "customer_shards": len(shards),
+            "share_from_ranker": round(from_ranker / max(output.rows, 1), 4),
             "submission_csv": dg.MetadataValue.path(str(submission_path)),
             "seconds": watch.seconds,
         }
