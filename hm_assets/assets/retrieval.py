@@ -2,42 +2,50 @@
 
 # No `from __future__ import annotations`: Dagster reads each asset's config class from its annotation.
 
+from pathlib import Path
+
 import dagster as dg
-import pandas as pd
 
 from hm_assets.assets.features import feature_assets
 from hm_assets.assets.weekly import HISTORY, week_view
 from hm_assets.metadata import stopwatch
-from hm_assets.metrics import recall
 from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMStore
-from hm_assets.retrievers.base import RetrievalContext, Retriever, finalize_candidates
+from hm_assets.retrievers.base import RetrievalContext, Retriever, ranked_candidates
 from hm_assets.retrievers.registry import RETRIEVERS
 from hm_assets.store import write_parquet
 
 GROUP = "retrieval"
 
 
-def read_truth(store: HMStore, week_key: str) -> pd.DataFrame | None:
-    """The target week's purchases, for metadata only (never an input to candidates)."""
-    path = store.asset_path("transactions", week_key)
-    if not path.exists():
-        return None
-    truth = pd.read_parquet(path, columns=["customer_key", "article_id"])
-    return truth if len(truth) else None
-
-
-def candidate_metadata(candidates: pd.DataFrame, truth: pd.DataFrame | None, customers: int) -> dict:
-    per_customer = candidates.groupby("customer_key").size() if len(candidates) else pd.Series(dtype=int)
+def candidate_metadata(con, candidates: Path, customers: int, truth: Path) -> dict:
+    """Coverage and size of a candidate file; recall when the target week's truth exists (for
+    metadata only: the truth never feeds the candidates)."""
+    with_candidates, rows, widest = con.execute(
+        f"""
+        SELECT count(*), sum(n), max(n) FROM (
+            SELECT customer_key, count(*) AS n FROM read_parquet('{candidates}') GROUP BY customer_key
+        )
+        """
+    ).fetchall()[0]
+    rows = int(rows or 0)
     metadata: dict = {
-        "dagster/row_count": len(candidates),
-        "customers_with_candidates": int(per_customer.size),
-        "customer_coverage": round(per_customer.size / max(customers, 1), 4),
-        "candidates_per_customer_mean": round(float(per_customer.mean()), 2) if per_customer.size else 0.0,
-        "candidates_per_customer_max": int(per_customer.max()) if per_customer.size else 0,
+        "dagster/row_count": rows,
+        "customers_with_candidates": int(with_candidates),
+        "customer_coverage": round(with_candidates / max(customers, 1), 4),
+        "candidates_per_customer_mean": round(rows / max(with_candidates, 1), 2),
+        "candidates_per_customer_max": int(widest or 0),
     }
-    if truth is not None:
-        metadata["recall"] = round(recall(candidates, truth), 4)
+    if truth.exists():
+        purchases, found = con.execute(
+            f"""
+            WITH bought AS (SELECT DISTINCT customer_key, article_id FROM read_parquet('{truth}'))
+            SELECT (SELECT count(*) FROM bought),
+                   (SELECT count(*) FROM bought SEMI JOIN read_parquet('{candidates}') USING (customer_key, article_id))
+            """
+        ).fetchall()[0]
+        if purchases:
+            metadata["recall"] = round(found / purchases, 4)
     return metadata
 
 
@@ -65,9 +73,9 @@ def build_candidate_asset(retriever: Retriever) -> dg.AssetsDefinition:
                 log=context.log,
             )
             raw = retriever.generate(retrieval, config)
-            candidates = finalize_candidates(raw, config.max_candidates)
-            write_parquet(candidates, store.asset_path(retriever.name, context.partition_key))
-        metadata = candidate_metadata(candidates, read_truth(store, context.partition_key), len(customer_keys))
+            target = store.asset_path(retriever.name, context.partition_key)
+            write_parquet(ranked_candidates(view.con, raw, config.max_candidates), target)
+            metadata = candidate_metadata(view.con, target, len(customer_keys), store.asset_path("transactions", context.partition_key))
         metadata["seconds"] = watch.seconds
         return dg.MaterializeResult(metadata=metadata)
 

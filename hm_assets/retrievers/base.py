@@ -1,8 +1,9 @@
 """The retriever contract.
 
 A retriever proposes candidate articles for customers as of a cut-off. It returns rows of
-(customer_key, article_id, score) — higher score is better; the framework ranks them, keeps the
-best ``max_candidates`` per customer, and stores (customer_key, article_id, score, rank).
+(customer_key, article_id, score) — higher score is better — as a DataFrame or a DuckDB relation
+(for outputs too large for pandas); the framework ranks them in DuckDB, keeps the best
+``max_candidates`` per customer, and stores (customer_key, article_id, score, rank).
 
 Retrievers read the week's DuckDB views (``transactions`` strictly before the cut-off,
 ``articles``, ``customers`` and the feature tables ``customer_features``,
@@ -60,22 +61,35 @@ class Retriever:
     kinds: frozenset[str] = frozenset({"duckdb"})
 
 
-def finalize_candidates(raw: pd.DataFrame, max_candidates: int) -> pd.DataFrame:
-    """Dedupe (keep the best score), rank per customer (1 = best) and keep the top ``max_candidates``."""
-    if raw.empty:
-        return pd.DataFrame(
-            {
-                "customer_key": pd.Series(dtype="int64"),
-                "article_id": pd.Series(dtype="int32"),
-                "score": pd.Series(dtype="float32"),
-                "rank": pd.Series(dtype="int16"),
-            }
-        )
-    frame = raw[["customer_key", "article_id", "score"]].copy()
-    frame = frame.sort_values(["customer_key", "score", "article_id"], ascending=[True, False, True], kind="mergesort")
-    frame = frame.drop_duplicates(["customer_key", "article_id"], keep="first")
-    frame["rank"] = frame.groupby("customer_key", sort=False).cumcount() + 1
-    frame = frame[frame["rank"] <= max_candidates]
-    return frame.astype({"customer_key": "int64", "article_id": "int32", "score": "float32", "rank": "int16"}).reset_index(
-        drop=True
+RawCandidates = pd.DataFrame | duckdb.DuckDBPyRelation
+
+
+RANKING_SQL = """
+    SELECT CAST(customer_key AS BIGINT) AS customer_key, CAST(article_id AS INTEGER) AS article_id,
+           CAST(score AS FLOAT) AS score, CAST(rank AS SMALLINT) AS rank
+    FROM (
+        SELECT customer_key, article_id, score,
+               row_number() OVER (PARTITION BY customer_key ORDER BY score DESC, article_id) AS rank
+        FROM (SELECT customer_key, article_id, max(score) AS score FROM raw_candidates GROUP BY ALL)
     )
+    WHERE rank <= {max_candidates}
+    ORDER BY customer_key, rank
+"""
+
+
+def ranked_candidates(con: duckdb.DuckDBPyConnection, raw: RawCandidates, max_candidates: int) -> duckdb.DuckDBPyRelation:
+    """Dedupe (keep the best score), rank per customer (1 = best), keep the top ``max_candidates``,
+    ordered by customer_key then rank."""
+    sql = RANKING_SQL.format(max_candidates=int(max_candidates))
+    if isinstance(raw, duckdb.DuckDBPyRelation):
+        return raw.query("raw_candidates", sql)
+    raw = raw.reindex(columns=["customer_key", "article_id", "score"])
+    raw = raw.astype({"customer_key": "int64", "article_id": "int32", "score": "float64"})
+    con.register("raw_candidates", raw)
+    return con.sql(sql)
+
+
+def finalize_candidates(raw: RawCandidates, max_candidates: int, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+    """``ranked_candidates`` as a DataFrame."""
+    con = con or duckdb.connect()
+    return ranked_candidates(con, raw, max_candidates).df()

@@ -12,7 +12,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from hm_assets.retrievers.base import RetrievalContext, Retriever, RetrieverConfig
+from hm_assets.retrievers.base import RawCandidates, RetrievalContext, Retriever, RetrieverConfig
 
 PROFILE_COLUMNS = ["age_band", "club_status_code", "news_frequency_code", "fn", "active", "postal_band"]
 ARTICLE_COLUMNS = ["pool_code", "product_group_code", "index_group_no", "buyers_mean_age"]
@@ -103,7 +103,7 @@ def score_profiles(model: lgb.Booster, profiles: pd.DataFrame, pool: pd.DataFram
     return distinct, best
 
 
-def popularity_model_candidates(ctx: RetrievalContext, config: PopularityModelConfig) -> pd.DataFrame:
+def popularity_model_candidates(ctx: RetrievalContext, config: PopularityModelConfig) -> RawCandidates:
     pool = bestseller_pool(ctx, config.pool_size)
     profiles = customer_profiles(ctx)
     empty = pd.DataFrame(columns=["customer_key", "article_id", "score"])
@@ -118,7 +118,12 @@ def popularity_model_candidates(ctx: RetrievalContext, config: PopularityModelCo
     distinct, best = score_profiles(model, profiles, pool, config.max_candidates)
     keyed = profiles.merge(distinct, on=PROFILE_COLUMNS, how="left")[["customer_key", "profile_id"]]
     ctx.log.info(f"popularity model: {len(rows)} training rows, {len(distinct)} distinct profiles scored")
-    return keyed.merge(best, on="profile_id")[["customer_key", "article_id", "score"]]
+    # customers x lists can reach 10^8 rows: expanded lazily by DuckDB, not in pandas
+    ctx.con.register("customer_profiles", keyed)
+    ctx.con.register("profile_lists", best)
+    return ctx.con.sql(
+        "SELECT c.customer_key, l.article_id, l.score FROM customer_profiles c JOIN profile_lists l USING (profile_id)"
+    )
 
 
 RETRIEVER = Retriever(
