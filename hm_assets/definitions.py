@@ -4,6 +4,7 @@
 import dagster as dg
 
 from hm_assets.assets.checks import asset_checks
+from hm_assets.assets.content import content_assets
 from hm_assets.assets.evaluation import backtest_summary, evaluation_assets
 from hm_assets.assets.features import feature_assets
 from hm_assets.assets.gallery import gallery_assets
@@ -13,7 +14,7 @@ from hm_assets.assets.retrieval import candidate_assets
 from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMDataset, HMStore
 
-catalogue_assets = [articles, customers, article_images]
+catalogue_assets = [articles, customers, article_images, *content_assets]
 weekly_assets = [transactions, *feature_assets, *candidate_assets, *ranking_assets, evaluation_assets[0], *gallery_assets]
 
 catalogue_job = dg.define_asset_job(

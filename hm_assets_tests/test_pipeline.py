@@ -19,6 +19,7 @@ FAST = {
     "ops": {
         "ranker": {"config": {"training_weeks": 1, "boost_rounds": 60}},
         "popularity_model": {"config": {"boost_rounds": 40}},
+        "image_embeddings": {"config": {"max_epochs": 1}},
     }
 }
 

@@ -16,12 +16,12 @@ from hm_assets.embeddings.attributes import attribute_table, default_weights, en
 from hm_assets.embeddings.cache import embed_with_cache, read_embeddings, write_embeddings
 from hm_assets.embeddings.image import LABEL_COLUMNS, ImageSettings, run_image_embeddings
 from hm_assets.embeddings.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, save_index
+from hm_assets.embeddings.runtime import pick_device, set_torch_threads
 from hm_assets.embeddings.text import (
     article_texts,
     encode_texts,
     load_text_model,
     model_identity,
-    pick_device,
     resolve_model_path,
     text_hashes,
 )
@@ -56,13 +56,15 @@ class ImageEmbeddingConfig(dg.Config):
         "", description="Local weights file for the architecture; empty = train it on the catalogue images"
     )
     img_size: int = Field(0, description="Input size in pixels; 0 = the model's own with a checkpoint, 64 when training")
-    patch_size: int = Field(0, description="ViT patch size; 0 = the model's own with a checkpoint, 8 when training")
-    max_train_seconds: float = Field(900.0, description="Training time budget (trained path)")
-    max_epochs: int = Field(10, description="Training epochs at most (trained path)")
+    patch_size: int = Field(0, description="ViT patch size; 0 = the model's own with a checkpoint, 16 when training")
+    global_pool: str = Field("avg", description="Pooling of the trained encoder ('avg' or 'token'); a checkpoint keeps its own")
+    max_train_seconds: float = Field(600.0, description="Training time budget (trained path)")
+    max_epochs: int = Field(5, description="Training epochs at most (trained path)")
     max_train_images: int = Field(20000, description="Training images at most (a seeded random sample)")
     holdout_fraction: float = Field(0.2, description="Share of images held out to measure attribute accuracy")
-    batch_size: int = 64
-    learning_rate: float = 5e-4
+    batch_size: int = Field(32, description="Training batch size")
+    embed_batch_size: int = Field(128, description="Images per forward pass when embedding")
+    learning_rate: float = 1e-3
     weight_decay: float = 0.05
     min_class_count: int = Field(2, description="Classes rarer than this in training are ignored by the heads")
     retrain: bool = Field(False, description="Train a new encoder even if a saved one fits")
@@ -72,18 +74,27 @@ class ImageEmbeddingConfig(dg.Config):
     seed: int = 0
     device: str = Field("", description="torch device; empty = cuda when available, else cpu")
     decode_workers: int = 2
-    torch_threads: int = Field(0, description="torch.set_num_threads; 0 = torch's default")
+    torch_threads: int = Field(0, description="torch CPU threads; 0 = half the cores (both embedding steps may run at once)")
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "parquet"}, deps=["article_images", "articles"])
-def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingConfig, store: HMStore) -> dg.MaterializeResult:
+def image_embeddings(
+    context: dg.AssetExecutionContext, config: ImageEmbeddingConfig, store: HMStore
+) -> dg.MaterializeResult:
     """A timm ViT's pooled features of each readable article image (checkpoint, or trained on the catalogue)."""
     target = store.asset_path("image_embeddings")
     with stopwatch() as watch:
         catalogue = pd.read_parquet(store.require("article_images"))
         articles = pd.read_parquet(store.require("articles"), columns=["article_id", *LABEL_COLUMNS])
         settings = ImageSettings(**config.model_dump())
-        run = run_image_embeddings(catalogue, articles, settings, store.asset_dir("image_embeddings"), previous_file(store, "image_embeddings"), context.log)
+        run = run_image_embeddings(
+            catalogue,
+            articles,
+            settings,
+            weights_dir=store.asset_dir("image_embeddings"),
+            previous=previous_file(store, "image_embeddings"),
+            logger=context.log,
+        )
         rows = write_embeddings(run.outcome.embeddings, target)
     outcome = run.outcome
     metadata = cache_metadata(outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, target)
@@ -94,6 +105,7 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingCo
             "missing_or_unreadable": run.missing_or_unreadable,
             "decode_failures_now": int(outcome.failed_ids.size),
             "device": run.info["device"],
+            "torch_threads": run.info["torch_threads"],
         }
     )
     if "encoder" in run.info:
@@ -130,16 +142,15 @@ class TextEmbeddingConfig(dg.Config):
     batch_size: int = 128
     max_seq_length: int = Field(0, description="Tokens per text; 0 = the model's default")
     device: str = Field("", description="torch device; empty = cuda when available, else cpu")
-    torch_threads: int = Field(0, description="torch.set_num_threads; 0 = torch's default")
+    torch_threads: int = Field(0, description="torch CPU threads; 0 = half the cores (both embedding steps may run at once)")
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "parquet"}, deps=["articles"])
-def text_embeddings(context: dg.AssetExecutionContext, config: TextEmbeddingConfig, store: HMStore) -> dg.MaterializeResult:
+def text_embeddings(
+    context: dg.AssetExecutionContext, config: TextEmbeddingConfig, store: HMStore
+) -> dg.MaterializeResult:
     """Normalised all-MiniLM-L6-v2 vectors of each article's name, type, colour, appearance and description."""
-    import torch
-
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
+    threads = set_torch_threads(config.torch_threads)
     target = store.asset_path("text_embeddings")
     with stopwatch() as watch:
         articles = pd.read_parquet(store.require("articles"))
@@ -164,7 +175,7 @@ def text_embeddings(context: dg.AssetExecutionContext, config: TextEmbeddingConf
         outcome.embeddings.metadata = {"model_identity": identity, "model_path": str(path)}
         rows = write_embeddings(outcome.embeddings, target)
     metadata = cache_metadata(outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, target)
-    metadata.update({"model_path": str(path), "model_identity": identity, "device": device})
+    metadata.update({"model_path": str(path), "model_identity": identity, "device": device, "torch_threads": threads})
     metadata["example_text"] = texts.iloc[0] if len(texts) else ""
     return dg.MaterializeResult(metadata=metadata)
 
@@ -177,7 +188,10 @@ class AttributeEmbeddingConfig(dg.Config):
         default_factory=default_weights, description="Weight of each attribute block (0 drops a block)"
     )
     price_bands: int = Field(
-        5, description="Quantile bands of the median price (from ingested weekly transactions); 0 = no price block"
+        0,
+        description="Quantile bands of the median price (from every ingested weekly transaction file); 0 = no price "
+        "block. Off by default: the embeddings are not partitioned, so prices from weeks after a backtest's cut-off "
+        "would leak into it; turn on only for live-week use.",
     )
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from hm_assets.retrievers import also_bought, popularity_model, purchase_history_similar, repurchase
+from hm_assets.retrievers import (
+    also_bought,
+    attribute_similar,
+    image_similar,
+    popularity_model,
+    purchase_history_similar,
+    repurchase,
+    text_similar,
+)
 from hm_assets.retrievers.base import Retriever
 
 RETRIEVERS: tuple[Retriever, ...] = (
@@ -10,6 +18,9 @@ RETRIEVERS: tuple[Retriever, ...] = (
     purchase_history_similar.RETRIEVER,
     also_bought.RETRIEVER,
     repurchase.RETRIEVER,
+    image_similar.RETRIEVER,
+    text_similar.RETRIEVER,
+    attribute_similar.RETRIEVER,
 )
 
 

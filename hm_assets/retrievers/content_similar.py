@@ -1,0 +1,134 @@
+"""Shared logic of the content retrievers (image, text, attribute similarity).
+
+For each customer: the seeds are the most recent ``max_seeds`` distinct articles bought in
+the last ``lookback_weeks`` before the cut-off. Every distinct seed is looked up once in the
+hnswlib index (one batched ``knn_query``), and each neighbour gets
+
+    score(customer, article) = sum over the customer's seeds s of
+                               similarity(s, article) * 0.5 ** (days since s was bought / half_life_days)
+
+Neighbours with similarity <= ``min_similarity`` (default 0) are dropped. Articles the customer
+has already bought (whole history before the cut-off) are excluded, and with ``on_sale_only``
+so are articles nobody bought in the last ``on_sale_weeks`` (not buyable any more). Because
+that filter is applied after the search, each seed asks the index for
+``neighbours_per_seed / share of the catalogue on sale`` neighbours (capped at
+``max_query_neighbours``) so that enough buyable ones survive. The best
+``neighbours_per_seed`` survivors of each seed are kept, and at most ``max_candidates`` per
+customer are returned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from hm_assets.embeddings.index import load_index
+from hm_assets.retrievers.base import RetrievalContext, RetrieverConfig
+
+
+class ContentSimilarConfig(RetrieverConfig):
+    max_candidates: int = 30
+    lookback_weeks: int = 4
+    max_seeds: int = 5
+    neighbours_per_seed: int = 30
+    half_life_days: float = 14.0
+    on_sale_only: bool = True
+    on_sale_weeks: int = 4
+    max_query_neighbours: int = 1000
+    min_similarity: float = 0.0
+    query_threads: int = -1
+
+
+def empty_candidates() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_key": pd.Series(dtype="int64"),
+            "article_id": pd.Series(dtype="int32"),
+            "score": pd.Series(dtype="float64"),
+        }
+    )
+
+
+def recent_seeds(ctx: RetrievalContext, config: ContentSimilarConfig) -> pd.DataFrame:
+    """customer_key, article_id, days_ago: each customer's most recent distinct purchases."""
+    return ctx.con.execute(
+        """
+        SELECT customer_key, article_id, ($cutoff::DATE - last_day) AS days_ago
+        FROM (
+            SELECT customer_key, article_id, max(t_dat) AS last_day
+            FROM transactions
+            WHERE t_dat >= $start AND t_dat < $cutoff
+            GROUP BY customer_key, article_id
+        )
+        QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY last_day DESC, article_id) <= $max_seeds
+        """,
+        {"cutoff": ctx.cutoff, "start": ctx.lookback_start(config.lookback_weeks), "max_seeds": config.max_seeds},
+    ).df()
+
+
+def on_sale_articles(ctx: RetrievalContext, weeks: int) -> np.ndarray:
+    return ctx.con.execute(
+        "SELECT DISTINCT article_id FROM transactions WHERE t_dat >= $start AND t_dat < $cutoff",
+        {"start": ctx.lookback_start(weeks), "cutoff": ctx.cutoff},
+    ).df()["article_id"].to_numpy(np.int32)
+
+
+def content_similar_candidates(ctx: RetrievalContext, config: ContentSimilarConfig, index_asset: str) -> pd.DataFrame:
+    """Candidates from the index stored by asset ``index_asset`` (path in ``ctx.inputs``)."""
+    seeds = recent_seeds(ctx, config)
+    if seeds.empty:
+        return empty_candidates()
+    index = load_index(ctx.inputs[index_asset])  # module-level names: on_demand.py swaps in cached versions
+    if not len(index):
+        ctx.log.warning(f"{index_asset} is empty: no candidates")
+        return empty_candidates()
+
+    k = config.neighbours_per_seed
+    on_sale = None
+    if config.on_sale_only:
+        on_sale = on_sale_articles(ctx, config.on_sale_weeks)
+        share = np.isin(index.article_ids, on_sale).mean()
+        if share == 0:
+            return empty_candidates()
+        k = min(config.max_query_neighbours, math.ceil(config.neighbours_per_seed / share))
+    neighbours = index.neighbours(seeds["article_id"].to_numpy(), k, threads=config.query_threads)
+    if on_sale is not None:
+        neighbours = neighbours[neighbours["article_id"].isin(on_sale)]
+    neighbours = neighbours[neighbours["similarity"] > config.min_similarity]  # dissimilar "neighbours" add nothing
+    # the best neighbours_per_seed survivors of each seed (rows come ordered by similarity)
+    neighbours = neighbours.groupby("seed_article_id", sort=False).head(config.neighbours_per_seed)
+    if neighbours.empty:
+        return empty_candidates()
+
+    con = ctx.con
+    con.register("content_seeds", seeds)
+    con.register("content_neighbours", neighbours)
+    try:
+        return con.execute(
+            """
+            WITH scored AS (
+                SELECT s.customer_key, n.article_id,
+                       -- summed as exact decimals: a float sum's last bits follow DuckDB's threads, and
+                       -- tied candidates (frequent with attribute vectors) then swapped ranks run to run
+                       CAST(sum(CAST(n.similarity * pow(0.5, s.days_ago / $half_life) AS DECIMAL(18, 12))) AS DOUBLE) AS score
+                FROM content_seeds s JOIN content_neighbours n ON n.seed_article_id = s.article_id
+                GROUP BY s.customer_key, n.article_id
+            ),
+            bought AS (
+                SELECT DISTINCT customer_key, article_id FROM transactions
+                WHERE t_dat < $cutoff AND customer_key IN (SELECT customer_key FROM content_seeds)
+            )
+            SELECT customer_key, CAST(article_id AS INTEGER) AS article_id, score
+            FROM scored
+            WHERE NOT EXISTS (
+                SELECT 1 FROM bought b WHERE b.customer_key = scored.customer_key AND b.article_id = scored.article_id
+            )
+            QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY score DESC, article_id) <= $max_candidates
+            """,
+            {"half_life": config.half_life_days, "cutoff": ctx.cutoff, "max_candidates": config.max_candidates},
+        ).df()
+    finally:
+        con.unregister("content_seeds")
+        con.unregister("content_neighbours")
