@@ -54,6 +54,9 @@ def command_run(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     try:
+        from hm_assets.guards import install_process_memory_budget
+
+        install_process_memory_budget()  # HM_MEMORY_BUDGET, when set: a clear MemoryError, not an OOM kill
         from hm_assets.data_contract import TRANSACTIONS_FILE, InputDataError
         from hm_assets.weeks import scan_data_range
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import duckdb
 
+from hm_assets.guards import raise_if_out_of_memory
+
 ARTICLES_FILE = "articles.csv"
 CUSTOMERS_FILE = "customers.csv"
 TRANSACTIONS_FILE = "transactions_train.csv"
@@ -177,6 +179,7 @@ def load_csv(con: duckdb.DuckDBPyConnection, path: Path, spec: FileSpec, table: 
             [str(path)],
         )
     except duckdb.Error as exc:
+        raise_if_out_of_memory(exc, con=con)  # a too small memory budget is not bad input
         raise InputDataError(path, f"unreadable as CSV: {str(exc).splitlines()[0]}") from exc
     _raise_first_reject(con, path)
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]

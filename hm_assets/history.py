@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from hm_assets.guards import raise_if_out_of_memory
 from hm_assets.store import HMStore
 from hm_assets.weeks import WEEK, parse_week
 
@@ -52,6 +53,7 @@ class WeekView:
     con: duckdb.DuckDBPyConnection
     cutoff: date
     has_truth: bool
+    memory_limit: str | None = None
 
     def close(self) -> None:
         self.con.close()
@@ -59,8 +61,9 @@ class WeekView:
     def __enter__(self) -> "WeekView":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self.close()
+        raise_if_out_of_memory(exc, self.memory_limit)  # DuckDB's OOM -> an error naming the budget
 
 
 def open_week(
@@ -89,7 +92,7 @@ def open_week(
             has_truth = con.execute("SELECT count(*) > 0 FROM truth").fetchall()[0][0]
     if not has_truth:
         con.execute(f"CREATE OR REPLACE VIEW truth AS {EMPTY_TRANSACTIONS}")
-    return WeekView(con=con, cutoff=cutoff, has_truth=bool(has_truth))
+    return WeekView(con=con, cutoff=cutoff, has_truth=bool(has_truth), memory_limit=store.duckdb_memory_limit)
 
 
 def register_parquet(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:

@@ -23,12 +23,17 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 def dagster_instance() -> dg.DagsterInstance:
     """The persistent local instance (DAGSTER_HOME, default HM_HOME/dagster) with the project's dagster.yaml."""
+    from hm_assets.ingest import file_lock
+
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(hm_home() / "dagster")))
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", config)
-    return dg.DagsterInstance.get()
+    # Runs started at once on a fresh DAGSTER_HOME race to create its SQLite storages (alembic
+    # "table alembic_version already exists"): the first creates them, under a lock.
+    with file_lock(home / ".instance.lock"):
+        if not config.exists():
+            shutil.copyfile(PROJECT_ROOT / "dagster.yaml", config)
+        return dg.DagsterInstance.get()
 
 
 @dataclass
@@ -123,6 +128,10 @@ def run_weeks(
     run_config: dict | None = None,
     log=print,
 ) -> WeekPlan:
+    from hm_assets.guards import remove_stale_temporaries
+
+    for leftover in remove_stale_temporaries(hm_home()):
+        log(f"removed {leftover.name}, left behind by an interrupted run")
     runner = PipelineRunner(defs, instance, run_config)
     plan = plan_weeks(data_range, target, training_weeks, backtest_weeks)
     log(f"catalogue snapshot (articles, customers, images, embeddings) ...")

@@ -244,7 +244,7 @@ class IndexConfig(dg.Config):
     ef_construction: int = Field(DEFAULT_EF_CONSTRUCTION, description="hnswlib ef_construction")
     ef: int = Field(DEFAULT_EF, description="Search beam width stored with the index (raised to k at query time)")
     seed: int = 0
-    threads: int = Field(-1, description="Build threads (-1 = all cores; 1 = reproducible graph)")
+    threads: int = Field(1, description="Build threads: 1 = a reproducible graph (the default); -1 = all cores, faster but not reproducible")
 
 
 def build_index_asset(name: str, source: str) -> dg.AssetsDefinition:

@@ -56,8 +56,10 @@ def bestseller_pool(ctx: RetrievalContext, size: int) -> pd.DataFrame:
 
 
 def training_rows(ctx: RetrievalContext, pool: pd.DataFrame, profiles: pd.DataFrame, negatives: int) -> pd.DataFrame:
+    # Ordered: the seeded negatives below are drawn buyer by buyer, and DISTINCT's own order varies
+    # from run to run once a week spans several row groups (DuckDB's threads).
     bought = ctx.con.execute(
-        "SELECT DISTINCT customer_key, article_id FROM transactions WHERE t_dat >= $start",
+        "SELECT DISTINCT customer_key, article_id FROM transactions WHERE t_dat >= $start ORDER BY ALL",
         {"start": ctx.lookback_start(1)},
     ).df()
     positives = bought.merge(pool[["article_id", "pool_code"]], on="article_id")[["customer_key", "pool_code"]]
