@@ -29,6 +29,12 @@ weekly_job = dg.define_asset_job(
     description="One target week end to end: transactions, features, retrievers, ranker, recommendations, evaluation.",
 )
 
+backtest_job = dg.define_asset_job(
+    "backtest_report",
+    selection=dg.AssetSelection.assets(backtest_summary),
+    description="MAP@12 of every evaluated week against the baselines, as a table and a plot.",
+)
+
 weekly_schedule = dg.build_schedule_from_partitioned_job(
     weekly_job,
     hour_of_day=6,
@@ -38,7 +44,7 @@ weekly_schedule = dg.build_schedule_from_partitioned_job(
 defs = dg.Definitions(
     assets=[*catalogue_assets, *weekly_assets, backtest_summary],
     asset_checks=asset_checks,
-    jobs=[catalogue_job, weekly_job],
+    jobs=[catalogue_job, weekly_job, backtest_job],
     schedules=[weekly_schedule],
     resources={"dataset": HMDataset(), "store": HMStore()},
 )

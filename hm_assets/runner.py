@@ -144,6 +144,8 @@ def run_weeks(
     for week in plan.full:
         log(f"week {week}: full pipeline ...")
         runner.materialize_week(week, weekly_keys(defs))
+    report = defs.resolve_job_def("backtest_report")
+    report.execute_in_process(instance=instance, raise_on_error=True)
     return plan
 
 

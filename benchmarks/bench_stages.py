@@ -1,0 +1,77 @@
+"""Seconds and peak RSS of chosen stages of one week, at any scale (e.g. the `full` preset).
+
+Each stage is one Dagster materialization in this process (the same assets as `hm-recs run`);
+RSS is sampled every 0.2 s. The catalogue stage leaves out the content embeddings (measured
+separately by bench_embeddings.py).
+
+    HM_DATA_DIR=/tmp/hm_full HM_HOME=/tmp/bench_full python benchmarks/bench_stages.py --week 2020-09-16 \
+        --stages catalogue,transactions,customer_features+customer_transaction_stats+article_features+article_transaction_stats,repurchase,also_bought,popularity_model,purchase_history_similar
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+
+import psutil
+
+
+class PeakRss:
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--week", required=True)
+    parser.add_argument("--stages", required=True, help="comma-separated; '+' joins assets into one stage")
+    args = parser.parse_args()
+
+    import dagster as dg
+
+    from hm_assets.definitions import defs
+    from hm_assets.partitions import data_range
+    from hm_assets.runner import RANGE_END_TAG, RANGE_START_TAG
+
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("weekly_recommendations")
+    catalogue = defs.resolve_job_def("catalogue_snapshot")
+    print("| stage | seconds | peak RSS (GiB) |\n| --- | ---: | ---: |", flush=True)
+    for stage in args.stages.split(","):
+        keys = [dg.AssetKey(name) for name in stage.split("+")]
+        started = time.perf_counter()
+        with PeakRss() as rss:
+            if stage == "catalogue":
+                catalogue.execute_in_process(
+                    instance=instance,
+                    asset_selection=[dg.AssetKey(k) for k in ("articles", "customers", "article_images")],
+                )
+            elif stage == "transactions":
+                tags = {RANGE_START_TAG: data_range.first_week.isoformat(), RANGE_END_TAG: args.week}
+                job.execute_in_process(instance=instance, asset_selection=keys, tags=tags)
+            else:
+                job.execute_in_process(instance=instance, asset_selection=keys, partition_key=args.week)
+        print(f"| {stage} | {time.perf_counter() - started:.1f} | {rss.peak / 2**30:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
