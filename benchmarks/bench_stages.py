@@ -43,7 +43,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--week", required=True)
     parser.add_argument("--stages", required=True, help="comma-separated; '+' joins assets into one stage")
+    parser.add_argument("--retrievers", default="", help="comma-separated subset for `candidates` (default: all)")
+    parser.add_argument("--training-weeks", type=int, default=2)
     args = parser.parse_args()
+    run_config = {"ops": {"ranker": {"config": {"training_weeks": args.training_weeks}}}}
+    if args.retrievers:
+        run_config["ops"]["candidates"] = {"config": {"retrievers": args.retrievers.split(",")}}
 
     import dagster as dg
 
@@ -68,7 +73,9 @@ def main() -> int:
                 tags = {RANGE_START_TAG: data_range.first_week.isoformat(), RANGE_END_TAG: args.week}
                 job.execute_in_process(instance=instance, asset_selection=keys, tags=tags)
             else:
-                job.execute_in_process(instance=instance, asset_selection=keys, partition_key=args.week)
+                names = {k.to_user_string() for k in keys}
+                config = {"ops": {k: v for k, v in run_config["ops"].items() if k in names}}
+                job.execute_in_process(instance=instance, asset_selection=keys, partition_key=args.week, run_config=config)
         print(f"| {stage} | {time.perf_counter() - started:.1f} | {rss.peak / 2**30:.2f} |", flush=True)
     return 0
 

@@ -30,6 +30,9 @@ MAX_TRAINING_WEEKS = 8
 class CandidateFilterConfig(dg.Config):
     rules: list[str] = list(RULE_NAMES)
     max_per_customer: int = 120
+    # Empty: every registered retriever. A subset serves ablations and cheaper runs; the ranker
+    # must then be trained on weeks built with the same subset.
+    retrievers: list[str] = []
 
 
 @dg.asset(
@@ -43,7 +46,11 @@ def candidates(context: dg.AssetExecutionContext, store: HMStore, config: Candid
     business rules (each named and switchable), capped per customer by best retriever rank.
     Computed one customer shard at a time."""
     key = context.partition_key
-    sources = {name: store.require(name, key) for name in retriever_names()}
+    names = config.retrievers or retriever_names()
+    unknown = sorted(set(names) - set(retriever_names()))
+    if unknown:
+        raise ValueError(f"unknown retriever(s) {unknown}; registered: {retriever_names()}")
+    sources = {name: store.require(name, key) for name in names}
     rules = rules_by_name(config.rules)
     union_rows = customers_n = found_union = found_kept = 0
     effects: list = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hm_assets.retrievers.base import RetrievalContext, Retriever, RetrieverConfig
+from hm_assets.retrievers.base import RetrievalContext, Retriever, RetrieverConfig, recency_weight, recent_purchases
 
 
 class AlsoBoughtConfig(RetrieverConfig):
@@ -44,30 +44,14 @@ def co_purchase_pairs(ctx: RetrievalContext, config: AlsoBoughtConfig) -> pd.Dat
 
 
 def also_bought_candidates(ctx: RetrievalContext, config: AlsoBoughtConfig) -> pd.DataFrame:
-    pairs = co_purchase_pairs(ctx, config)
-    ctx.con.register("co_purchase_pairs", pairs)
-    try:
-        return ctx.con.execute(
-            """
-            WITH seeds AS (
-                SELECT customer_key, article_id, pow(0.5, ($cutoff::DATE - max(t_dat)) / $half_life) AS weight
-                FROM transactions WHERE t_dat >= $start
-                GROUP BY customer_key, article_id
-                QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY max(t_dat) DESC, article_id) <= $seeds
-            )
-            SELECT s.customer_key, p.partner_id AS article_id, sum(s.weight * p.strength) AS score
-            FROM seeds s JOIN co_purchase_pairs p USING (article_id)
-            GROUP BY 1, 2
-            """,
-            {
-                "cutoff": ctx.cutoff,
-                "start": ctx.lookback_start(config.lookback_weeks),
-                "half_life": config.half_life_days,
-                "seeds": config.seed_articles,
-            },
-        ).df()
-    finally:
-        ctx.con.unregister("co_purchase_pairs")
+    pairs = co_purchase_pairs(ctx, config).rename(columns={"article_id": "seed_id", "partner_id": "article_id"})
+    seeds = recent_purchases(ctx, config.lookback_weeks, config.seed_articles)
+    seeds = seeds.assign(weight=recency_weight(seeds["days_ago"], config.half_life_days)).rename(
+        columns={"article_id": "seed_id"}
+    )
+    scored = seeds.merge(pairs, on="seed_id")
+    scored["score"] = scored["weight"] * scored["strength"]
+    return scored.groupby(["customer_key", "article_id"], as_index=False)["score"].sum()
 
 
 RETRIEVER = Retriever(

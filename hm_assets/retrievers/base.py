@@ -51,6 +51,29 @@ class RetrievalContext:
 GenerateFn = Callable[[RetrievalContext, RetrieverConfig], pd.DataFrame]
 
 
+def recent_purchases(ctx: RetrievalContext, lookback_weeks: int, per_customer: int) -> pd.DataFrame:
+    """customer_key, article_id, days_ago: each customer's most recent distinct purchases in the
+    lookback window (at most ``per_customer``) — the seeds of the similarity retrievers."""
+    return ctx.con.execute(
+        """
+        SELECT customer_key, article_id, ($cutoff::DATE - last_day) AS days_ago
+        FROM (
+            SELECT customer_key, article_id, max(t_dat) AS last_day
+            FROM transactions
+            WHERE t_dat >= $start AND t_dat < $cutoff
+            GROUP BY customer_key, article_id
+        )
+        QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY last_day DESC, article_id) <= $per_customer
+        ORDER BY customer_key, article_id
+        """,
+        {"cutoff": ctx.cutoff, "start": ctx.lookback_start(lookback_weeks), "per_customer": per_customer},
+    ).df()
+
+
+def recency_weight(days_ago: pd.Series, half_life_days: float) -> pd.Series:
+    return 0.5 ** (days_ago.astype("float64") / half_life_days)
+
+
 @dataclass(frozen=True)
 class Retriever:
     name: str

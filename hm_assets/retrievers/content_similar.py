@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.embeddings.index import load_index
-from hm_assets.retrievers.base import RetrievalContext, RetrieverConfig
+from hm_assets.retrievers.base import RetrievalContext, RetrieverConfig, recent_purchases
 
 
 class ContentSimilarConfig(RetrieverConfig):
@@ -53,19 +53,7 @@ def empty_candidates() -> pd.DataFrame:
 
 def recent_seeds(ctx: RetrievalContext, config: ContentSimilarConfig) -> pd.DataFrame:
     """customer_key, article_id, days_ago: each customer's most recent distinct purchases."""
-    return ctx.con.execute(
-        """
-        SELECT customer_key, article_id, ($cutoff::DATE - last_day) AS days_ago
-        FROM (
-            SELECT customer_key, article_id, max(t_dat) AS last_day
-            FROM transactions
-            WHERE t_dat >= $start AND t_dat < $cutoff
-            GROUP BY customer_key, article_id
-        )
-        QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY last_day DESC, article_id) <= $max_seeds
-        """,
-        {"cutoff": ctx.cutoff, "start": ctx.lookback_start(config.lookback_weeks), "max_seeds": config.max_seeds},
-    ).df()
+    return recent_purchases(ctx, config.lookback_weeks, config.max_seeds)
 
 
 def on_sale_articles(ctx: RetrievalContext, weeks: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from hm_assets.retrievers.base import RetrievalContext, Retriever, RetrieverConfig
+from hm_assets.retrievers.base import RetrievalContext, Retriever, RetrieverConfig, recency_weight, recent_purchases
 
 
 class PurchaseHistoryConfig(RetrieverConfig):
@@ -88,20 +88,8 @@ def purchase_history_candidates(ctx: RetrievalContext, config: PurchaseHistoryCo
     if matrix["article_id"].nunique() < 2:
         return pd.DataFrame(columns=["customer_key", "article_id", "score"])
     ids, vectors = article_factors(matrix, config, ctx.seed)
-    seeds = ctx.con.execute(
-        """
-        SELECT customer_key, article_id, pow(0.5, ($cutoff::DATE - max(t_dat)) / $half_life) AS weight
-        FROM transactions WHERE t_dat >= $start
-        GROUP BY 1, 2
-        QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY max(t_dat) DESC, article_id) <= $seeds
-        """,
-        {
-            "cutoff": ctx.cutoff,
-            "start": ctx.lookback_start(config.lookback_weeks),
-            "half_life": config.half_life_days,
-            "seeds": config.seed_articles,
-        },
-    ).df()
+    seeds = recent_purchases(ctx, config.lookback_weeks, config.seed_articles)
+    seeds["weight"] = recency_weight(seeds["days_ago"], config.half_life_days)
     seeds = seeds[seeds["article_id"].isin(ids)]
     neighbours = nearest_articles(ids, vectors, seeds["article_id"].unique(), config.neighbours, ctx.seed)
     scored = seeds.merge(neighbours, on="article_id")
