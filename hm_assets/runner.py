@@ -94,13 +94,11 @@ class PipelineRunner:
         return self._execute(self.job, selection, partition_key=week.isoformat()).run_id
 
 
-def training_side_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
-    """Everything up to the pair features: what a ranker needs from earlier weeks."""
+def weekly_ancestors(defs: dg.Definitions, root: str) -> list[dg.AssetKey]:
+    """``root`` and its weekly-partitioned ancestors, short of the ingested transactions."""
     graph = defs.resolve_asset_graph()
-    pair_features = dg.AssetKey("pair_features")
-    upstream = graph.get(pair_features).parent_keys
-    keys = {pair_features}
-    frontier = list(upstream)
+    keys: set[dg.AssetKey] = set()
+    frontier = [dg.AssetKey(root)]
     while frontier:
         key = frontier.pop()
         if key in keys or key == dg.AssetKey("transactions") or not graph.get(key).is_partitioned:
@@ -108,6 +106,11 @@ def training_side_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
         keys.add(key)
         frontier.extend(graph.get(key).parent_keys)
     return sorted(keys, key=lambda k: k.to_user_string())
+
+
+def training_side_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
+    """Everything up to the pair features: what a ranker needs from earlier weeks."""
+    return weekly_ancestors(defs, "pair_features")
 
 
 def weekly_keys(defs: dg.Definitions) -> list[dg.AssetKey]:

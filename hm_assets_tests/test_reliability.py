@@ -97,16 +97,9 @@ def project_defs(data_dir: Path, home: Path) -> dg.Definitions:
 
 def recommendation_path_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
     """A week's graph from the features to the evaluation (the weekly ancestors of ``evaluation``)."""
-    graph = defs.resolve_asset_graph()
-    keys: set[dg.AssetKey] = set()
-    frontier = [dg.AssetKey("evaluation")]
-    while frontier:
-        key = frontier.pop()
-        if key in keys or key == dg.AssetKey("transactions") or not graph.get(key).is_partitioned:
-            continue
-        keys.add(key)
-        frontier.extend(graph.get(key).parent_keys)
-    return sorted(keys, key=lambda k: k.to_user_string())
+    from hm_assets.runner import weekly_ancestors
+
+    return weekly_ancestors(defs, "evaluation")
 
 
 @dataclass
