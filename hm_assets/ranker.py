@@ -104,6 +104,9 @@ def predict(booster: lgb.Booster, pairs: pd.DataFrame, threads: int = 2) -> np.n
     return booster.predict(pairs[booster.feature_name()], num_threads=threads)
 
 
+HEURISTIC_FEATURES = ("n_retrievers", "best_rank")
+
+
 def heuristic_score(pairs: pd.DataFrame) -> np.ndarray:
     """Score used when no labelled week exists yet: agreement between retrievers, then best rank."""
     return pairs["n_retrievers"].to_numpy(np.float64) - pairs["best_rank"].to_numpy(np.float64) / 1000.0

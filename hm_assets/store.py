@@ -124,7 +124,7 @@ class HMStore(dg.ConfigurableResource):
     home: str = ""
     duckdb_memory_limit: str = "6GB"
     duckdb_threads: int = 2
-    customers_per_shard: int = 200_000
+    customers_per_shard: int = 100_000
 
     @property
     def root(self) -> Path:

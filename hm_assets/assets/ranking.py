@@ -217,12 +217,13 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
 
 
 def pair_scorer(store: HMStore, key: str):
-    """The week's ranker as a function of pair features (or the fallback when it has no model)."""
+    """The week's ranker as a function of pair features (or the fallback when it has no model),
+    and the feature columns it reads."""
     info = json.loads(store.require("ranker", key, ".json").read_text())
     if info.get("trained"):
         booster = ranking.load(store.require("ranker", key, ".txt"))
-        return lambda pairs: ranking.predict(booster, pairs)
-    return ranking.heuristic_score
+        return (lambda pairs: ranking.predict(booster, pairs)), booster.feature_name()
+    return ranking.heuristic_score, list(ranking.HEURISTIC_FEATURES)
 
 
 @dg.asset(
@@ -236,18 +237,20 @@ def recommendations(context: dg.AssetExecutionContext, store: HMStore) -> dg.Mat
     Kaggle submission CSV (customer_id, prediction). Scored one customer shard at a time."""
     key = context.partition_key
     pairs_path = store.require("pair_features", key)
-    score = pair_scorer(store, key)
+    score, features = pair_scorer(store, key)
+    columns = ", ".join(["customer_key", "article_id", *features])
     submission_path = store.asset_path("submission", key, ".csv")
     from_ranker = 0
     with stopwatch() as watch, week_view(context, store, with_features=False) as view:
         fallback = last_week_top(view.con, view.cutoff, 24)
-        shards = customer_shards(view.con, store.customers_per_shard)
+        # Scoring holds a shard's pair features in pandas: a quarter of the usual shard size.
+        shards = customer_shards(view.con, max(1, store.customers_per_shard // 4))
         with parquet_appender(store.asset_path("recommendations", key)) as output, atomic_path(submission_path) as csv:
             for shard in shards:
                 customers_frame = view.con.sql(
                     f"SELECT customer_key, customer_id FROM customers WHERE {shard.where()} ORDER BY customer_key"
                 ).df()
-                pairs = view.con.sql(f"SELECT * FROM read_parquet('{pairs_path}') WHERE {shard.where()}").df()
+                pairs = view.con.sql(f"SELECT {columns} FROM read_parquet('{pairs_path}') WHERE {shard.where()}").df()
                 scored = pd.DataFrame(
                     {"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": score(pairs)}
                 )
