@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,15 +21,7 @@ from pathlib import Path
 
 import psutil
 
-
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for proc in [process, *process.children(recursive=True)]:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+from host import machine, tree_rss
 
 
 def sample(process: psutil.Process, samples: list[tuple[float, int]], stop: threading.Event) -> None:
@@ -57,19 +48,6 @@ def step_windows(dagster_home: Path) -> list[tuple[str, str, float, float]]:
             elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
                 windows.append((partition, event.step_key, starts[event.step_key], record.timestamp))
     return windows
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = psutil.virtual_memory().total / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, Python {platform.python_version()}"
 
 
 def main() -> int:
