@@ -12,7 +12,7 @@ DEMO_PRESET ?= small
 DEMO_SEED ?= 0
 UI_PORT ?= 3000
 
-.PHONY: install data demo backtest test ui clean
+.PHONY: install data demo backtest test test-postgres test-deploy ui clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ backtest: install data $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	$(BIN)/pytest
+
+# The production storage on a local PostgreSQL server (Debian's postgresql package; skips without it).
+test-postgres: install
+	$(BIN)/pytest hm_assets_tests/test_postgres_instance.py
+
+# deploy/*.yaml against Dagster's schemas (the class checks need: pip install -e '.[deploy]').
+test-deploy: install
+	$(BIN)/pytest hm_assets_tests/test_deploy_config.py
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)

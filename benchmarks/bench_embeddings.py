@@ -150,7 +150,7 @@ def bench_attributes_and_index(n_index: int, rows: list) -> None:
 
     dense = rng.normal(size=(n_index, 384)).astype(np.float32)
     seconds = timed(lambda: build_hnsw(dense, threads=-1))
-    rows.append((f"hnswlib build, 384 dims, M=32, ef_construction=200", n_index, seconds, f"{n_index / seconds:.0f} vectors/s"))
+    rows.append(("hnswlib build, 384 dims, M=32, ef_construction=200", n_index, seconds, f"{n_index / seconds:.0f} vectors/s"))
     del vectors
 
 

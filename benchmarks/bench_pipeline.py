@@ -50,15 +50,52 @@ def step_windows(dagster_home: Path) -> list[tuple[str, str, float, float]]:
     return windows
 
 
+def asset_totals(rows: list[tuple[str, str, float, float]]) -> list[tuple[str, str, float, float]]:
+    """Per partition and asset: seconds summed over its steps (the in-process executor runs them
+    one after another; a sharded asset is plan + shards + combine) and the peak RSS among them."""
+    totals: dict[tuple[str, str], list[float]] = {}
+    for partition, step, seconds, peak in rows:
+        asset = step.split(".", 1)[0]
+        entry = totals.setdefault((partition, asset), [0.0, 0.0])
+        entry[0] += seconds
+        entry[1] = max(entry[1], peak)
+    return [(p, a, sec, peak) for (p, a), (sec, peak) in totals.items()]
+
+
+def summary_lines(rows: list[tuple[str, str, float, float]]) -> list[str]:
+    lines = ["", "| partition | asset | seconds | peak RSS (GiB) |", "| --- | --- | ---: | ---: |"]
+    totals = asset_totals(rows)
+    lines += [f"| {p} | {a} | {sec:.1f} | {rss:.2f} |" for p, a, sec, rss in totals]
+    lines += ["", "| partition | steps' seconds, summed | peak RSS (GiB) |", "| --- | ---: | ---: |"]
+    for partition in dict.fromkeys(p for p, *_ in totals):
+        mine = [t for t in totals if t[0] == partition]
+        lines.append(f"| {partition} | {sum(t[2] for t in mine):.1f} | {max(t[3] for t in mine):.2f} |")
+    return lines
+
+
+def parse_table(text: str) -> list[tuple[str, str, float, float]]:
+    """The per-step rows of an earlier output of this script."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[2].replace(".", "", 1).isdigit():
+            rows.append((cells[0], cells[1], float(cells[2]), float(cells[3])))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--home", required=True, help="fresh output folder (deleted first)")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--home", help="fresh output folder (deleted first)")
     parser.add_argument("--week")
     parser.add_argument("--training-weeks", type=int, default=1)
     parser.add_argument("--backtest-weeks", type=int, default=1)
     parser.add_argument("--out")
+    parser.add_argument("--summarize", help="only print the per-asset summary of an earlier --out file")
     args = parser.parse_args()
+    if args.summarize:
+        print("\n".join(summary_lines(parse_table(Path(args.summarize).read_text()))))
+        return 0
 
     home = Path(args.home).resolve()
     shutil.rmtree(home, ignore_errors=True)
@@ -84,8 +121,7 @@ def main() -> int:
         sampler.join()
     wall = time.time() - started
     if code != 0:
-        print(f"hm-recs run failed ({code}); see {log}", file=sys.stderr)
-        return code
+        print(f"hm-recs run failed ({code}); see {log}. The steps it finished:", file=sys.stderr)
 
     rows = []
     for partition, step, begin, end in step_windows(dagster_home):
@@ -101,11 +137,12 @@ def main() -> int:
         "| --- | --- | ---: | ---: |",
     ]
     lines += [f"| {p} | {s} | {sec:.1f} | {rss:.2f} |" for p, s, sec, rss in rows]
+    lines += summary_lines(rows)
     text = "\n".join(lines)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ separately by bench_embeddings.py).
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 

@@ -5,7 +5,12 @@ training weeks are re-combined without the retriever under test: filtered union,
 and a freshly trained ranker, exactly as the assets do it, restricted to the customers who bought
 in each week (the only ones MAP@12 and the ranker's training data look at).
 
-    python -m hm_assets.ablation --week 2026-11-18 [--week ...] [--training-weeks 2] [--home HM_HOME]
+    python -m hm_assets.ablation --week 2026-11-18 [--week ...] [--training-weeks 2] [--seeds 3] \
+        [--group content=image_similar,text_similar,attribute_similar] [--home HM_HOME]
+
+The ranker's own randomness (negative sampling, bagging) moves MAP@12 by about 0.001 between
+seeds on the small preset, as much as a weak retriever adds: ``--seeds`` averages it out and
+reports the spread of the paired differences.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from hm_assets import ranker as ranking
 from hm_assets.assets.weekly import FEATURE_TABLES
-from hm_assets.candidates import apply_rules, build_union, filtered_candidates
+from hm_assets.candidates import apply_rules, build_union, filtered_candidates, previous_week_calibration
 from hm_assets.filters import RULES
 from hm_assets.history import open_week, register_parquet
 from hm_assets.metrics import map_at_k
@@ -28,48 +35,86 @@ from hm_assets.store import HMStore
 from hm_assets.weeks import WEEK, parse_week
 
 
-def buyers_pairs(store: HMStore, week: str, retrievers: list[str], week_keys: list[str], max_per_customer: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def buyers_pairs(
+    store: HMStore, week: str, retrievers: list[str], week_keys: list[str], max_per_customer: int, calibrated: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pair features of the week's buyers built from ``retrievers`` only, and the week's truth."""
+    calibration = previous_week_calibration(store, week, retrievers) if calibrated else None
     with open_week(store, week, week_keys, with_truth=True) as view:
         for table in FEATURE_TABLES:
             register_parquet(view.con, table, store.require(table, week))
         buyers = "customer_key IN (SELECT customer_key FROM truth)"
         build_union(view.con, {name: store.require(name, week) for name in retrievers}, buyers)
         apply_rules(view.con, list(RULES), view.cutoff, has_truth=False)
-        view.con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {filtered_candidates(view.con, max_per_customer).sql_query()}")
+        view.con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {filtered_candidates(view.con, max_per_customer, calibration, retrievers).sql_query()}")
         pairs = view.con.sql(load_sql("pair_features"), params={"cutoff": view.cutoff}).df()
         truth = view.con.sql("SELECT customer_key, article_id FROM truth").df()
     return pairs, truth
 
 
-def map_with(store: HMStore, week: str, retrievers: list[str], training_weeks: int, week_keys: list[str], max_per_customer: int = 120) -> float:
+def map_with(
+    store: HMStore,
+    week: str,
+    retrievers: list[str],
+    training_weeks: int,
+    week_keys: list[str],
+    max_per_customer: int = 120,
+    calibrated: bool = True,
+    seeds: Sequence[int] = (0,),
+) -> list[float]:
+    """MAP@12 of ``week`` with a ranker trained per seed (negative sampling and LightGBM) on the
+    ``training_weeks`` before it, everything built from ``retrievers`` only."""
     start = parse_week(week)
-    frames = []
-    for offset in range(1, training_weeks + 1):
-        earlier = (start - offset * WEEK).isoformat()
-        pairs, truth = buyers_pairs(store, earlier, retrievers, week_keys, max_per_customer)
-        frames.append(ranking.training_rows(pairs, truth, 30, 0))
-    booster = ranking.train(ranking.stack_weeks(frames), ranking.RankerSettings())
-    pairs, truth = buyers_pairs(store, week, retrievers, week_keys, max_per_customer)
-    scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": ranking.predict(booster, pairs)})
-    return map_at_k(ranking.top_k(scored), truth)
+    labelled = [
+        buyers_pairs(store, (start - offset * WEEK).isoformat(), retrievers, week_keys, max_per_customer, calibrated)
+        for offset in range(1, training_weeks + 1)
+    ]
+    pairs, truth = buyers_pairs(store, week, retrievers, week_keys, max_per_customer, calibrated)
+    maps = []
+    for seed in seeds:
+        rows = ranking.stack_weeks([ranking.training_rows(p, t, 30, seed) for p, t in labelled])
+        booster = ranking.train(rows, ranking.RankerSettings(seed=seed))
+        scored = pd.DataFrame(
+            {
+                "customer_key": pairs["customer_key"],
+                "article_id": pairs["article_id"],
+                "score": ranking.PairScorer(booster, store.scratch_dir() / "compiled")(pairs),
+            }
+        )
+        maps.append(map_at_k(ranking.top_k(scored), truth))
+    return maps
 
 
-def ablation(store: HMStore, week: str, retrievers: list[str], training_weeks: int, week_keys: list[str]) -> pd.DataFrame:
+def ablation(
+    store: HMStore,
+    week: str,
+    retrievers: list[str],
+    training_weeks: int,
+    week_keys: list[str],
+    groups: dict[str, list[str]] | None = None,
+    seeds: Sequence[int] = (0,),
+) -> pd.DataFrame:
+    """Per retriever (and per named group of retrievers): MAP@12 with everything and without it,
+    averaged over the ranker seeds, with the spread of the paired differences."""
     evaluation = json.loads(store.require("evaluation", week, ".json").read_text())
-    full = map_with(store, week, retrievers, training_weeks, week_keys)
+    full = np.array(map_with(store, week, retrievers, training_weeks, week_keys, seeds=seeds))
+    removals = {name: [name] for name in retrievers} | (groups or {})
     rows = []
-    for name in retrievers:
-        without = map_with(store, week, [r for r in retrievers if r != name], training_weeks, week_keys)
+    for label, removed in removals.items():
+        kept = [r for r in retrievers if r not in removed]
+        without = np.array(map_with(store, week, kept, training_weeks, week_keys, seeds=seeds))
+        delta = full - without
         rows.append(
             {
                 "week": week,
-                "retriever": name,
-                "recall": evaluation.get(f"recall_{name}"),
-                "unique_recall": evaluation.get(f"unique_recall_{name}"),
-                "map12_all": full,
-                "map12_without": without,
-                "map12_delta": full - without,
+                "without": label,
+                "recall": evaluation.get(f"recall_{label}"),
+                "unique_recall": evaluation.get(f"unique_recall_{label}"),
+                "map12_all": full.mean(),
+                "map12_without": without.mean(),
+                "map12_delta": delta.mean(),
+                "delta_sd": delta.std(ddof=1) if len(delta) > 1 else float("nan"),
+                "seeds": len(seeds),
             }
         )
     return pd.DataFrame(rows)
@@ -80,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--week", action="append", required=True)
     parser.add_argument("--training-weeks", type=int, default=2)
     parser.add_argument("--home", default=os.environ.get("HM_HOME", ""))
+    parser.add_argument("--seeds", type=int, default=1, help="ranker seeds per configuration (MAP averaged)")
+    parser.add_argument(
+        "--group", action="append", default=[], metavar="NAME=R1,R2", help="also remove these retrievers together"
+    )
     parser.add_argument("--out", help="also write the table as Markdown here")
     args = parser.parse_args(argv)
     from hm_assets.partitions import weekly_partitions_def
@@ -87,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
 
     store = HMStore(home=args.home)
     keys = weekly_partitions_def.get_partition_keys()
-    table = pd.concat([ablation(store, w, retriever_names(), args.training_weeks, keys) for w in args.week])
+    groups = {label: members.split(",") for label, members in (g.split("=", 1) for g in args.group)}
+    seeds = list(range(args.seeds))
+    table = pd.concat([ablation(store, w, retriever_names(), args.training_weeks, keys, groups, seeds) for w in args.week])
     text = table.to_markdown(index=False, floatfmt=".5f")
     print(text)
     if args.out:

@@ -1,7 +1,15 @@
 """The filtered union of all retrievers' candidates.
 
 One row per (customer, article) with every retriever's score and rank as columns (NULL when that
-retriever did not propose it), then the business rules, then an optional cap per customer.
+retriever did not propose it), then the business rules, then a cap per customer.
+
+The cap keeps the candidates most likely to be bought. That likelihood is calibrated on the
+previous week, whose outcome is known at the cut-off: for each retriever and rank band, the share
+of its candidates for that week's buyers that were bought (``RetrieverCalibration``). A pair
+proposed by several retrievers gets their combined chance (noisy-or). Without a calibration week
+the cap falls back to the best rank of any retriever. Ranks of different retrievers are not
+comparable (rank 3 of a weak retriever is worth less than rank 40 of a strong one); the calibrated
+order lets a new retriever join without crowding out better candidates.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import duckdb
 import pandas as pd
 
 from hm_assets.filters import FilterRule
+from hm_assets.store import HMStore
+from hm_assets.weeks import WEEK, parse_week
 
 
 def union_sql(sources: dict[str, Path], where: str = "true") -> str:
@@ -71,16 +81,101 @@ def apply_rules(
     return effects
 
 
-def filtered_candidates(con: duckdb.DuckDBPyConnection, max_per_customer: int) -> duckdb.DuckDBPyRelation:
-    """Survivors of the rules; at most ``max_per_customer`` each, preferring the best retriever rank."""
+# Upper bounds of the rank bands a retriever's hit rate is measured in; the last band is open.
+RANK_BANDS: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 30, 50, 100)
+# Pseudo-candidates pulling a thinly observed band towards the overall hit rate.
+OPEN_BAND = RANK_BANDS[-1] + 1
+PRIOR_STRENGTH = 200
+
+
+@dataclass(frozen=True)
+class RetrieverCalibration:
+    """P(bought | retriever, rank band), measured on one earlier week's buyers."""
+
+    week: str
+    table: pd.DataFrame  # retriever, band, proposed, bought, hit_rate
+
+    def rate(self, retriever: str, band: int) -> float:
+        rows = self.table[(self.table["retriever"] == retriever) & (self.table["band"] == band)]
+        return float(rows["hit_rate"].iloc[0]) if len(rows) else 0.0
+
+    def priority_sql(self, retrievers: list[str]) -> str:
+        """SQL for a union row's calibrated chance of being bought (noisy-or over its retrievers)."""
+        misses = []
+        for name in retrievers:
+            cases = " ".join(
+                f"WHEN rank_{name} <= {upper} THEN {self.rate(name, upper)!r}" for upper in RANK_BANDS
+            )
+            open_band = self.rate(name, OPEN_BAND)
+            misses.append(f"(1 - CAST(CASE WHEN rank_{name} IS NULL THEN 0.0 {cases} ELSE {open_band!r} END AS DOUBLE))")
+        return "1 - " + " * ".join(misses) if misses else "0.0::DOUBLE"
+
+
+
+def band_sql(column: str) -> str:
+    cases = " ".join(f"WHEN {column} <= {upper} THEN {upper}" for upper in RANK_BANDS)
+    return f"CASE {cases} ELSE {OPEN_BAND} END"
+
+
+def calibrate(con: duckdb.DuckDBPyConnection, week: str, sources: dict[str, Path], truth: Path) -> RetrieverCalibration | None:
+    """Hit rates per retriever and rank band of ``week``'s candidates among that week's buyers
+    (``sources``: the retrievers' outputs of that week; ``truth``: its transactions)."""
+    parts = " UNION ALL ".join(
+        f"SELECT '{name}' AS retriever, customer_key, article_id, rank FROM read_parquet('{path}')"
+        for name, path in sources.items()
+    )
+    table = con.sql(
+        f"""
+        WITH bought AS (SELECT DISTINCT customer_key, article_id FROM read_parquet('{truth}')),
+        proposed AS (
+            SELECT p.retriever, {band_sql('p.rank')} AS band, (b.article_id IS NOT NULL) AS hit
+            FROM ({parts}) p
+            SEMI JOIN (SELECT DISTINCT customer_key FROM bought) USING (customer_key)
+            LEFT JOIN bought b USING (customer_key, article_id)
+        )
+        SELECT retriever, CAST(band AS INTEGER) AS band, count(*) AS proposed, CAST(sum(hit::INTEGER) AS BIGINT) AS bought
+        FROM proposed GROUP BY ALL ORDER BY retriever, band
+        """
+    ).df()
+    if table.empty or table["bought"].sum() == 0:
+        return None
+    overall = table["bought"].sum() / table["proposed"].sum()
+    table["hit_rate"] = (table["bought"] + PRIOR_STRENGTH * overall) / (table["proposed"] + PRIOR_STRENGTH)
+    return RetrieverCalibration(week, table)
+
+
+def previous_week_calibration(store: HMStore, week: str, retrievers: list[str]) -> RetrieverCalibration | None:
+    """The calibration the cap of ``week`` uses: measured on the week before, when that week's
+    retriever outputs and transactions exist."""
+    earlier = (parse_week(week) - WEEK).isoformat()
+    truth = store.optional("transactions", earlier)
+    sources = {name: store.optional(name, earlier) for name in retrievers}
+    if truth is None or any(path is None for path in sources.values()):
+        return None
+    con = store.connect()
+    try:
+        return calibrate(con, earlier, sources, truth)
+    finally:
+        con.close()
+
+
+def filtered_candidates(
+    con: duckdb.DuckDBPyConnection,
+    max_per_customer: int,
+    calibration: RetrieverCalibration | None = None,
+    retrievers: list[str] | None = None,
+) -> duckdb.DuckDBPyRelation:
+    """Survivors of the rules; at most ``max_per_customer`` each, the most likely to be bought
+    first by ``calibration`` (of ``retrievers``, the union's sources), else by best rank."""
+    priority = calibration.priority_sql(retrievers or []) if calibration is not None else "0.0::DOUBLE"
     return con.sql(
         f"""
-        SELECT * FROM (
-            SELECT u.* FROM union_candidates u
+        SELECT * EXCLUDE (priority) FROM (
+            SELECT u.*, {priority} AS priority FROM union_candidates u
             ANTI JOIN removed_pairs r USING (customer_key, article_id)
         )
         QUALIFY row_number() OVER (
-            PARTITION BY customer_key ORDER BY best_rank, n_retrievers DESC, article_id
+            PARTITION BY customer_key ORDER BY priority DESC, best_rank, n_retrievers DESC, article_id
         ) <= {int(max_per_customer)}
         ORDER BY customer_key, best_rank, article_id
         """

@@ -11,7 +11,6 @@ from hm_assets.assets.gallery import gallery_assets
 from hm_assets.assets.ingest import article_images, articles, customers, transactions
 from hm_assets.assets.ranking import ranking_assets
 from hm_assets.assets.retrieval import candidate_assets
-from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMDataset, HMStore
 
 catalogue_assets = [articles, customers, article_images, *content_assets]

@@ -27,7 +27,7 @@ class MissingHistoryError(RuntimeError):
 def history_files(store: HMStore, week_keys: Iterable[str], cutoff: date) -> list[Path]:
     """Weekly transaction files before ``cutoff``; every such week must be materialized."""
     keys = sorted(k for k in week_keys if parse_week(k) < cutoff)
-    files = [store.asset_path("transactions", k) for k in keys]
+    files = [store.fetch(store.asset_path("transactions", k)) for k in keys]
     missing = [k for k, f in zip(keys, files) if not f.exists()]
     if missing:
         shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
@@ -83,7 +83,7 @@ def open_week(
     con.execute(f"CREATE OR REPLACE VIEW customers AS SELECT * FROM read_parquet('{store.require('customers')}')")
     has_truth = False
     if with_truth:
-        truth_file = store.asset_path("transactions", week_key)
+        truth_file = store.fetch(store.asset_path("transactions", week_key))
         if truth_file.exists():
             con.execute(
                 f"CREATE OR REPLACE VIEW truth AS SELECT * FROM read_parquet('{truth_file}') "

@@ -54,11 +54,11 @@ import pandas as pd
 
 from hm_assets import ranker as ranking
 from hm_assets.baselines import last_week_top
-from hm_assets.candidates import apply_rules, build_union, filtered_candidates
+from hm_assets.candidates import apply_rules, build_union, filtered_candidates, previous_week_calibration
 from hm_assets.data_contract import format_article_id
 from hm_assets.filters import RULE_NAMES, rules_by_name
 from hm_assets.history import history_files
-from hm_assets.retrievers.base import RetrievalContext, Retriever, finalize_candidates
+from hm_assets.retrievers.base import RetrievalContext, Retriever, finalize_candidates, retriever_inputs
 from hm_assets.retrievers.registry import RETRIEVERS
 from hm_assets.sql import load_sql
 from hm_assets.store import HMStore, write_parquet
@@ -92,8 +92,7 @@ log = logging.getLogger("hm_assets.on_demand")
 
 
 def weeks_with(store: HMStore, asset: str) -> list[str]:
-    directory = store.asset_dir(asset)
-    return sorted(p.stem for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.exists() else []
+    return store.partitions(asset)
 
 
 def newest_recommendation_week(store: HMStore) -> str:
@@ -147,8 +146,7 @@ def find_customer(customers: pd.DataFrame, customer: str | int) -> Customer:
 def recent_purchases(store: HMStore, week: str, customer_key: int, limit: int = 12) -> pd.DataFrame:
     """The customer's newest purchases before the week's cut-off (newest first), with article names."""
     cutoff = parse_week(week)
-    files = [p for p in (store.asset_path("transactions", w) for w in weeks_with(store, "transactions")) if p.exists()]
-    files = [p for p in files if parse_week(p.stem) < cutoff]
+    files = [store.require("transactions", w) for w in weeks_with(store, "transactions") if parse_week(w) < cutoff]
     if not files:
         return pd.DataFrame(columns=["t_dat", *ARTICLE_COLUMNS, "price"])
     import duckdb
@@ -193,8 +191,8 @@ def stored_recommendations(store: HMStore, week: str, customer_key: int) -> pd.D
             f"SELECT * FROM read_parquet('{store.require('recommendations', week)}') WHERE customer_key = $key ORDER BY rank",
             {"key": int(customer_key)},
         ).df()
-        candidates_path = store.asset_path("candidates", week)
-        if candidates_path.exists():
+        candidates_path = store.optional("candidates", week)
+        if candidates_path:
             cands = con.execute(
                 f"SELECT * FROM read_parquet('{candidates_path}') WHERE customer_key = $key", {"key": int(customer_key)}
             ).df()
@@ -390,6 +388,8 @@ class OnDemandRecommender:
         self._article_ids = set(self.articles["article_id"].tolist())
         info = json.loads(store.require("ranker", self.week, ".json").read_text())
         self.booster = ranking.load(store.require("ranker", self.week, ".txt")) if info.get("trained") else None
+        self.scorer = ranking.PairScorer(self.booster, store.scratch_dir() / "compiled") if self.booster else None
+        self.calibration = previous_week_calibration(store, self.week, [r.name for r in self.retrievers])
         full = self._full_cursor()
         self.fallback = last_week_top(full, self.cutoff, FALLBACK_SIZE)
         self.median_age = float(self.customers["age"].median()) if self.customers["age"].notna().any() else 30.0
@@ -418,7 +418,7 @@ class OnDemandRecommender:
         return self._full_ctx
 
     def _inputs(self) -> dict[str, Path]:
-        return {dep: self.store.asset_path(dep) for r in self.retrievers for dep in r.deps}
+        return retriever_inputs(self.store, self.retrievers)
 
     def warm(self) -> "OnDemandRecommender":
         """Compute every global step now (the first calls are slow otherwise): a known customer with
@@ -520,8 +520,8 @@ class OnDemandRecommender:
         cur.execute("CREATE TEMP VIEW article_transaction_stats AS SELECT * FROM h_article_transaction_stats")
 
     def _stored_candidates(self, cur, name: str, key: int) -> pd.DataFrame | None:
-        path = self.store.asset_path(name, self.week)
-        if not path.exists():
+        path = self.store.optional(name, self.week)
+        if path is None:
             return None
         return cur.execute(
             f"SELECT customer_key, article_id, score FROM read_parquet('{path}') WHERE customer_key = $key", {"key": key}
@@ -590,7 +590,7 @@ class OnDemandRecommender:
             cur.execute("CREATE OR REPLACE TEMP VIEW transactions AS SELECT * FROM h_history UNION ALL SELECT * FROM bought_rows")
             build_union(cur, sources)
             apply_rules(cur, rules_by_name(list(RULE_NAMES)), self.cutoff, False)
-            candidates = filtered_candidates(cur, MAX_PER_CUSTOMER).df()
+            candidates = filtered_candidates(cur, MAX_PER_CUSTOMER, self.calibration, list(sources)).df()
             timings["candidates"] = time.perf_counter() - mark
             mark = time.perf_counter()
             cur.register("candidates", candidates)
@@ -601,7 +601,7 @@ class OnDemandRecommender:
             scratch.cleanup()
         mark = time.perf_counter()
         if len(pairs):
-            scores = ranking.predict(self.booster, pairs) if self.booster is not None else ranking.heuristic_score(pairs)
+            scores = self.scorer(pairs) if self.scorer is not None else ranking.heuristic_score(pairs)
         else:
             scores = np.zeros(0)
         scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scores})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +105,58 @@ def load(path: Path) -> lgb.Booster:
 
 def predict(booster: lgb.Booster, pairs: pd.DataFrame, threads: int = 2) -> np.ndarray:
     return booster.predict(pairs[booster.feature_name()], num_threads=threads)
+
+
+class PairScorer:
+    """A trained ranker as a function of pair features.
+
+    Scoring every customer's candidates is the largest single cost of a week at full scale (about
+    150M pairs). The model is compiled to native code with lleaves (LLVM), about 3x faster than
+    LightGBM's own predict with the same scores (to 1e-14); the compiled object is cached per
+    model and CPU under ``cache_dir``. Where compilation is not available, LightGBM predicts.
+    Every consumer (recommendations, on-demand, ablation) scores through this class, so they agree.
+    """
+
+    def __init__(self, booster: lgb.Booster, cache_dir: Path, threads: int = 2) -> None:
+        self.booster = booster
+        self.features = booster.feature_name()
+        self.threads = threads
+        self.compiled = compile_model(booster, cache_dir)
+
+    def __call__(self, pairs: pd.DataFrame) -> np.ndarray:
+        if self.compiled is None:
+            return predict(self.booster, pairs, self.threads)
+        matrix = pairs[self.features].to_numpy(np.float64, na_value=np.nan)
+        return self.compiled.predict(matrix, n_jobs=self.threads)
+
+
+def compile_model(booster: lgb.Booster, cache_dir: Path):
+    """The booster compiled by lleaves (loaded from the cache when compiled before), or None."""
+    try:
+        import lleaves
+        import llvmlite.binding as llvm
+    except ImportError:
+        return None
+    from importlib.metadata import version
+
+    text = booster.model_to_string()
+    build = f"lleaves {version('lleaves')}, llvmlite {llvm.llvm_version_info}, {platform.machine()} {llvm.get_host_cpu_name()}"
+    key = hashlib.sha256(f"{text}|{build}".encode()).hexdigest()[:16]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    model_file = cache_dir / f"ranker-{key}.txt"
+    compiled_file = cache_dir / f"ranker-{key}.o"
+    if not model_file.exists():
+        temporary = model_file.with_name(f".{model_file.name}.tmp-{os.getpid()}")
+        temporary.write_text(text)
+        os.replace(temporary, model_file)
+    model = lleaves.Model(model_file=str(model_file))
+    if compiled_file.exists():
+        model.compile(cache=str(compiled_file))
+    else:  # compile beside, then rename: concurrent shard processes never read half an object file
+        temporary = compiled_file.with_name(f".{compiled_file.name}.tmp-{os.getpid()}")
+        model.compile(cache=str(temporary))
+        os.replace(temporary, compiled_file)
+    return model
 
 
 HEURISTIC_FEATURES = ("n_retrievers", "best_rank")

@@ -137,7 +137,7 @@ def run_weeks(
         log(f"removed {leftover.name}, left behind by an interrupted run")
     runner = PipelineRunner(defs, instance, run_config)
     plan = plan_weeks(data_range, target, training_weeks, backtest_weeks)
-    log(f"catalogue snapshot (articles, customers, images, embeddings) ...")
+    log("catalogue snapshot (articles, customers, images, embeddings) ...")
     runner.snapshot_catalogue()
     log(f"ingest transactions {data_range.first_week} .. {min(target, data_range.live_week)} ...")
     runner.ingest_weeks(data_range.first_week, max(target, data_range.first_week))

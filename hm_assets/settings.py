@@ -23,3 +23,8 @@ def hm_home() -> Path:
 
 def hm_data_dir() -> Path:
     return Path(os.environ.get("HM_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
+
+
+def hm_object_store() -> str:
+    """The object-store URI outputs are shared through (``HM_OBJECT_STORE``), or ""."""
+    return os.environ.get("HM_OBJECT_STORE", "").strip()

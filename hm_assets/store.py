@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hm_assets.settings import hm_home
+from hm_assets.object_store import ObjectStore, object_store_for, publish
+from hm_assets.settings import hm_home, hm_object_store
 
 
 def _temporary_sibling(target: Path) -> Path:
@@ -38,6 +39,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
             _replace_dir(temporary, target)
         else:
             os.replace(temporary, target)
+        publish(target)
     finally:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
@@ -125,10 +127,55 @@ class HMStore(dg.ConfigurableResource):
     duckdb_memory_limit: str = "6GB"
     duckdb_threads: int = 2
     customers_per_shard: int = 100_000
+    # An fsspec URI (s3://bucket/prefix, gs://..., file:///shared/...) the asset files are shared
+    # through; HM_HOME is then this node's cache of it (hm_assets/object_store.py). Default:
+    # $HM_OBJECT_STORE, else none (local files only).
+    object_store: str = ""
 
     @property
     def root(self) -> Path:
-        return Path(self.home).expanduser().resolve() if self.home else hm_home()
+        root = Path(self.home).expanduser().resolve() if self.home else hm_home()
+        uri = self.object_store or hm_object_store()
+        if uri:
+            object_store_for(uri, root)
+        return root
+
+    @property
+    def objects(self) -> ObjectStore | None:
+        uri = self.object_store or hm_object_store()
+        return object_store_for(uri, self.root) if uri else None
+
+    def fetch(self, path: Path) -> Path:
+        """``path`` (a file or folder under the store) present and current locally."""
+        objects = self.objects
+        if objects is not None and objects.shares(path):
+            objects.fetch(path)
+        return path
+
+    def exists(self, asset: str, partition: str | None = None, suffix: str = ".parquet") -> bool:
+        path = self.asset_path(asset, partition, suffix)
+        objects = self.objects
+        return objects.exists(path) if objects is not None else path.exists()
+
+    def partitions(self, asset: str, suffix: str = ".parquet") -> list[str]:
+        """The partition keys of ``asset`` that have a file with ``suffix``, sorted."""
+        folder = self.asset_dir(asset)
+        objects = self.objects
+        if objects is not None:
+            names = objects.names(folder)
+        else:
+            names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix) and not n.startswith("."))
+
+    def remove(self, path: Path) -> None:
+        """Delete a file or folder of the store, here and on the object store."""
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        objects = self.objects
+        if objects is not None and objects.shares(path):
+            objects.remove(path)
 
     def asset_dir(self, asset: str) -> Path:
         return self.root / "assets" / asset
@@ -139,7 +186,7 @@ class HMStore(dg.ConfigurableResource):
         return self.asset_dir(asset) / f"{partition}{suffix}"
 
     def require(self, asset: str, partition: str | None = None, suffix: str = ".parquet") -> Path:
-        path = self.asset_path(asset, partition, suffix)
+        path = self.fetch(self.asset_path(asset, partition, suffix))
         if not path.exists():
             where = f"partition {partition} of " if partition else ""
             raise FileNotFoundError(
@@ -147,6 +194,11 @@ class HMStore(dg.ConfigurableResource):
                 f"materialize it first"
             )
         return path
+
+    def optional(self, asset: str, partition: str | None = None, suffix: str = ".parquet") -> Path | None:
+        """The local path of an output that may not exist yet (None then)."""
+        path = self.fetch(self.asset_path(asset, partition, suffix))
+        return path if path.exists() else None
 
     def scratch_dir(self) -> Path:
         path = self.root / "tmp"

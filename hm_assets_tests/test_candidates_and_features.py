@@ -126,3 +126,42 @@ def test_leakage_check_fails_on_a_planted_leak(world, tmp_path):
         results[name] = leakage_problems(duckdb.connect(), *paths)
     assert results["clean"] == []
     assert results["leaky"] and "customer_transaction_stats" in results["leaky"][0]
+
+
+def test_calibration_measures_hit_rate_per_retriever_and_rank_band(tmp_path):
+    from hm_assets.candidates import PRIOR_STRENGTH, calibrate
+
+    # Week W-1: retriever "strong" hit 2 of its 2 rank-1 candidates, "weak" 0 of 2; customer 9 bought nothing.
+    strong = write(candidates_frame([(7, 1, 1.0, 1), (8, 2, 1.0, 1), (9, 3, 1.0, 1)]), tmp_path / "strong.parquet")
+    weak = write(candidates_frame([(7, 4, 1.0, 1), (8, 5, 1.0, 1)]), tmp_path / "weak.parquet")
+    truth = write(transactions_frame([("2020-09-17", 7, 1, 0.02, 2), ("2020-09-18", 8, 2, 0.02, 2)]), tmp_path / "t.parquet")
+    calibration = calibrate(duckdb.connect(), "2020-09-16", {"strong": strong, "weak": weak}, truth)
+    table = calibration.table.set_index("retriever")
+    assert table.loc["strong", "proposed"] == 2 and table.loc["strong", "bought"] == 2  # buyers only
+    assert table.loc["weak", "bought"] == 0
+    overall = 2 / 4
+    assert calibration.rate("strong", 1) == pytest.approx((2 + PRIOR_STRENGTH * overall) / (2 + PRIOR_STRENGTH))
+    assert calibration.rate("strong", 1) > calibration.rate("weak", 1)
+    assert calibration.rate("strong", 50) == 0.0  # a band never seen
+
+
+def test_calibrated_cap_keeps_the_likelier_candidates_not_the_best_ranks(world, tmp_path):
+    from hm_assets.candidates import RetrieverCalibration
+
+    articles, customers, txns = world
+    con = week_connection(txns, articles, customers, CUTOFF)
+    # "weak" proposes article 1 at rank 1; "strong" proposes 2 at rank 4 and 3 at rank 30.
+    sources = {
+        "weak": write(candidates_frame([(7, 1, 1.0, 1)]), tmp_path / "weak.parquet"),
+        "strong": write(candidates_frame([(7, 2, 0.8, 4), (7, 3, 0.1, 30)]), tmp_path / "strong.parquet"),
+    }
+    build_union(con, sources)
+    apply_rules(con, [], CUTOFF, has_truth=False)
+    assert set(filtered_candidates(con, 1).df().article_id) == {1}  # uncalibrated: best rank wins
+    table = pd.DataFrame(
+        [("weak", 1, 1000, 2, 0.002), ("strong", 5, 1000, 40, 0.04), ("strong", 30, 1000, 30, 0.03)],
+        columns=["retriever", "band", "proposed", "bought", "hit_rate"],
+    )
+    calibration = RetrieverCalibration("2020-09-16", table)
+    kept = filtered_candidates(con, 2, calibration, list(sources)).df()
+    assert set(kept.article_id) == {2, 3}

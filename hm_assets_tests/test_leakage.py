@@ -66,7 +66,9 @@ def planted() -> tuple[Baseline, World, int, list[int]]:
     world = World(data_dir, root / "home")
     copy_catalogue(base.home, world.home)
     world.ingest(base.data_range, catalogue=False)
-    world.candidate_side(base.week - WEEK)  # the ranker of W learns from W - 1
+    # As the baseline: W - 2 calibrates the cap of W - 1, whose labelled pairs train W's ranker.
+    world.candidate_side(base.week - 2 * WEEK)
+    world.candidate_side(base.week - WEEK)
     world.full_week(base.week)
     world.candidate_side(base.next_week)
     return base, world, article, buyers

@@ -129,3 +129,24 @@ def test_customer_shards_give_the_same_results_as_one_shard(tiny_run, tmp_path):
     assert (home / "assets" / "submission" / f"{week}.csv").read_text() == (
         sharded_home / "assets" / "submission" / f"{week}.csv"
     ).read_text()
+
+
+def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run):
+    from hm_assets.ablation import ablation
+    from hm_assets.partitions import weekly_partitions_def
+    from hm_assets.resources import HMStore
+    from hm_assets.retrievers.registry import retriever_names
+
+    home, data_range, _, _ = tiny_run
+    week = data_range.newest_week_with_truth.isoformat()
+    content = ["image_similar", "text_similar", "attribute_similar"]
+    table = ablation(
+        HMStore(home=str(home)), week, retriever_names(), 1, weekly_partitions_def.get_partition_keys(),
+        groups={"content": content}, seeds=(0, 1),
+    ).set_index("without")
+    assert list(table.index) == [*retriever_names(), "content"]
+    assert table["map12_all"].nunique() == 1 and 0 < table["map12_all"].iloc[0] <= 1
+    assert ((table["map12_without"] >= 0) & (table["map12_without"] <= 1)).all()
+    assert (table["seeds"] == 2).all() and table["delta_sd"].notna().all()
+    # The cold-start retriever is the only source for most customers: removing it must hurt.
+    assert table.loc["popularity_model", "map12_delta"] > 0

@@ -43,8 +43,7 @@ def cache_metadata(embedded: int, reused: int, rows: int, dim: int, seconds: flo
 
 
 def previous_file(store: HMStore, asset: str):
-    path = store.asset_path(asset)
-    return path if path.exists() else None
+    return store.optional(asset)
 
 
 # ----------------------------------------------------------------------------- image
@@ -91,7 +90,7 @@ def image_embeddings(
             catalogue,
             articles,
             settings,
-            weights_dir=store.asset_dir("image_embeddings"),
+            weights_dir=store.fetch(store.asset_dir("image_embeddings")),
             previous=previous_file(store, "image_embeddings"),
             logger=context.log,
         )
@@ -203,7 +202,8 @@ def attribute_embeddings(
     target = store.asset_path("attribute_embeddings")
     with stopwatch() as watch:
         articles = pd.read_parquet(store.require("articles"))
-        weekly = sorted(store.asset_dir("transactions").glob("*.parquet")) if config.price_bands > 0 else []
+        weeks = store.partitions("transactions") if config.price_bands > 0 else []
+        weekly = [store.require("transactions", week) for week in weeks]
         prices = median_prices(weekly) if weekly else None
         if config.price_bands > 0 and prices is None:
             context.log.warning("no ingested transactions under HM_HOME: attribute vectors have no price band")

@@ -68,8 +68,8 @@ def evaluation(context: dg.AssetExecutionContext, store: HMStore) -> dg.Material
 
 def load_evaluations(store: HMStore) -> pd.DataFrame:
     rows = []
-    for path in sorted(store.asset_dir("evaluation").glob("*.json")):
-        record = json.loads(path.read_text())
+    for week in store.partitions("evaluation", ".json"):
+        record = json.loads(store.require("evaluation", week, ".json").read_text())
         if record.get("has_truth"):
             rows.append(record)
     return pd.DataFrame(rows)

@@ -175,8 +175,8 @@ def build_gallery(
         else:
             con.execute("CREATE VIEW history AS SELECT CAST(NULL AS DATE) t_dat, 0::BIGINT customer_key, 0 article_id WHERE false")
         counts = con.sql("SELECT customer_key, count(*) AS n FROM history GROUP BY 1").df().set_index("customer_key")["n"]
-        truth_path = store.asset_path("transactions", week)
-        truth = pd.read_parquet(truth_path, columns=["customer_key", "article_id"]) if truth_path.exists() else None
+        truth_path = store.optional("transactions", week)
+        truth = pd.read_parquet(truth_path, columns=["customer_key", "article_id"]) if truth_path else None
         has_truth = truth is not None and len(truth) > 0
         buyers = truth["customer_key"].unique() if has_truth else np.zeros(0, dtype=np.int64)
         sample = sample_customers(
@@ -195,8 +195,8 @@ def build_gallery(
             """,
             {"n": config.recent_purchases},
         ).df()
-        candidates_path = store.asset_path("candidates", week)
-        if candidates_path.exists():
+        candidates_path = store.optional("candidates", week)
+        if candidates_path:
             cands = con.execute(
                 f"SELECT * FROM read_parquet('{candidates_path}') SEMI JOIN sample_keys USING (customer_key)"
             ).df()
@@ -212,8 +212,8 @@ def build_gallery(
         bought_counts = truth.drop_duplicates(["customer_key", "article_id"]).groupby("customer_key").size()
     customers = pd.read_parquet(store.require("customers")).set_index("customer_key")
     articles = _articles(store)
-    images_path = store.asset_path("article_images")
-    catalogue = pd.read_parquet(images_path) if images_path.exists() else None
+    images_path = store.optional("article_images")
+    catalogue = pd.read_parquet(images_path) if images_path else None
 
     target = store.asset_dir("gallery") / week
     with atomic_path(target) as folder:
@@ -282,8 +282,8 @@ def build_gallery(
         if has_truth:
             shown_recs = sum(len(p.recommendations) for p in panels)
             summary["hits shown"] = f"{sum(p.hits for p in panels)} of {shown_recs}"
-        evaluation_path = store.asset_path("evaluation", week, ".json")
-        if evaluation_path.exists():
+        evaluation_path = store.optional("evaluation", week, ".json")
+        if evaluation_path:
             metrics = json.loads(evaluation_path.read_text())
             if metrics.get("has_truth"):
                 summary["MAP@12 ranker"] = f"{metrics['map12_ranker']:.4f}"

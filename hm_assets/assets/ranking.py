@@ -9,18 +9,28 @@ import pandas as pd
 from hm_assets import ranker as ranking
 from hm_assets.assets.features import feature_assets
 from hm_assets.assets.retrieval import candidate_assets
-from hm_assets.assets.weekly import HISTORY, previous_weeks, week_view
+from hm_assets.assets.weekly import HISTORY, previous_weeks, this_and_previous_week, week_view
 from hm_assets.baselines import last_week_top
-from hm_assets.candidates import add_effects, apply_rules, build_union, effects_table, filtered_candidates, found_true_pairs
+from hm_assets.candidates import (
+    add_effects,
+    apply_rules,
+    build_union,
+    effects_table,
+    filtered_candidates,
+    found_true_pairs,
+    OPEN_BAND,
+    previous_week_calibration,
+    RANK_BANDS,
+)
 from hm_assets.data_contract import format_article_id
+from hm_assets.fanout import ShardOutputs, ShardTask, sharded_asset
 from hm_assets.filters import RULE_NAMES, rules_by_name
 from hm_assets.metadata import markdown_table, stopwatch
 from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMStore
 from hm_assets.retrievers.registry import retriever_names
 from hm_assets.sql import load_sql
-from hm_assets.shards import customer_shards
-from hm_assets.store import atomic_path, parquet_appender
+from hm_assets.store import atomic_path, write_parquet
 from hm_assets.weeks import WEEK, parse_week
 
 GROUP = "ranking"
@@ -35,93 +45,143 @@ class CandidateFilterConfig(dg.Config):
     retrievers: list[str] = []
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"duckdb", "parquet"},
-    partitions_def=weekly_partitions_def,
-    deps=[HISTORY, *feature_assets, *candidate_assets],
-)
-def candidates(context: dg.AssetExecutionContext, store: HMStore, config: CandidateFilterConfig) -> dg.MaterializeResult:
-    """Union of every retriever's candidates (their scores and ranks as columns), minus the
-    business rules (each named and switchable), capped per customer by best retriever rank.
-    Computed one customer shard at a time."""
-    key = context.partition_key
+def selected_retrievers(config: CandidateFilterConfig) -> list[str]:
     names = config.retrievers or retriever_names()
     unknown = sorted(set(names) - set(retriever_names()))
     if unknown:
         raise ValueError(f"unknown retriever(s) {unknown}; registered: {retriever_names()}")
+    return names
+
+
+def candidates_calibration(context: dg.OpExecutionContext, store: HMStore, config: CandidateFilterConfig):
+    calibration = previous_week_calibration(store, context.partition_key, selected_retrievers(config))
+    if calibration is None:
+        context.log.warning("no earlier week with retriever outputs and purchases: the cap keeps the best ranks")
+    return calibration
+
+
+def candidates_shard(context: dg.OpExecutionContext, store: HMStore, config: CandidateFilterConfig, task: ShardTask) -> dict:
+    key = context.partition_key
+    names = selected_retrievers(config)
     sources = {name: store.require(name, key) for name in names}
-    rules = rules_by_name(config.rules)
-    union_rows = customers_n = found_union = found_kept = 0
-    effects: list = []
-    with stopwatch() as watch, week_view(context, store, with_truth=True) as view:
-        shards = customer_shards(view.con, store.customers_per_shard)
-        with parquet_appender(store.asset_path("candidates", key)) as output:
-            for shard in shards:
-                union_rows += build_union(view.con, sources, shard.where())
-                effects = add_effects(effects, apply_rules(view.con, rules, view.cutoff, view.has_truth))
-                view.con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE kept AS {filtered_candidates(view.con, config.max_per_customer).sql_query()}"
-                )
-                output.append(view.con.sql("SELECT * FROM kept"))
-                customers_n += view.con.execute("SELECT count(DISTINCT customer_key) FROM kept").fetchall()[0][0]
-                if view.has_truth:
-                    found_union += found_true_pairs(view.con, "union_candidates")
-                    found_kept += found_true_pairs(view.con, "kept")
-        rows = output.rows
-        metadata: dict = {
-            "dagster/row_count": rows,
+    where = task.shard.where()
+    with week_view(context, store, with_truth=True) as view:
+        union_rows = build_union(view.con, sources, where)
+        effects = apply_rules(view.con, rules_by_name(config.rules), view.cutoff, view.has_truth)
+        kept = filtered_candidates(view.con, config.max_per_customer, task.shared, names).sql_query()
+        view.con.execute(f"CREATE OR REPLACE TEMP TABLE kept AS {kept}")
+        rows = write_parquet(view.con.sql("SELECT * FROM kept"), task.part("candidates", ".parquet"))
+        summary = {
+            "rows": rows,
             "union_rows": int(union_rows),
-            "customer_shards": len(shards),
-            "customers": int(customers_n),
-            "candidates_per_customer_mean": round(rows / max(customers_n, 1), 2),
-            "rules_enabled": ", ".join(config.rules) or "none",
-            "rule_effects": markdown_table(effects_table(effects)),
+            "customers": view.con.execute("SELECT count(DISTINCT customer_key) FROM kept").fetchall()[0][0],
+            "effects": effects,
+            "has_truth": view.has_truth,
         }
-        for effect in effects:
-            metadata[f"removed_by_{effect.rule}"] = effect.removed
-            if effect.removed_true is not None:
-                metadata[f"true_purchases_removed_by_{effect.rule}"] = effect.removed_true
         if view.has_truth:
-            purchases = view.con.execute("SELECT count(*) FROM (SELECT DISTINCT customer_key, article_id FROM truth)").fetchall()[0][0]
-            metadata["recall_union"] = round(found_union / max(purchases, 1), 4)
-            metadata["recall_after_filters"] = round(found_kept / max(purchases, 1), 4)
-    metadata["seconds"] = watch.seconds
-    return dg.MaterializeResult(metadata=metadata)
+            summary["found_union"] = found_true_pairs(view.con, "union_candidates")
+            summary["found_kept"] = found_true_pairs(view.con, "kept")
+            summary["purchases"] = view.con.execute(
+                f"SELECT count(*) FROM (SELECT DISTINCT customer_key, article_id FROM truth WHERE {where})"
+            ).fetchall()[0][0]
+    return summary
 
 
-@dg.asset(
+def candidates_metadata(
+    context, store: HMStore, config: CandidateFilterConfig, shards: list[dict], files: dict, calibration
+) -> dict:
+    rows = sum(s["rows"] for s in shards)
+    customers_n = sum(s["customers"] for s in shards)
+    effects: list = []
+    for shard in shards:
+        effects = add_effects(effects, shard["effects"])
+    metadata: dict = {
+        "dagster/row_count": rows,
+        "union_rows": sum(s["union_rows"] for s in shards),
+        "customers": int(customers_n),
+        "candidates_per_customer_mean": round(rows / max(customers_n, 1), 2),
+        "rules_enabled": ", ".join(config.rules) or "none",
+        "cap_order": f"hit rate per retriever and rank band on {calibration.week}" if calibration else "best rank",
+        "rule_effects": markdown_table(effects_table(effects)),
+    }
+    if calibration is not None:
+        metadata["cap_calibration"] = markdown_table(calibration_table(calibration), floatfmt=".4f")
+    for effect in effects:
+        metadata[f"removed_by_{effect.rule}"] = effect.removed
+        if effect.removed_true is not None:
+            metadata[f"true_purchases_removed_by_{effect.rule}"] = effect.removed_true
+    if shards and shards[0]["has_truth"]:
+        purchases = sum(s["purchases"] for s in shards)
+        metadata["recall_union"] = round(sum(s["found_union"] for s in shards) / max(purchases, 1), 4)
+        metadata["recall_after_filters"] = round(sum(s["found_kept"] for s in shards) / max(purchases, 1), 4)
+    return metadata
+
+
+def calibration_table(calibration) -> pd.DataFrame:
+    """Hit rate by rank band (rows) and retriever (columns), for the UI."""
+    table = calibration.table.pivot(index="band", columns="retriever", values="hit_rate")
+    table.index = [f"> {RANK_BANDS[-1]}" if band == OPEN_BAND else f"<= {band}" for band in table.index]
+    return table.rename_axis("rank").reset_index()
+
+
+candidates = sharded_asset(
+    name="candidates",
+    description=(
+        "Union of every retriever's candidates (their scores and ranks as columns), minus the business "
+        "rules (each named and switchable), capped per customer: the candidates most likely to be bought "
+        "first, by each retriever's hit rate per rank band on the previous week. One step per customer shard."
+    ),
+    # The previous week's retriever outputs calibrate the cap (see hm_assets/candidates.py).
+    deps=[HISTORY, *feature_assets, *(dg.AssetDep(a, partition_mapping=this_and_previous_week()) for a in candidate_assets)],
+    outputs=ShardOutputs({"candidates": ".parquet"}),
+    prepare=candidates_calibration,
+    run_shard=candidates_shard,
+    finish=candidates_metadata,
+    config_class=CandidateFilterConfig,
+    group_name=GROUP,
+    kinds={"duckdb", "parquet"},
+    partitions_def=weekly_partitions_def,
+)
+
+
+def pair_features_shard(context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
+    source = store.require("candidates", context.partition_key)
+    with week_view(context, store) as view:
+        view.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{source}') WHERE {task.shard.where()}"
+        )
+        rows = write_parquet(
+            view.con.sql(load_sql("pair_features"), params={"cutoff": view.cutoff}), task.part("pair_features", ".parquet")
+        )
+    return {"rows": rows}
+
+
+def pair_features_metadata(context, store: HMStore, config, shards: list[dict], files: dict, shared) -> dict:
+    con = store.connect()
+    columns = con.sql(f"DESCRIBE SELECT * FROM read_parquet('{files['pair_features']}')").df()
+    con.close()
+    return {
+        "dagster/row_count": sum(s["rows"] for s in shards),
+        "features": len(columns) - 2,
+        "columns": dg.MetadataValue.md(", ".join(f"`{c}`" for c in columns["column_name"])),
+    }
+
+
+pair_features = sharded_asset(
+    name="pair_features",
+    description=(
+        "Features of every surviving (customer, candidate): customer and article features, their transaction "
+        "statistics, the customer's preference shares for the candidate's attributes, consistency (price, age, "
+        "channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql. One step per customer shard."
+    ),
+    deps=[HISTORY, *feature_assets, candidates],
+    outputs=ShardOutputs({"pair_features": ".parquet"}),
+    run_shard=pair_features_shard,
+    finish=pair_features_metadata,
     group_name=GROUP,
     kinds={"duckdb", "sql", "parquet"},
     partitions_def=weekly_partitions_def,
-    deps=[HISTORY, *feature_assets, candidates],
 )
-def pair_features(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
-    """Features of every surviving (customer, candidate): customer and article features, their
-    transaction statistics, the customer's preference shares for the candidate's attributes,
-    consistency (price, age, channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql.
-    Computed one customer shard at a time."""
-    key = context.partition_key
-    source = store.require("candidates", key)
-    target = store.asset_path("pair_features", key)
-    with stopwatch() as watch, week_view(context, store) as view:
-        shards = customer_shards(view.con, store.customers_per_shard)
-        with parquet_appender(target) as output:
-            for shard in shards:
-                view.con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{source}') WHERE {shard.where()}"
-                )
-                output.append(view.con.sql(load_sql("pair_features"), params={"cutoff": view.cutoff}))
-        columns = view.con.sql(f"DESCRIBE SELECT * FROM read_parquet('{target}')").df()
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": output.rows,
-            "customer_shards": len(shards),
-            "features": len(columns) - 2,
-            "columns": dg.MetadataValue.md(", ".join(f"`{c}`" for c in columns["column_name"])),
-            "seconds": watch.seconds,
-        }
-    )
 
 
 class RankerConfig(dg.Config):
@@ -141,7 +201,7 @@ def labelled_weeks(store: HMStore, week_key: str, wanted: int) -> list[str]:
     found = []
     for offset in range(1, MAX_TRAINING_WEEKS + 1):
         earlier = (start - offset * WEEK).isoformat()
-        if store.asset_path("pair_features", earlier).exists() and store.asset_path("transactions", earlier).exists():
+        if store.exists("pair_features", earlier) and store.exists("transactions", earlier):
             found.append(earlier)
         if len(found) == wanted:
             break
@@ -167,10 +227,11 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
     frames = []
     con = store.connect()
     for week in weeks:
-        truth = pd.read_parquet(store.asset_path("transactions", week), columns=["customer_key", "article_id"])
+        truth_path = store.require("transactions", week)
+        truth = pd.read_parquet(truth_path, columns=["customer_key", "article_id"])
         pairs = con.sql(
-            f"SELECT * FROM read_parquet('{store.asset_path('pair_features', week)}') "
-            f"SEMI JOIN (SELECT DISTINCT customer_key FROM read_parquet('{store.asset_path('transactions', week)}')) "
+            f"SELECT * FROM read_parquet('{store.require('pair_features', week)}') "
+            f"SEMI JOIN (SELECT DISTINCT customer_key FROM read_parquet('{truth_path}')) "
             f"USING (customer_key)"
         ).df()
         frames.append(ranking.training_rows(pairs, truth, config.negatives_per_customer, config.seed))
@@ -221,54 +282,64 @@ def pair_scorer(store: HMStore, key: str):
     and the feature columns it reads."""
     info = json.loads(store.require("ranker", key, ".json").read_text())
     if info.get("trained"):
-        booster = ranking.load(store.require("ranker", key, ".txt"))
-        return (lambda pairs: ranking.predict(booster, pairs)), booster.feature_name()
+        scorer = ranking.PairScorer(ranking.load(store.require("ranker", key, ".txt")), store.scratch_dir() / "compiled")
+        return scorer, scorer.features
     return ranking.heuristic_score, list(ranking.HEURISTIC_FEATURES)
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"lightgbm", "parquet", "csv"},
-    partitions_def=weekly_partitions_def,
-    deps=[HISTORY, pair_features, ranker],
-)
-def recommendations(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
-    """Exactly 12 distinct articles for every customer in customers.csv, best first, plus the
-    Kaggle submission CSV (customer_id, prediction). Scored one customer shard at a time."""
+def popular_fallback(context: dg.OpExecutionContext, store: HMStore, config) -> pd.DataFrame:
+    """Last week's bestsellers: fill lists the ranker leaves short."""
+    with week_view(context, store, with_features=False) as view:
+        return last_week_top(view.con, view.cutoff, 24)
+
+
+def recommendations_shard(context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
     key = context.partition_key
     pairs_path = store.require("pair_features", key)
     score, features = pair_scorer(store, key)
     columns = ", ".join(["customer_key", "article_id", *features])
-    submission_path = store.asset_path("submission", key, ".csv")
-    from_ranker = 0
-    with stopwatch() as watch, week_view(context, store, with_features=False) as view:
-        fallback = last_week_top(view.con, view.cutoff, 24)
-        # Scoring holds a shard's pair features in pandas: a quarter of the usual shard size.
-        shards = customer_shards(view.con, max(1, store.customers_per_shard // 4))
-        with parquet_appender(store.asset_path("recommendations", key)) as output, atomic_path(submission_path) as csv:
-            for shard in shards:
-                customers_frame = view.con.sql(
-                    f"SELECT customer_key, customer_id FROM customers WHERE {shard.where()} ORDER BY customer_key"
-                ).df()
-                pairs = view.con.sql(f"SELECT {columns} FROM read_parquet('{pairs_path}') WHERE {shard.where()}").df()
-                scored = pd.DataFrame(
-                    {"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": score(pairs)}
-                )
-                del pairs
-                recs = ranking.fill_to_k(ranking.top_k(scored), customers_frame["customer_key"].to_numpy(), fallback)
-                from_ranker += int(recs["score"].notna().sum())
-                output.append(recs)
-                kaggle_submission(recs, customers_frame).to_csv(csv, mode="a", header=shard.index == 0, index=False)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": output.rows,
-            "customers": output.rows // ranking.K,
-            "customer_shards": len(shards),
-            "share_from_ranker": round(from_ranker / max(output.rows, 1), 4),
-            "submission_csv": dg.MetadataValue.path(str(submission_path)),
-            "seconds": watch.seconds,
-        }
-    )
+    where = task.shard.where()
+    with week_view(context, store, with_features=False) as view:
+        customers_frame = view.con.sql(
+            f"SELECT customer_key, customer_id FROM customers WHERE {where} ORDER BY customer_key"
+        ).df()
+        pairs = view.con.sql(f"SELECT {columns} FROM read_parquet('{pairs_path}') WHERE {where}").df()
+    scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": score(pairs)})
+    del pairs
+    recs = ranking.fill_to_k(ranking.top_k(scored), customers_frame["customer_key"].to_numpy(), task.shared)
+    rows = write_parquet(recs, task.part("recommendations", ".parquet"))
+    with atomic_path(task.part("submission", ".csv")) as csv:
+        kaggle_submission(recs, customers_frame).to_csv(csv, header=task.shard.index == 0, index=False)
+    return {"rows": rows, "from_ranker": int(recs["score"].notna().sum())}
+
+
+def recommendations_metadata(context, store: HMStore, config, shards: list[dict], files: dict, shared) -> dict:
+    rows = sum(s["rows"] for s in shards)
+    return {
+        "dagster/row_count": rows,
+        "customers": rows // ranking.K,
+        "share_from_ranker": round(sum(s["from_ranker"] for s in shards) / max(rows, 1), 4),
+        "submission_csv": dg.MetadataValue.path(str(files["submission"])),
+    }
+
+
+recommendations = sharded_asset(
+    name="recommendations",
+    description=(
+        "Exactly 12 distinct articles for every customer in customers.csv, best first, plus the Kaggle "
+        "submission CSV (customer_id, prediction). One step per customer shard."
+    ),
+    deps=[HISTORY, pair_features, ranker],
+    outputs=ShardOutputs({"recommendations": ".parquet", "submission": ".csv"}),
+    prepare=popular_fallback,
+    run_shard=recommendations_shard,
+    finish=recommendations_metadata,
+    # Scoring holds a shard's pair features in pandas: a quarter of the usual shard size.
+    shard_size=lambda store: max(1, store.customers_per_shard // 4),
+    group_name=GROUP,
+    kinds={"lightgbm", "parquet", "csv"},
+    partitions_def=weekly_partitions_def,
+)
 
 
 def kaggle_submission(recs: pd.DataFrame, customers_frame: pd.DataFrame) -> pd.DataFrame:

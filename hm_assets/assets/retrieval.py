@@ -11,14 +11,14 @@ from hm_assets.assets.weekly import HISTORY, week_view
 from hm_assets.metadata import stopwatch
 from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMStore
-from hm_assets.retrievers.base import RetrievalContext, Retriever, ranked_candidates
+from hm_assets.retrievers.base import RetrievalContext, Retriever, ranked_candidates, retriever_inputs
 from hm_assets.retrievers.registry import RETRIEVERS
 from hm_assets.store import write_parquet
 
 GROUP = "retrieval"
 
 
-def candidate_metadata(con, candidates: Path, customers: int, truth: Path) -> dict:
+def candidate_metadata(con, candidates: Path, customers: int, truth: Path | None) -> dict:
     """Coverage and size of a candidate file; recall when the target week's truth exists (for
     metadata only: the truth never feeds the candidates)."""
     with_candidates, rows, widest = con.execute(
@@ -36,7 +36,7 @@ def candidate_metadata(con, candidates: Path, customers: int, truth: Path) -> di
         "candidates_per_customer_mean": round(rows / max(with_candidates, 1), 2),
         "candidates_per_customer_max": int(widest or 0),
     }
-    if truth.exists():
+    if truth is not None:
         purchases, found = con.execute(
             f"""
             WITH bought AS (SELECT DISTINCT customer_key, article_id FROM read_parquet('{truth}'))
@@ -69,13 +69,13 @@ def build_candidate_asset(retriever: Retriever) -> dg.AssetsDefinition:
                 cutoff=view.cutoff,
                 week_key=context.partition_key,
                 customer_keys=customer_keys,
-                inputs={dep: store.asset_path(dep) for dep in retriever.deps},
+                inputs=retriever_inputs(store, [retriever]),
                 log=context.log,
             )
             raw = retriever.generate(retrieval, config)
             target = store.asset_path(retriever.name, context.partition_key)
             write_parquet(ranked_candidates(view.con, raw, config.max_candidates), target)
-            metadata = candidate_metadata(view.con, target, len(customer_keys), store.asset_path("transactions", context.partition_key))
+            metadata = candidate_metadata(view.con, target, len(customer_keys), store.optional("transactions", context.partition_key))
         metadata["seconds"] = watch.seconds
         return dg.MaterializeResult(metadata=metadata)
 

@@ -36,6 +36,10 @@ def previous_weeks(count: int) -> dg.TimeWindowPartitionMapping:
     return dg.TimeWindowPartitionMapping(start_offset=-count, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 
 
+def this_and_previous_week() -> dg.TimeWindowPartitionMapping:
+    return dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True)
+
+
 def week_view(
     context: dg.AssetExecutionContext,
     store: HMStore,

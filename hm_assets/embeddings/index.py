@@ -167,6 +167,13 @@ class ContentIndex:
         return frame[frame["seed_article_id"] != frame["article_id"]].reset_index(drop=True)
 
 
+def companion_files(target: Path) -> list[Path]:
+    """Files an index needs besides ``target`` itself: its graph (none for an empty index)."""
+    meta = pq.read_schema(target).metadata or {}
+    graph = meta.get(b"hm.index_file")
+    return [target.with_name(graph.decode())] if graph else []
+
+
 def load_index(target: Path) -> ContentIndex:
     """Open the index stored at ``target`` (the ``<name>.parquet`` file)."""
     target = Path(target)

@@ -14,7 +14,7 @@ extra upstream assets they declare in ``deps`` through ``RetrievalContext.inputs
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -23,6 +23,9 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
+
+from hm_assets.embeddings.index import companion_files
+from hm_assets.store import HMStore
 
 CANDIDATE_COLUMNS = ["customer_key", "article_id", "score", "rank"]
 
@@ -82,6 +85,18 @@ class Retriever:
     config_class: type[RetrieverConfig] = RetrieverConfig
     deps: tuple[str, ...] = ()
     kinds: frozenset[str] = frozenset({"duckdb"})
+
+
+def retriever_inputs(store: HMStore, retrievers: Iterable[Retriever]) -> dict[str, Path]:
+    """The unpartitioned upstream files the retrievers declare in ``deps`` (e.g. a content index
+    and the graph file it names), present locally."""
+    inputs = {}
+    for retriever in retrievers:
+        for dep in retriever.deps:
+            path = inputs[dep] = store.require(dep)
+            for companion in companion_files(path) if path.suffix == ".parquet" else []:
+                store.fetch(companion)
+    return inputs
 
 
 RawCandidates = pd.DataFrame | duckdb.DuckDBPyRelation

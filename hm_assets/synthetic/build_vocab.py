@@ -99,7 +99,6 @@ def build(ref: Path, out: Path = DATA) -> None:
                       ("section_name", "section_metrics")]:
         target = agg[name].set_index(agg[name].columns[0]).share
         keys = dt[col]
-        tgt = keys.map(target).fillna(0)
         # renormalise the target over the categories present in the sample
         present = target[target.index.isin(set(keys))]
         margins.append((keys.to_numpy(), present / present.sum()))

@@ -131,12 +131,12 @@ class WeekTables:
 
     def set_weights(self, weight: np.ndarray, launched: np.ndarray) -> None:
         ws = weight[self.perm]
-        tot = self._fill(ws)
+        self._fill(ws)
         if self.safe and (~self.ok & (self.counts > 0)).any():
             # cannot happen (every cluster keeps evergreen products); stay safe: launched articles
             bad = ~self.ok & (self.counts > 0)
             ws = ws + np.where(bad[self.sorted_group] & launched[self.perm], 1e-9, 0.0)
-            tot = self._fill(ws)
+            self._fill(ws)
         self.alive = weight > 0
 
     def _fill(self, ws: np.ndarray) -> np.ndarray:

@@ -1,0 +1,43 @@
+"""The compiled ranker scores pairs exactly as LightGBM does, and is compiled once per model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hm_assets import ranker as ranking
+
+
+def trained_booster(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    customers, per_customer = 200, 20
+    pairs = pd.DataFrame(
+        {
+            "customer_key": np.repeat(np.arange(customers, dtype=np.int64), per_customer),
+            "article_id": np.tile(np.arange(per_customer, dtype=np.int32), customers),
+            "score_a": rng.normal(size=customers * per_customer).astype(np.float32),
+            "rank_a": pd.array(rng.integers(1, 50, customers * per_customer), dtype="Int16"),
+            "pref": rng.random(customers * per_customer),
+        }
+    )
+    pairs.loc[rng.random(len(pairs)) < 0.2, "rank_a"] = pd.NA  # retriever did not propose it
+    bought = pairs[(pairs["score_a"] > 1.0) | (pairs["pref"] > 0.95)][["customer_key", "article_id"]]
+    rows = ranking.training_rows(pairs, bought, 10, seed)
+    settings = ranking.RankerSettings(boost_rounds=30, num_leaves=7, min_data_in_leaf=5)
+    return ranking.train(ranking.stack_weeks([rows]), settings), pairs
+
+
+def test_compiled_scores_equal_lightgbm_and_are_cached(tmp_path):
+    booster, pairs = trained_booster()
+    scorer = ranking.PairScorer(booster, tmp_path)
+    assert scorer.compiled is not None, "lleaves is a pinned dependency: compilation must work"
+    np.testing.assert_allclose(scorer(pairs), ranking.predict(booster, pairs), rtol=0, atol=1e-9)
+    compiled = sorted(tmp_path.glob("ranker-*.o"))
+    assert len(compiled) == 1
+    stamp = compiled[0].stat().st_mtime_ns
+    again = ranking.PairScorer(booster, tmp_path)  # loads the cached object, compiles nothing
+    assert sorted(tmp_path.glob("ranker-*.o")) == compiled and compiled[0].stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again(pairs), scorer(pairs))
+    other, _ = trained_booster(seed=1)
+    ranking.PairScorer(other, tmp_path)
+    assert len(list(tmp_path.glob("ranker-*.o"))) == 2  # one object per model
