@@ -9,6 +9,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -44,6 +45,29 @@ def training_rows(pairs: pd.DataFrame, truth: pd.DataFrame, negatives_per_custom
         ].transform("sum")
         labelled = labelled[keep].drop(columns="_order")
     return labelled.sort_values(["customer_key", "article_id"], kind="mergesort").reset_index(drop=True)
+
+
+def training_rows_from_file(
+    con: duckdb.DuckDBPyConnection, pairs_path: Path, truth: pd.DataFrame, negatives_per_customer: int, seed: int
+) -> pd.DataFrame:
+    """``training_rows`` of a week's stored pair features without loading all of them: the sample
+    is drawn on the buyers' (customer, article) keys, in the file's order, then only the chosen
+    rows are read with their features. Same rows as ``training_rows`` on the whole frame."""
+    con.register("truth_rows", truth[["customer_key", "article_id"]])
+    buyers = "SEMI JOIN (SELECT DISTINCT customer_key FROM truth_rows) USING (customer_key)"
+    keys = con.sql(
+        f"SELECT customer_key, article_id FROM read_parquet('{pairs_path}') {buyers} "
+        f"ORDER BY customer_key, best_rank, article_id"
+    ).df()
+    chosen = training_rows(keys, truth, negatives_per_customer, seed)
+    con.register("chosen_rows", chosen)
+    rows = con.sql(
+        f"SELECT p.*, c.label FROM read_parquet('{pairs_path}') p JOIN chosen_rows c USING (customer_key, article_id) "
+        f"ORDER BY customer_key, article_id"
+    ).df()
+    con.unregister("chosen_rows")
+    con.unregister("truth_rows")
+    return rows
 
 
 def stack_weeks(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -227,14 +227,12 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
     frames = []
     con = store.connect()
     for week in weeks:
-        truth_path = store.require("transactions", week)
-        truth = pd.read_parquet(truth_path, columns=["customer_key", "article_id"])
-        pairs = con.sql(
-            f"SELECT * FROM read_parquet('{store.require('pair_features', week)}') "
-            f"SEMI JOIN (SELECT DISTINCT customer_key FROM read_parquet('{truth_path}')) "
-            f"USING (customer_key)"
-        ).df()
-        frames.append(ranking.training_rows(pairs, truth, config.negatives_per_customer, config.seed))
+        truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
+        frames.append(
+            ranking.training_rows_from_file(
+                con, store.require("pair_features", week), truth, config.negatives_per_customer, config.seed
+            )
+        )
     con.close()
     rows = ranking.stack_weeks(frames)
     model_path = store.asset_path("ranker", key, ".txt")

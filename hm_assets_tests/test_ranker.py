@@ -1,7 +1,8 @@
-"""The compiled ranker scores pairs exactly as LightGBM does, and is compiled once per model."""
+"""The ranker's training sample and its compiled scoring."""
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -41,3 +42,16 @@ def test_compiled_scores_equal_lightgbm_and_are_cached(tmp_path):
     other, _ = trained_booster(seed=1)
     ranking.PairScorer(other, tmp_path)
     assert len(list(tmp_path.glob("ranker-*.o"))) == 2  # one object per model
+
+
+def test_training_sample_read_from_file_equals_the_in_memory_sample(tmp_path):
+    _, pairs = trained_booster()
+    pairs["best_rank"] = pairs["rank_a"].fillna(99).astype("int16")
+    pairs = pairs.sort_values(["customer_key", "best_rank", "article_id"], kind="mergesort").reset_index(drop=True)
+    path = tmp_path / "pairs.parquet"
+    pairs.to_parquet(path, index=False)
+    truth = pairs[pairs["score_a"] > 1.2][["customer_key", "article_id"]].iloc[::2]
+    in_memory = ranking.training_rows(pd.read_parquet(path), truth, 5, seed=3)
+    from_file = ranking.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
+    assert 0 < in_memory["label"].sum() < len(in_memory)
+    pd.testing.assert_frame_equal(from_file, in_memory, check_dtype=False)
