@@ -83,8 +83,8 @@ def apply_rules(
 
 # Upper bounds of the rank bands a retriever's hit rate is measured in; the last band is open.
 RANK_BANDS: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 30, 50, 100)
-# Pseudo-candidates pulling a thinly observed band towards the overall hit rate.
 OPEN_BAND = RANK_BANDS[-1] + 1
+# Pseudo-candidates pulling a thinly observed band towards the overall hit rate.
 PRIOR_STRENGTH = 200
 
 
@@ -99,6 +99,12 @@ class RetrieverCalibration:
         rows = self.table[(self.table["retriever"] == retriever) & (self.table["band"] == band)]
         return float(rows["hit_rate"].iloc[0]) if len(rows) else 0.0
 
+    def by_band(self) -> pd.DataFrame:
+        """Hit rate by rank band (rows) and retriever (columns), for the UI."""
+        table = self.table.pivot(index="band", columns="retriever", values="hit_rate")
+        table.index = [f"> {RANK_BANDS[-1]}" if band == OPEN_BAND else f"<= {band}" for band in table.index]
+        return table.rename_axis("rank").reset_index()
+
     def priority_sql(self, retrievers: list[str]) -> str:
         """SQL for a union row's calibrated chance of being bought (noisy-or over its retrievers)."""
         misses = []
@@ -109,7 +115,6 @@ class RetrieverCalibration:
             open_band = self.rate(name, OPEN_BAND)
             misses.append(f"(1 - CAST(CASE WHEN rank_{name} IS NULL THEN 0.0 {cases} ELSE {open_band!r} END AS DOUBLE))")
         return "1 - " + " * ".join(misses) if misses else "0.0::DOUBLE"
-
 
 
 def band_sql(column: str) -> str:

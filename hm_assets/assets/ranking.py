@@ -18,9 +18,8 @@ from hm_assets.candidates import (
     effects_table,
     filtered_candidates,
     found_true_pairs,
-    OPEN_BAND,
     previous_week_calibration,
-    RANK_BANDS,
+    RetrieverCalibration,
 )
 from hm_assets.data_contract import format_article_id
 from hm_assets.fanout import ShardOutputs, ShardTask, sharded_asset
@@ -88,7 +87,7 @@ def candidates_shard(context: dg.OpExecutionContext, store: HMStore, config: Can
 
 
 def candidates_metadata(
-    context, store: HMStore, config: CandidateFilterConfig, shards: list[dict], files: dict, calibration
+    context, store: HMStore, config: CandidateFilterConfig, shards: list[dict], files: dict, calibration: RetrieverCalibration | None
 ) -> dict:
     rows = sum(s["rows"] for s in shards)
     customers_n = sum(s["customers"] for s in shards)
@@ -105,7 +104,7 @@ def candidates_metadata(
         "rule_effects": markdown_table(effects_table(effects)),
     }
     if calibration is not None:
-        metadata["cap_calibration"] = markdown_table(calibration_table(calibration), floatfmt=".4f")
+        metadata["cap_calibration"] = markdown_table(calibration.by_band(), floatfmt=".4f")
     for effect in effects:
         metadata[f"removed_by_{effect.rule}"] = effect.removed
         if effect.removed_true is not None:
@@ -115,13 +114,6 @@ def candidates_metadata(
         metadata["recall_union"] = round(sum(s["found_union"] for s in shards) / max(purchases, 1), 4)
         metadata["recall_after_filters"] = round(sum(s["found_kept"] for s in shards) / max(purchases, 1), 4)
     return metadata
-
-
-def calibration_table(calibration) -> pd.DataFrame:
-    """Hit rate by rank band (rows) and retriever (columns), for the UI."""
-    table = calibration.table.pivot(index="band", columns="retriever", values="hit_rate")
-    table.index = [f"> {RANK_BANDS[-1]}" if band == OPEN_BAND else f"<= {band}" for band in table.index]
-    return table.rename_axis("rank").reset_index()
 
 
 candidates = sharded_asset(
