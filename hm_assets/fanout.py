@@ -16,6 +16,7 @@ the same order (``test_pipeline.py::test_customer_shards_give_the_same_results_a
 """
 
 
+import dataclasses
 import pickle
 import shutil
 import time
@@ -44,7 +45,8 @@ class NoConfig(dg.Config):
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One shard step's work order: its key range, where its parts go, what ``prepare`` shared."""
+    """One shard step's work order: its key range, where its parts go, and what ``prepare``
+    computed for every shard (read from the plan record by the shard step itself)."""
 
     shard: CustomerShard
     parts_dir: str
@@ -78,7 +80,12 @@ class ShardOutputs:
 PrepareFn = Callable[[dg.OpExecutionContext, HMStore, dg.Config], Any]
 ShardFn = Callable[[dg.OpExecutionContext, HMStore, dg.Config, ShardTask], dict]
 FinishFn = Callable[[dg.OpExecutionContext, HMStore, dg.Config, list[dict], dict[str, Path], Any], dict]
-SHARED_FILE = "shared.pickle"
+PLAN_RECORD = "plan.pickle"
+
+
+def read_plan_record(store: HMStore, parts_dir: Path) -> dict:
+    """What the plan step left for the shard and combine steps: its start time and ``prepare``'s result."""
+    return pickle.loads(store.fetch(parts_dir / PLAN_RECORD).read_bytes())
 
 
 def week_customer_shards(store: HMStore, customers_per_shard: int) -> list[CustomerShard]:
@@ -155,15 +162,16 @@ def sharded_asset(
             store.remove(leftover)
         parts_dir.mkdir(parents=True)
         shared = prepare(context, store, config) if prepare is not None else None
-        with atomic_path(parts_dir / SHARED_FILE) as temporary:
+        with atomic_path(parts_dir / PLAN_RECORD) as temporary:
             temporary.write_bytes(pickle.dumps({"started": time.time(), "shared": shared}))
         context.log.info(f"{len(shards)} customer shard(s) of about {shard_size(store):,} customers")
         for shard in shards:
-            yield dg.DynamicOutput(ShardTask(shard, str(parts_dir), shared), mapping_key=f"shard_{shard.index:05d}")
+            yield dg.DynamicOutput(ShardTask(shard, str(parts_dir)), mapping_key=f"shard_{shard.index:05d}")
 
     @dg.op(name=f"{name}_shard", pool=SHARD_POOL)
     def shard_step(context: dg.OpExecutionContext, store: HMStore, config: config_class, task: ShardTask) -> dict:  # type: ignore[valid-type]
         started = time.perf_counter()
+        task = dataclasses.replace(task, shared=read_plan_record(store, Path(task.parts_dir))["shared"])
         summary = run_shard(context, store, config, task)
         return {**summary, "shard": task.shard.index, "seconds": time.perf_counter() - started}
 
@@ -172,7 +180,7 @@ def sharded_asset(
         summaries = sorted(summaries, key=lambda s: s["shard"])
         parts_dir = parts_dir_of(store, name, context)
         finals = outputs.final_paths(store, context.partition_key)
-        plan_record = pickle.loads(store.fetch(parts_dir / SHARED_FILE).read_bytes())
+        plan_record = read_plan_record(store, parts_dir)
         combine_parts(store, parts_dir, [s["shard"] for s in summaries], outputs, finals)
         metadata = finish(context, store, config, summaries, finals, plan_record["shared"])
         store.remove(parts_dir)
