@@ -70,7 +70,8 @@ def _digest(folder: Path) -> str:
 
 def test_files_and_headers(tiny):
     out, _, summary = tiny
-    assert sorted(p.name for p in out.iterdir()) == ["articles.csv", "customers.csv", "images", "transactions_train.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "articles.csv", "customers.csv", "images", "oracle.csv", "transactions_train.csv"]
     assert (out / "articles.csv").read_text().splitlines()[0].split(",") == ARTICLE_COLUMNS
     assert (out / "customers.csv").read_text().splitlines()[0].split(",") == CUSTOMER_COLUMNS
     with open(out / "transactions_train.csv") as fh:

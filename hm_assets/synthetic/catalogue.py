@@ -160,7 +160,8 @@ def _season_weight(doy: np.ndarray, peak: float, amp: float, lead_days: float = 
 
 
 def build_catalogue(rng: np.random.Generator, vocab: Vocab, timeline: Timeline, n_articles: int, n_clusters: int,
-                    image_missing_share: float, legacy_weeks: int = 52, popularity_sigma: float = 0.7) -> Catalogue:
+                    image_missing_share: float, legacy_weeks: int = 52, popularity_sigma: float = 0.7,
+                    half_life_weeks: float = 6.0) -> Catalogue:
     pt = vocab.product_types
     deps = vocab.departments.set_index("department_no")
     dt = vocab.dept_types.merge(vocab.departments[["department_no", "index_group_name"]], on="department_no")
@@ -252,7 +253,7 @@ def build_catalogue(rng: np.random.Generator, vocab: Vocab, timeline: Timeline, 
             w = w * _season_weight(wdoy, s[0], min(s[1], 1.2), lead_days=50)
         launch[idx] = rng.choice(n_weeks, size=len(idx), p=w / w.sum())
     rise = rng.integers(1, 4, n_products)
-    half = rng.lognormal(np.log(6.0), 0.6, n_products)
+    half = rng.lognormal(np.log(half_life_weeks), 0.6, n_products)
     half = np.where(p_basic | forced, rng.uniform(80, 200, n_products), half)
     end = launch + rise + np.ceil(half * rng.uniform(3.5, 6.0, n_products)).astype(np.int64)
     markdown = launch + rise + np.ceil(half * rng.uniform(1.3, 2.8, n_products)).astype(np.int64)

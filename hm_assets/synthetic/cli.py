@@ -24,11 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "transactions_train.csv, images/). Same preset + seed + end date -> identical files.")
     p.add_argument("out_dir", help="folder to create (written atomically; an existing generated data set is replaced)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small",
-                   help="tiny: tests (seconds); small: demo (a minute or two); full: the real data's size")
+                   help="tiny: tests (seconds); small: demo (a minute or two); full: the real data's size; world-*: "
+                        "16k-customer worlds of different structure (benchmarks/bench_quality.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--end-date", type=_end_date, default=None,
                    help="last day, a Tuesday (default: full -> 2020-09-22, else the most recent Tuesday before today)")
     p.add_argument("--no-images", action="store_true", help="skip the images folder")
+    p.add_argument("--no-oracle", action="store_true",
+                   help="skip oracle.csv (the model's expected top-12 of each buyer in the last weeks)")
     p.add_argument("--no-overwrite", action="store_true", help="fail if OUT_DIR exists and is not empty")
     p.add_argument("--truth-dir", default=None, help="also write the latent structure (for validation) here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = generate(args.out_dir, preset=args.preset, seed=args.seed, end_date=args.end_date,
-                           images=not args.no_images, overwrite=not args.no_overwrite,
+                           images=not args.no_images, oracle=not args.no_oracle, overwrite=not args.no_overwrite,
                            truth_dir=args.truth_dir, progress=None if args.quiet else progress)
     except (FileExistsError, ValueError) as exc:
         print(f"hm-synth: error: {exc}", file=sys.stderr)

@@ -25,7 +25,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -36,10 +36,11 @@ from .catalogue import Catalogue, build_catalogue, season_matrix
 from .images import write_images
 from .people import Customers, build_customers
 from .timeline import Timeline, last_tuesday_before, make_timeline, parse_end_date
-from .transactions import BehaviourParams, RowEncoder, calibrate, plan_sessions, simulate
+from .transactions import BehaviourParams, History, RowEncoder, calibrate, oracle_top_k, plan_sessions, simulate
 from .vocab import COLOUR_RGB, INDEX_GROUPS, load_vocab
 
-OUTPUT_NAMES = {"articles.csv", "customers.csv", "transactions_train.csv", "images"}
+ORACLE_FILE = "oracle.csv"
+OUTPUT_NAMES = {"articles.csv", "customers.csv", "transactions_train.csv", "images", ORACLE_FILE}
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,11 @@ class Preset:
     image_process_min_articles: int = 5_000  # draw images in a second process from this size on
     legacy_weeks: int = 52               # products may have been launched up to this long before day 1
     popularity_sigma: float = 0.7        # log-sd of products' latent popularity (long tail)
+    half_life_weeks: float = 6.0         # median half-life of a new product's sales (trend speed)
     activity_sigma: float = 1.0          # log-sd of customers' shopping rates (heavy tail)
     churn_share: float = 0.25            # customers who stop shopping at some point
+    oracle_weeks: int = 4                # the last weeks the oracle (oracle.csv) is written for
+    oracle_replicas: int = 48            # replays of each such week that estimate its expected purchases
     behaviour: BehaviourParams = field(default_factory=BehaviourParams)
 
     @property
@@ -85,6 +89,35 @@ PRESETS: dict[str, Preset] = {
                    behaviour=BehaviourParams(p_history=0.35, p_history_follow=0.9, p_follow=0.35, tau_basic=60.0,
                                              tau_sibling=30.0, p_same_article=0.5)),
 }
+
+
+# Worlds: data sets of one size that differ in structure, so that a configuration is judged on
+# more than the world it was tuned on (benchmarks/bench_quality.py runs every one). Each stays
+# inside the real data's aggregates that hm_assets.synthetic.validate checks.
+WORLD_SIZE = dict(n_customers=16_000, n_articles=4_000, n_transactions=400_000, weeks=24, existing_customer_share=0.8)
+WORLDS: dict[str, Preset] = {
+    # loyal customers: strong re-buying of basics and recent items, tastes concentrated on few clusters
+    "world-loyal": Preset("world-loyal", **WORLD_SIZE, n_clusters=16, activity_sigma=1.0, churn_share=0.2,
+                          behaviour=BehaviourParams(p_history=0.3, p_history_follow=0.85, tau_basic=50.0,
+                                                    p_same_article=0.75, p_session_cluster=0.9)),
+    # fast fashion: short life cycles, concentrated popularity, weak personal style and little re-buying
+    "world-trends": Preset("world-trends", **WORLD_SIZE, n_clusters=16, popularity_sigma=1.1, half_life_weeks=2.5,
+                           activity_sigma=1.1, churn_share=0.35,
+                           behaviour=BehaviourParams(p_history=0.05, p_history_follow=0.3, p_session_cluster=0.5,
+                                                     beta_type=0.6, beta_colour=0.6, p_type_focus=0.2)),
+    # long tail: many style clusters and flat popularity, strong personal types and colours, bigger baskets
+    "world-longtail": Preset("world-longtail", **WORLD_SIZE, n_clusters=40, popularity_sigma=0.35, half_life_weeks=10.0,
+                             activity_sigma=1.0, churn_share=0.3,
+                             behaviour=BehaviourParams(p_history=0.12, p_history_follow=0.6, beta_type=2.5,
+                                                       beta_colour=2.0, p_type_focus=0.6, basket_extra_online=2.4,
+                                                       basket_extra_store=1.5, p_outfit=0.35)),
+    # newcomers: a third of the buyers arrive during the data, many shop once; outfits bought together
+    "world-newcomers": Preset("world-newcomers", **{**WORLD_SIZE, "existing_customer_share": 0.35}, n_clusters=24,
+                              activity_sigma=1.3, churn_share=0.5,
+                              behaviour=BehaviourParams(p_history=0.1, p_history_follow=0.5, p_outfit=0.3,
+                                                        p_follow=0.2)),
+}
+PRESETS.update(WORLDS)
 
 
 def resolve_preset(preset: str | Preset = "small", **overrides) -> Preset:
@@ -118,13 +151,15 @@ def default_end_date(preset: str | Preset = "small", today: date | None = None) 
 
 def generate(out_dir: str | os.PathLike, preset: str | Preset = "small", seed: int = 0,
              end_date: str | date | None = None, *, truth_dir: str | os.PathLike | None = None,
-             images: bool = True, overwrite: bool = True, progress: Callable[[str], None] | None = None,
+             images: bool = True, oracle: bool = True, overwrite: bool = True, progress: Callable[[str], None] | None = None,
              **overrides) -> dict:
     """Generate a synthetic data set into ``out_dir``; returns a summary dict.
 
     ``overrides`` replace preset fields (``n_customers=300``) or behaviour fields (``p_outfit=0.3``).
     ``truth_dir``, if given, receives the latent structure (clusters, outfits, basics, launch
     weeks, customers' tastes) for validation; it is never written inside ``out_dir``.
+    ``oracle``: also write ``oracle.csv``, the latent model's expected top-12 of each buyer in the
+    last ``oracle_weeks`` weeks (see ``write_oracle``); the other files are the same bytes without it.
     ``overwrite``: replace an existing data set folder (only one that holds nothing but the
     generator's outputs); otherwise an existing non-empty ``out_dir`` is an error.
     """
@@ -139,7 +174,7 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "small", seed: i
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        summary = _generate_into(tmp, cfg, int(seed), timeline, images, progress,
+        summary = _generate_into(tmp, cfg, int(seed), timeline, images, oracle, progress,
                                  Path(truth_dir).expanduser().resolve() if truth_dir else None)
         _swap_into_place(tmp, out, overwrite)
     except BaseException:
@@ -199,12 +234,13 @@ def _say(progress, msg: str) -> None:
         progress(msg)
 
 
-def _generate_into(tmp: Path, cfg: Preset, seed: int, timeline: Timeline, with_images: bool, progress,
-                   truth_dir: Path | None) -> dict:
+def _generate_into(tmp: Path, cfg: Preset, seed: int, timeline: Timeline, with_images: bool, with_oracle: bool,
+                   progress, truth_dir: Path | None) -> dict:
     vocab = load_vocab()
     bp = cfg.behaviour
     streams = np.random.SeedSequence([seed, 0x48_4D]).spawn(6)
-    rng_cat, rng_cust, rng_sess, rng_cal, rng_sim, _ = (np.random.default_rng(s) for s in streams)
+    # the sixth stream is the oracle's: drawing from it never moves the others
+    rng_cat, rng_cust, rng_sess, rng_cal, rng_sim, rng_oracle = (np.random.default_rng(s) for s in streams)
     t = time.perf_counter()
     day_weight, day_price = timeline.real_curves()
     real_avg = vocab.daily["avg_price"].to_numpy(float)
@@ -213,7 +249,8 @@ def _generate_into(tmp: Path, cfg: Preset, seed: int, timeline: Timeline, with_i
 
     # ---- catalogue
     cat = build_catalogue(rng_cat, vocab, timeline, cfg.n_articles, cfg.n_clusters, cfg.image_missing_share,
-                          legacy_weeks=cfg.legacy_weeks, popularity_sigma=cfg.popularity_sigma)
+                          legacy_weeks=cfg.legacy_weeks, popularity_sigma=cfg.popularity_sigma,
+                          half_life_weeks=cfg.half_life_weeks)
     _say(progress, f"catalogue: {cat.n} articles, {len(cat.product_count)} products ({time.perf_counter() - t:.1f}s)")
 
     # ---- images (a second process for big catalogues, so they overlap the transactions)
@@ -232,7 +269,8 @@ def _generate_into(tmp: Path, cfg: Preset, seed: int, timeline: Timeline, with_i
             image_proc.start()
     try:
         return _transactions_and_rest(tmp, cfg, seed, timeline, vocab, bp, cat, day_weight, sale_prob, rng_cust,
-                                      rng_sess, rng_cal, rng_sim, with_images, jobs, image_proc, progress, truth_dir)
+                                      rng_sess, rng_cal, rng_sim, rng_oracle if with_oracle else None, with_images, jobs,
+                                      image_proc, progress, truth_dir)
     finally:
         if image_proc is not None and image_proc.is_alive():
             image_proc.terminate()
@@ -240,7 +278,7 @@ def _generate_into(tmp: Path, cfg: Preset, seed: int, timeline: Timeline, with_i
 
 
 def _transactions_and_rest(tmp, cfg, seed, timeline, vocab, bp, cat, day_weight, sale_prob, rng_cust, rng_sess,
-                           rng_cal, rng_sim, with_images, jobs, image_proc, progress, truth_dir) -> dict:
+                           rng_cal, rng_sim, rng_oracle, with_images, jobs, image_proc, progress, truth_dir) -> dict:
 
     # ---- customers and sessions
     t = time.perf_counter()
@@ -281,10 +319,21 @@ def _transactions_and_rest(tmp, cfg, seed, timeline, vocab, bp, cat, day_weight,
     def day_progress(done, total, rows):
         _say(progress, f"transactions: day {done}/{total}, {rows:,} rows ({time.perf_counter() - t:.0f}s)")
 
+    last_week = int(timeline.week_of_day(timeline.n_days - 1))
+    oracle_weeks = list(range(last_week - cfg.oracle_weeks + 1, last_week + 1)) if rng_oracle is not None else []
     with open(tmp / "transactions_train.csv", "wb", buffering=16 << 20) as fh:
-        stats = simulate(rng_sim, cat, cust, timeline, sess_day, sess_cust, sess_follow, base_weight, season, day_weight, sale_prob,
-                         cfg.n_transactions, bp, fh, encoder, progress=day_progress if progress else None)
+        stats, kept = simulate(rng_sim, cat, cust, timeline, sess_day, sess_cust, sess_follow, base_weight, season,
+                               day_weight, sale_prob, cfg.n_transactions, bp, fh, encoder,
+                               progress=day_progress if progress else None, oracle_weeks=oracle_weeks)
     del encoder
+
+    # ---- the oracle
+    if rng_oracle is not None:
+        t = time.perf_counter()
+        n_oracle = write_oracle(tmp / ORACLE_FILE, rng_oracle, cat, cust, timeline, base_weight, season, sess_day,
+                                sess_cust, sess_follow, bp, kept, cfg.oracle_replicas)
+        _say(progress, f"oracle: {n_oracle:,} buyers in {len(kept)} weeks, {cfg.oracle_replicas} replays each "
+                       f"({time.perf_counter() - t:.1f}s)")
 
     # ---- images
     n_images = 0
@@ -317,6 +366,31 @@ def _transactions_and_rest(tmp, cfg, seed, timeline, vocab, bp, cat, day_weight,
         "outfit_extras": stats.outfit_extras,
         "variant_extras": stats.variant_extras,
     }
+
+
+def write_oracle(path: Path, rng: np.random.Generator, cat: Catalogue, cust: Customers, timeline: Timeline,
+                 base_weight: np.ndarray, season: np.ndarray, sess_day: np.ndarray, sess_cust: np.ndarray,
+                 sess_follow: np.ndarray, bp, kept: list, replicas: int) -> int:
+    """``oracle.csv``: week (its Wednesday), customer_id, prediction (12 article ids, most likely
+    first), for every buyer of each kept week: what the generator's own model expects them to buy
+    that week. The upper reference a recommender is measured against on this data."""
+    history = History.empty(cust.n, bp.hist_slots)
+    ids = cust.id_bytes.view("S64").ravel().astype(str)
+    articles = cat.articles["article_id"].to_numpy()
+    frames = []
+    for week in kept:
+        c, a = oracle_top_k(rng, cat, cust, timeline, base_weight, season, sess_day, sess_cust, sess_follow, bp, week,
+                            history, replicas)
+        if not len(c):
+            continue
+        wednesday = timeline.start + timedelta(days=7 * week.week - timeline.week0_offset)
+        frame = pd.DataFrame({"customer_id": ids[c], "article_id": articles[a]})
+        lists = frame.groupby("customer_id", sort=True)["article_id"].agg(" ".join).reset_index(name="prediction")
+        lists.insert(0, "week", wednesday.isoformat())
+        frames.append(lists)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["week", "customer_id", "prediction"])
+    out.to_csv(path, index=False)
+    return len(out)
 
 
 def write_truth(truth_dir: Path, cat: Catalogue, cust: Customers, timeline: Timeline) -> None:

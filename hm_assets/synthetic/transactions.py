@@ -21,7 +21,7 @@ Model (all vectorised over one day's sessions):
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -190,6 +190,7 @@ class Market:
         sw = min(max(w, 0), self.season.shape[1] - 1)
         weight = self.base * self.life(w) * self.season[self.cat.type_idx, sw]
         launched = self.cat.launch_week <= w
+        self.weight = weight
         self.by_cluster.set_weights(weight, launched)
         self.by_type.set_weights(weight, launched)
         self.alive = self.by_cluster.alive
@@ -411,96 +412,169 @@ class SimStats:
     online_rows: int = 0
 
 
+@dataclass
+class History:
+    """Each customer's latest purchases (a ring of ``slots`` articles and their days)."""
+
+    articles: np.ndarray   # (customers, slots) int32, -1 = empty
+    days: np.ndarray       # (customers, slots) int16
+    pointer: np.ndarray    # (customers,) int64: slots written so far
+
+    @classmethod
+    def empty(cls, n_customers: int, slots: int) -> "History":
+        return cls(np.full((n_customers, slots), -1, dtype=np.int32), np.zeros((n_customers, slots), dtype=np.int16),
+                   np.zeros(n_customers, dtype=np.int64))
+
+    def rows(self, customers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.articles[customers].copy(), self.days[customers].copy(), self.pointer[customers].copy()
+
+    def restore(self, customers: np.ndarray, saved: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        self.articles[customers], self.days[customers], self.pointer[customers] = saved
+
+    def remember(self, day: int, sc: np.ndarray, all_s: np.ndarray, all_a: np.ndarray) -> None:
+        """Append one day's items (one session per customer per day, items contiguous by session)."""
+        slots = self.articles.shape[1]
+        all_c = sc[all_s]
+        first = np.searchsorted(all_s, all_s, side="left")
+        j = np.arange(len(all_a)) - first
+        pos = (self.pointer[all_c] + j) % slots
+        self.articles[all_c, pos] = all_a
+        self.days[all_c, pos] = day
+        self.pointer[sc] += np.bincount(all_s, minlength=len(sc))
+
+
+@dataclass
+class DayItems:
+    online: np.ndarray   # per session
+    all_s: np.ndarray    # per item: its session (sorted), one line per article and session
+    all_a: np.ndarray    # per item: the article
+    base_items: int
+    from_history: int
+    outfit_extras: int
+    variant_extras: int
+
+
+def day_items(rng: np.random.Generator, cat: Catalogue, cust: Customers, market: Market, history: History, d: int,
+              sc: np.ndarray, sf: np.ndarray, scale: float, bp: BehaviourParams) -> DayItems:
+    """What one day's sessions buy under the model: the basket, re-buys from each customer's
+    history, fresh draws from the week's market and their outfit / colour extras."""
+    slots = history.articles.shape[1]
+    hist_a, hist_d, hist_ptr = history.articles, history.days, history.pointer
+    ns = len(sc)
+    online = rng.random(ns) < cust.p_online[sc]
+    mean_extra = np.where(online, bp.basket_extra_online, bp.basket_extra_store) * scale
+    size = 1 + rng.geometric(1.0 / (1.0 + mean_extra)) - 1
+    size = np.minimum(size, bp.max_basket)
+    item_s = np.repeat(np.arange(ns), size)
+    ni = len(item_s)
+    c = sc[item_s]
+    # ---- style cluster per item
+    sess_slot = pick_slots(rng, cust.weights[sc])
+    slot = np.where(rng.random(ni) < bp.p_session_cluster, sess_slot[item_s], pick_slots(rng, cust.weights[c]))
+    k = cust.clusters[c, slot]
+    art = np.full(ni, -1, dtype=np.int64)
+    from_history = 0
+    # ---- re-buys from the customer's history
+    look = np.flatnonzero(rng.random(ni) < np.where(sf[item_s], bp.p_history_follow, bp.p_history))
+    if len(look):
+        back = np.minimum(rng.geometric(bp.lookback_p, len(look)), slots)  # 1 = the latest item
+        hs = (hist_ptr[c[look]] - back) % slots
+        ha = hist_a[c[look], hs].astype(np.int64)
+        age = d - hist_d[c[look], hs].astype(np.int64)
+        ok = ha >= 0
+        ha0 = np.maximum(ha, 0)
+        hb = cat.basic[ha0]
+        # same article (basics: slow decay) or another colour of the same product (slower decay)
+        want_same = hb | (rng.random(len(look)) < bp.p_same_article)
+        has_sib = cat.product_count[cat.product[ha0]] > 1
+        want_same |= ~has_sib
+        p_acc = np.where(hb, np.exp(-age / bp.tau_basic), bp.p_repeat_nonbasic * np.exp(-age / bp.tau_history))
+        p_acc = np.where(want_same, p_acc, bp.p_repeat_nonbasic * np.exp(-age / bp.tau_sibling))
+        follow_acc = np.where(hb, 1.0, bp.p_repeat_follow)
+        p_acc = np.where(sf[item_s[look]] & (age <= 10), np.maximum(p_acc, follow_acc), p_acc)
+        acc = ok & (rng.random(len(look)) < p_acc)
+        ha = ha[acc]
+        choice = np.where(want_same[acc], ha, sibling(rng, cat, ha))
+        choice = np.where(market.alive[choice], choice, ha)
+        art[look[acc]] = choice
+        from_history = int(acc.sum())
+    fresh = np.flatnonzero(art < 0)
+    art[fresh] = fresh_draw(rng, market, cat, cust, c[fresh], k[fresh], bp, hist_a)
+    # ---- extras: outfit partners and second colours of fresh items
+    fa = art[fresh]
+    n_part = cat.partner_ptr[fa + 1] - cat.partner_ptr[fa]
+    want_out = (n_part > 0) & (rng.random(len(fresh)) < bp.p_outfit)
+    pa = cat.partner_idx[cat.partner_ptr[fa[want_out]] + (rng.random(want_out.sum()) * n_part[want_out]).astype(np.int64)]
+    keep = market.alive[pa]
+    out_s, out_a = item_s[fresh[want_out]][keep], pa[keep]
+    want_var = (cat.product_count[cat.product[fa]] > 1) & (rng.random(len(fresh)) < bp.p_variant)
+    va = sibling(rng, cat, fa[want_var])
+    keep = market.alive[va]
+    var_s, var_a = item_s[fresh[want_var]][keep], va[keep]
+    all_s = np.concatenate([item_s, out_s, var_s])
+    all_a = np.concatenate([art, out_a, var_a])
+    # one line per article and session (multi-unit purchases are added by the caller)
+    _, first_idx = np.unique(all_s.astype(np.int64) * cat.n + all_a, return_index=True)
+    keep = np.sort(first_idx)
+    all_s, all_a = all_s[keep], all_a[keep]
+    order = np.argsort(all_s, kind="stable")
+    return DayItems(online, all_s[order], all_a[order], ni, from_history, len(out_a), len(var_a))
+
+
+@dataclass
+class OracleWeek:
+    """The state the model is in when a week starts, kept to replay that week for the oracle."""
+
+    week: int
+    first_day: int
+    buyers: np.ndarray                     # customers with a session in the week
+    saved: tuple[np.ndarray, np.ndarray, np.ndarray]
+    scales: dict[int, float] = field(default_factory=dict)  # day -> basket scale used that day
+
+
 def simulate(rng: np.random.Generator, cat: Catalogue, cust: Customers, timeline: Timeline, sess_day: np.ndarray,
              sess_cust: np.ndarray, sess_follow: np.ndarray, base_weight: np.ndarray, season: np.ndarray, day_weight: np.ndarray,
              sale_prob: np.ndarray, n_transactions: int, bp: BehaviourParams, out: io.BufferedWriter,
-             encoder: RowEncoder, progress=None) -> SimStats:
+             encoder: RowEncoder, progress=None, oracle_weeks: list[int] = ()) -> tuple[SimStats, list[OracleWeek]]:
+    """Simulate every day and stream the rows to ``out``. For each week in ``oracle_weeks`` the
+    state at its start is kept (read-only: the simulation and its output do not change)."""
     n_days = timeline.n_days
     tables = Market(cat, base_weight, season, bp.life_floor)
-    slots = bp.hist_slots
-    hist_a = np.full((cust.n, slots), -1, dtype=np.int32)
-    hist_d = np.zeros((cust.n, slots), dtype=np.int16)
-    hist_ptr = np.zeros(cust.n, dtype=np.int64)
+    history = History.empty(cust.n, bp.hist_slots)
     day_start = np.searchsorted(sess_day, np.arange(n_days + 1))
     target_cum = np.cumsum(day_weight / day_weight.sum()) * n_transactions
+    day_week = timeline.week_of_day(np.arange(n_days))
+    kept: dict[int, OracleWeek] = {}
     stats = SimStats()
     amp = 1.35  # rows per base item, learned as we go
     base_items = 0
     mean_extra_nominal = 0.7 * bp.basket_extra_online + 0.3 * bp.basket_extra_store
     out.write(HEADER)
     for d in range(n_days):
+        w = int(day_week[d])
+        if w in oracle_weeks and w not in kept:
+            days = np.flatnonzero(day_week == w)
+            buyers = np.unique(sess_cust[day_start[days[0]]:day_start[days[-1] + 1]]).astype(np.int64)
+            kept[w] = OracleWeek(w, int(days[0]), buyers, history.rows(buyers))
         sc = sess_cust[day_start[d]:day_start[d + 1]].astype(np.int64)
         sf = sess_follow[day_start[d]:day_start[d + 1]]
         ns = len(sc)
         if ns == 0:
             continue
-        w = int(timeline.week_of_day(d))
         tables.set_week(w)
         # ---- basket sizes, steered so cumulative rows follow the target curve
         want = max(target_cum[d] - stats.rows, 0.3 * (target_cum[d] - (target_cum[d - 1] if d else 0.0)))
         per_sess = want / ns / amp
-        scale = np.clip((per_sess - 1.0) / mean_extra_nominal, 0.15, 4.0)
-        online = rng.random(ns) < cust.p_online[sc]
-        mean_extra = np.where(online, bp.basket_extra_online, bp.basket_extra_store) * scale
-        size = 1 + rng.geometric(1.0 / (1.0 + mean_extra)) - 1
-        size = np.minimum(size, bp.max_basket)
-        item_s = np.repeat(np.arange(ns), size)
-        ni = len(item_s)
-        c = sc[item_s]
-        # ---- style cluster per item
-        sess_slot = pick_slots(rng, cust.weights[sc])
-        slot = np.where(rng.random(ni) < bp.p_session_cluster, sess_slot[item_s], pick_slots(rng, cust.weights[c]))
-        k = cust.clusters[c, slot]
-        art = np.full(ni, -1, dtype=np.int64)
-        # ---- re-buys from the customer's history
-        look = np.flatnonzero(rng.random(ni) < np.where(sf[item_s], bp.p_history_follow, bp.p_history))
-        if len(look):
-            back = np.minimum(rng.geometric(bp.lookback_p, len(look)), slots)  # 1 = the latest item
-            hs = (hist_ptr[c[look]] - back) % slots
-            ha = hist_a[c[look], hs].astype(np.int64)
-            age = d - hist_d[c[look], hs].astype(np.int64)
-            ok = ha >= 0
-            ha0 = np.maximum(ha, 0)
-            hb = cat.basic[ha0]
-            # same article (basics: slow decay) or another colour of the same product (slower decay)
-            want_same = hb | (rng.random(len(look)) < bp.p_same_article)
-            has_sib = cat.product_count[cat.product[ha0]] > 1
-            want_same |= ~has_sib
-            p_acc = np.where(hb, np.exp(-age / bp.tau_basic), bp.p_repeat_nonbasic * np.exp(-age / bp.tau_history))
-            p_acc = np.where(want_same, p_acc, bp.p_repeat_nonbasic * np.exp(-age / bp.tau_sibling))
-            follow_acc = np.where(hb, 1.0, bp.p_repeat_follow)
-            p_acc = np.where(sf[item_s[look]] & (age <= 10), np.maximum(p_acc, follow_acc), p_acc)
-            acc = ok & (rng.random(len(look)) < p_acc)
-            ha = ha[acc]
-            choice = np.where(want_same[acc], ha, sibling(rng, cat, ha))
-            choice = np.where(tables.alive[choice], choice, ha)
-            art[look[acc]] = choice
-            stats.from_history += int(acc.sum())
-        fresh = np.flatnonzero(art < 0)
-        art[fresh] = fresh_draw(rng, tables, cat, cust, c[fresh], k[fresh], bp, hist_a)
-        # ---- extras: outfit partners and second colours of fresh items
-        fa = art[fresh]
-        n_part = cat.partner_ptr[fa + 1] - cat.partner_ptr[fa]
-        want_out = (n_part > 0) & (rng.random(len(fresh)) < bp.p_outfit)
-        pa = cat.partner_idx[cat.partner_ptr[fa[want_out]] + (rng.random(want_out.sum()) * n_part[want_out]).astype(np.int64)]
-        keep = tables.alive[pa]
-        out_s, out_a = item_s[fresh[want_out]][keep], pa[keep]
-        want_var = (cat.product_count[cat.product[fa]] > 1) & (rng.random(len(fresh)) < bp.p_variant)
-        va = sibling(rng, cat, fa[want_var])
-        keep = tables.alive[va]
-        var_s, var_a = item_s[fresh[want_var]][keep], va[keep]
-        stats.outfit_extras += len(out_a)
-        stats.variant_extras += len(var_a)
-        all_s = np.concatenate([item_s, out_s, var_s])
-        all_a = np.concatenate([art, out_a, var_a])
-        # one line per article and session (multi-unit purchases are added below)
-        _, first_idx = np.unique(all_s.astype(np.int64) * cat.n + all_a, return_index=True)
-        keep = np.sort(first_idx)
-        all_s, all_a = all_s[keep], all_a[keep]
-        order = np.argsort(all_s, kind="stable")
-        all_s, all_a = all_s[order], all_a[order]
+        scale = float(np.clip((per_sess - 1.0) / mean_extra_nominal, 0.15, 4.0))
+        if w in kept:
+            kept[w].scales[d] = scale
+        items = day_items(rng, cat, cust, tables, history, d, sc, sf, scale, bp)
+        online, all_s, all_a = items.online, items.all_s, items.all_a
         all_c = sc[all_s]
         n_items = len(all_a)
+        stats.from_history += items.from_history
+        stats.outfit_extras += items.outfit_extras
+        stats.variant_extras += items.variant_extras
         # ---- multi-unit purchases
         p_dup = np.where(cat.basic[all_a], bp.p_dup_basic, bp.p_dup)
         units = 1 + (rng.random(n_items) < p_dup) * rng.geometric(0.6, n_items)
@@ -515,13 +589,7 @@ def simulate(rng: np.random.Generator, cat: Catalogue, cust: Customers, timeline
         # ---- rows
         rows_i = np.repeat(np.arange(n_items), units)
         out.write(encoder.encode(d, all_c[rows_i], all_a[rows_i], pk[rows_i], channel[rows_i]))
-        # ---- history update (one session per customer per day, items contiguous)
-        first = np.searchsorted(all_s, all_s, side="left")
-        j = np.arange(n_items) - first
-        pos = (hist_ptr[all_c] + j) % slots
-        hist_a[all_c, pos] = all_a
-        hist_d[all_c, pos] = d
-        hist_ptr[sc] += np.bincount(all_s, minlength=ns)
+        history.remember(d, sc, all_s, all_a)
         # ---- stats
         n_rows = len(rows_i)
         stats.rows += n_rows
@@ -529,8 +597,74 @@ def simulate(rng: np.random.Generator, cat: Catalogue, cust: Customers, timeline
         stats.items += n_items
         stats.price_sum += float(pk[rows_i].sum()) / PRICE_UNIT
         stats.online_rows += int((channel[rows_i] == 2).sum())
-        base_items += ni
+        base_items += items.base_items
         amp = stats.rows / max(base_items, 1)
         if progress is not None and (d % 28 == 27 or d == n_days - 1):
             progress(d + 1, n_days, stats.rows)
-    return stats
+    return stats, [kept[w] for w in sorted(kept)]
+
+
+# --------------------------------------------------------------------------------------------
+# The oracle
+
+
+def follow_share_by_gap(sess_day: np.ndarray, sess_cust: np.ndarray, sess_follow: np.ndarray, before_day: int,
+                        max_gap: int = 60) -> np.ndarray:
+    """P(a session is a follow-up | days since the customer's previous session), as the session
+    plan made them before ``before_day``: the model's follow-up chance once the coin is hidden."""
+    order = np.lexsort((sess_day, sess_cust))
+    c, d, f = sess_cust[order], sess_day[order].astype(np.int64), sess_follow[order]
+    same = np.concatenate([[False], c[1:] == c[:-1]])
+    gap = np.where(same, d - np.concatenate([[0], d[:-1]]), max_gap)
+    use = d < before_day
+    gap = np.minimum(gap[use], max_gap)
+    seen = np.bincount(gap, minlength=max_gap + 1).astype(float)
+    follow = np.bincount(gap, weights=f[use].astype(float), minlength=max_gap + 1)
+    share = follow / np.maximum(seen, 1.0)
+    share[max_gap] = 0.0  # first sessions and long gaps are not follow-ups
+    return share
+
+
+def oracle_top_k(rng: np.random.Generator, cat: Catalogue, cust: Customers, timeline: Timeline, base_weight: np.ndarray,
+                 season: np.ndarray, sess_day: np.ndarray, sess_cust: np.ndarray, sess_follow: np.ndarray,
+                 bp: BehaviourParams, kept: OracleWeek, history: History, replicas: int, k: int = 12
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The latent model's expected top-k per buyer of a week, by replaying the week ``replicas``
+    times from its starting state: (customer index per row, article index per row), k rows each,
+    most likely first.
+
+    Conditioned on who shops on which day (MAP@12 scores only the week's buyers); everything
+    else (follow-up or not, basket, re-buys, fresh draws, extras) is drawn anew from the model
+    with ``rng``, which is not the simulation's. ``history`` is scratch space of the full size."""
+    market = Market(cat, base_weight, season, bp.life_floor)
+    market.set_week(kept.week)
+    days = sorted(kept.scales)
+    day_start = np.searchsorted(sess_day, np.arange(timeline.n_days + 1))
+    share = follow_share_by_gap(sess_day, sess_cust, sess_follow, kept.first_day)
+    n = cat.n
+    per_replica = []
+    for _ in range(replicas):
+        history.restore(kept.buyers, kept.saved)
+        bought = []
+        for d in days:
+            sc = sess_cust[day_start[d]:day_start[d + 1]].astype(np.int64)
+            last = history.days[sc, (history.pointer[sc] - 1) % history.articles.shape[1]].astype(np.int64)
+            had = history.pointer[sc] > 0
+            gap = np.where(had, np.minimum(d - last, len(share) - 1), len(share) - 1)
+            sf = rng.random(len(sc)) < share[gap]
+            items = day_items(rng, cat, cust, market, history, d, sc, sf, kept.scales[d], bp)
+            history.remember(d, sc, items.all_s, items.all_a)
+            bought.append(sc[items.all_s] * n + items.all_a)
+        if bought:
+            per_replica.append(np.unique(np.concatenate(bought)))
+    if not per_replica:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    keys, hits = np.unique(np.concatenate(per_replica), return_counts=True)
+    c, a = keys // n, keys % n
+    # most often bought first; ties by the article's weight in the week's market, then its index
+    order = np.lexsort((a, -market.weight[a], -hits, c))
+    c, a = c[order], a[order]
+    first = np.searchsorted(c, c, side="left")
+    rank = np.arange(len(c)) - first
+    keep = rank < k
+    return c[keep], a[keep]
