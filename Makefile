@@ -38,8 +38,11 @@ demo: install data $(DAGSTER_HOME)/dagster.yaml
 backtest: install data $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/hm-recs run --data-dir $(HM_DATA_DIR) --backtest-weeks 5
 
+# The same tests as CI, the browser test included: scripts/system-packages installs Chromium,
+# ChromeDriver and PostgreSQL when missing (as root; otherwise it says what to install).
 test: install
-	$(BIN)/pytest
+	scripts/system-packages
+	HM_REQUIRE_BROWSER=1 $(BIN)/pytest
 
 # The production storage on a local PostgreSQL server (Debian's postgresql package; skips without it).
 test-postgres: install

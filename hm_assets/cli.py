@@ -34,10 +34,13 @@ def _print_week_summary(home: Path, week: str) -> None:
     if not metrics.get("has_truth"):
         print(f"  {week}: live week, no purchases observed yet (recommendations only)")
         return
+    oracle = ""
+    if "map12_oracle" in metrics:
+        oracle = f" | oracle {metrics['map12_oracle']:.5f} (ranker/oracle {metrics['ranker_vs_oracle']:.2f})"
     print(
         f"  {week}: MAP@12 ranker {metrics['map12_ranker']:.5f} | trending {metrics['map12_trending']:.5f} | "
         f"last week's top-12 {metrics['map12_last_week_top12']:.5f} | ranker/trending "
-        f"{metrics['ranker_vs_trending']:.2f}x | recall after filters {metrics['recall_after_filters']:.3f}"
+        f"{metrics['ranker_vs_trending']:.2f}x{oracle} | recall after filters {metrics['recall_after_filters']:.3f}"
     )
 
 
@@ -65,17 +68,20 @@ def command_run(args: argparse.Namespace) -> int:
             raise InputDataError(data_dir / TRANSACTIONS_FILE, "missing or unreadable: cannot tell the data's date range")
         from hm_assets.definitions import defs
         from hm_assets.runner import dagster_instance, run_weeks, target_week
+        from hm_assets.settings import DEFAULT_TRAINING_WEEKS
 
         target = target_week(data_range, args.week)
-        run_config = {"ops": {"ranker": {"config": {"training_weeks": args.training_weeks}}}}
+        backtest_weeks = args.backtest_weeks
+        if backtest_weeks is None:
+            # the live week has no truth: by default the newest week with known purchases is evaluated too
+            backtest_weeks = 2 if target == data_range.live_week and not args.no_evaluate else 1
         plan = run_weeks(
             defs,
             dagster_instance(),
             data_range,
             target,
-            training_weeks=args.training_weeks,
-            backtest_weeks=args.backtest_weeks,
-            run_config=run_config,
+            training_weeks=args.training_weeks if args.training_weeks is not None else DEFAULT_TRAINING_WEEKS,
+            backtest_weeks=backtest_weeks,
         )
     except Exception as exc:  # the CLI's contract: a clear message and a non-zero exit
         cause = _root_cause(exc)
@@ -164,6 +170,8 @@ def command_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hm_assets.settings import DEFAULT_TRAINING_WEEKS
+
     parser = argparse.ArgumentParser(prog="hm-recs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize one target week end to end and write the Kaggle submission")
@@ -171,8 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--week", help="target week (a Wednesday, YYYY-MM-DD); default: the week after the data ends")
     run.add_argument("--submission", help="also copy the Kaggle submission CSV here")
     run.add_argument("--home", help="output folder (default: $HM_HOME)")
-    run.add_argument("--training-weeks", type=int, default=2, help="labelled earlier weeks the ranker learns from")
-    run.add_argument("--backtest-weeks", type=int, default=1, help="also run this many weeks ending at the target")
+    run.add_argument("--training-weeks", type=int, default=None,
+                     help=f"labelled earlier weeks the ranker learns from (default {DEFAULT_TRAINING_WEEKS})")
+    run.add_argument("--backtest-weeks", type=int, default=None,
+                     help="run this many weeks ending at the target (default: with the live week as target, 2: the "
+                          "newest week with known purchases is evaluated too; else 1)")
+    run.add_argument("--no-evaluate", action="store_true",
+                     help="with the live week as target, skip the newest known week (no MAP@12 figures)")
     run.set_defaults(handler=command_run)
     recommend = sub.add_parser("recommend", help="a customer's 12 recommendations now, recomputed on demand")
     recommend.add_argument("customer_id", help="the 64-hex customer_id (or customer_key); an unknown id is a new customer")

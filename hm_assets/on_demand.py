@@ -9,9 +9,10 @@ cut-off, in memory), the stored feature tables, the trained ranker and the fallb
    ``customer_features`` / ``customer_transaction_stats`` recomputed with the project's SQL).
 2. Every retriever of the registry runs its own ``generate`` on that view. The parts of a retriever
    that are global (computed over every customer: also_bought's co-purchase pairs, the ALS factors
-   and neighbours of purchase_history_similar, the popularity model and its bestseller pool, the
-   content retrievers' on-sale set and indexes) are computed once, on the full history, the first
-   time they are needed, and handed to the retriever in place of recomputing them (see
+   and neighbours of purchase_history_similar, the popularity model and its bestseller pool,
+   taste_popular's department bestsellers, the content retrievers' on-sale set and indexes) are
+   computed once, on the full history, the first time they are needed, and handed to the
+   retriever in place of recomputing them (see
    ``GLOBAL_STEPS``). The popularity model's list depends only on the customer's attributes, so a
    known customer whose attributes are not overridden gets the stored list.
 3. The union of the candidates, the business rules, ``sql/pair_features.sql`` and the week's
@@ -303,6 +304,12 @@ def _popularity_fit(rec, original):
     return lambda rows, config, seed: _cached_on_full(rec, f"popularity_fit:{_config_key(config)}:{seed}", lambda: original(rows, config, seed))
 
 
+def _department_bestsellers(rec, original):
+    return lambda ctx, config: _cached_on_full(
+        rec, f"department_bestsellers:{_config_key(config)}", lambda: original(rec.full_context(), config)
+    )
+
+
 def _on_sale_articles(rec, original):
     return lambda ctx, weeks: _cached_on_full(rec, f"on_sale_articles:{weeks}", lambda: original(rec.full_context(), weeks))
 
@@ -319,6 +326,7 @@ GLOBAL_STEPS: tuple[GlobalStep, ...] = (
     GlobalStep("hm_assets.retrievers.popularity_model", "bestseller_pool", _bestseller_pool),
     GlobalStep("hm_assets.retrievers.popularity_model", "training_rows", _popularity_training_rows),
     GlobalStep("hm_assets.retrievers.popularity_model", "fit_model", _popularity_fit),
+    GlobalStep("hm_assets.retrievers.taste_popular", "department_bestsellers", _department_bestsellers),
     GlobalStep("hm_assets.retrievers.content_similar", "on_sale_articles", _on_sale_articles),
     GlobalStep("hm_assets.retrievers.content_similar", "load_index", _load_index),
 )

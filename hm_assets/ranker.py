@@ -40,9 +40,8 @@ def training_rows(pairs: pd.DataFrame, truth: pd.DataFrame, negatives_per_custom
         order = rng.random(len(labelled))
         labelled = labelled.assign(_order=np.where(labelled["label"] > 0, -1.0, order))
         labelled = labelled.sort_values(["customer_key", "_order"], kind="mergesort")
-        keep = labelled.groupby("customer_key").cumcount() < negatives_per_customer + labelled.groupby("customer_key")[
-            "label"
-        ].transform("sum")
+        positives = labelled.groupby("customer_key")["label"].transform("sum").astype(np.int64)  # label is int8
+        keep = labelled.groupby("customer_key").cumcount() < negatives_per_customer + positives
         labelled = labelled[keep].drop(columns="_order")
     return labelled.sort_values(["customer_key", "article_id"], kind="mergesort").reset_index(drop=True)
 

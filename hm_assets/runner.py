@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from hm_assets.settings import PROJECT_ROOT, hm_home
+from hm_assets.settings import DEFAULT_TRAINING_WEEKS, PROJECT_ROOT, hm_home
 from hm_assets.weeks import WEEK, DataRange, parse_week
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -126,7 +126,7 @@ def run_weeks(
     instance: dg.DagsterInstance,
     data_range: DataRange,
     target: date,
-    training_weeks: int = 2,
+    training_weeks: int = DEFAULT_TRAINING_WEEKS,
     backtest_weeks: int = 1,
     run_config: dict | None = None,
     log=print,
@@ -135,8 +135,16 @@ def run_weeks(
 
     for leftover in remove_stale_temporaries(hm_home()):
         log(f"removed {leftover.name}, left behind by an interrupted run")
-    runner = PipelineRunner(defs, instance, run_config)
     plan = plan_weeks(data_range, target, training_weeks, backtest_weeks)
+    if len(plan.training_side) < training_weeks:
+        log(f"the data has {len(plan.training_side)} week(s) before {plan.full[0]} to learn from; the ranker is asked "
+            f"for {len(plan.training_side)} instead of {training_weeks}")
+    ranker_config = {"training_weeks": len(plan.training_side)}
+    run_config = dict(run_config or {})
+    ops = dict(run_config.get("ops", {}))
+    ops["ranker"] = {"config": {**ops.get("ranker", {}).get("config", {}), **ranker_config}}
+    run_config["ops"] = ops
+    runner = PipelineRunner(defs, instance, run_config)
     log("catalogue snapshot (articles, customers, images, embeddings) ...")
     runner.snapshot_catalogue()
     log(f"ingest transactions {data_range.first_week} .. {min(target, data_range.live_week)} ...")

@@ -13,6 +13,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = PROJECT_ROOT / "sql"
 
+# Labelled earlier weeks the ranker learns from, by default (RankerConfig, hm-recs run, the runner).
+DEFAULT_TRAINING_WEEKS = 4
+
 DEFAULT_HOME = PROJECT_ROOT / ".hm_home"
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "synthetic-small"
 

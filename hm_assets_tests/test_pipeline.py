@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -72,6 +73,13 @@ def test_evaluation_reports_ranker_next_to_baselines(tiny_run):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["recall_after_filters"] <= metrics["recall_union"]
     assert metrics["map12_ranker"] > metrics["map12_last_week_top12"]
+    # hm-synth ships its own model's expected top-12 (oracle.csv): reported with the stage diagnostics
+    assert metrics["map12_oracle"] > metrics["map12_trending"]
+    assert metrics["ranker_vs_oracle"] == pytest.approx(metrics["map12_ranker"] / metrics["map12_oracle"], rel=1e-3)
+    assert metrics["oracle_recall_after_filters"] <= metrics["oracle_recall_union"] <= 1.0
+    assert 0.0 < metrics["oracle_recall_ranker"] <= metrics["oracle_recall_after_filters"]
+    for name in ("popularity_model", "repurchase", "taste_popular"):
+        assert 0.0 <= metrics[f"oracle_recall_{name}"] <= metrics["oracle_recall_union"]
     live = json.loads((home / "assets" / "evaluation" / f"{data_range.live_week}.json").read_text())
     assert live == {"week": data_range.live_week.isoformat(), "has_truth": False}
 
@@ -104,8 +112,6 @@ def test_candidate_metadata_reports_recall(tiny_run):
 
 def test_customer_shards_give_the_same_results_as_one_shard(tiny_run, tmp_path):
     """The per-customer steps run shard by shard; any shard size gives identical outputs."""
-    import shutil
-
     from hm_assets.assets.ranking import candidates, pair_features, recommendations
     from hm_assets.resources import HMDataset, HMStore
 
@@ -150,3 +156,24 @@ def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run
     assert (table["seeds"] == 2).all() and table["delta_sd"].notna().all()
     # The cold-start retriever is the only source for most customers: removing it must hurt.
     assert table.loc["popularity_model", "map12_delta"] > 0
+
+
+def test_ranker_fails_clearly_without_the_training_weeks_it_was_asked_for(tiny_run, tmp_path):
+    """Asked for more labelled weeks than exist, the ranker stops naming what is missing; it does
+    not train a smaller model, and the week's previous ranker files stay as they were."""
+    from hm_assets.assets.ranking import ranker
+    from hm_assets.resources import HMDataset, HMStore
+
+    home, data_range, _, _ = tiny_run
+    week = data_range.newest_week_with_truth.isoformat()
+    copy = tmp_path / "home"
+    shutil.copytree(home / "assets", copy / "assets")
+    before = {p.name: p.read_bytes() for p in (copy / "assets" / "ranker").glob(f"{week}.*")}
+    with pytest.raises(dg.Failure, match=r"asked to learn from 5 labelled week\(s\) but 1 exist"):
+        dg.materialize(
+            [ranker],
+            partition_key=week,
+            resources={"store": HMStore(home=str(copy)), "dataset": HMDataset()},
+            run_config={"ops": {"ranker": {"config": {"training_weeks": 5}}}},
+        )
+    assert {p.name: p.read_bytes() for p in (copy / "assets" / "ranker").glob(f"{week}.*")} == before

@@ -1,5 +1,6 @@
 -- Article transaction statistics: sales over windows, trend, recency, buyers' profile.
 -- Parameters: $cutoff (DATE). Only articles with sales appear.
+WITH stats AS (
 SELECT t.article_id,
        CAST(count(*) FILTER (WHERE t.t_dat >= $cutoff::DATE - 7) AS INTEGER) AS sales_1w,
        CAST(count(*) FILTER (WHERE t.t_dat >= $cutoff::DATE - 14 AND t.t_dat < $cutoff::DATE - 7) AS INTEGER) AS sales_prev_1w,
@@ -18,4 +19,12 @@ SELECT t.article_id,
 FROM transactions t
 LEFT JOIN customers c USING (customer_key)
 GROUP BY t.article_id
-ORDER BY t.article_id
+)
+-- where the article stands among its department's and its product type's sales of the last week
+SELECT s.*,
+       CAST(s.sales_1w / nullif(sum(s.sales_1w) OVER (PARTITION BY a.department_no), 0) AS FLOAT) AS department_share_1w,
+       CAST(rank() OVER (PARTITION BY a.department_no ORDER BY s.sales_1w DESC) AS INTEGER) AS department_rank_1w,
+       CAST(s.sales_1w / nullif(sum(s.sales_1w) OVER (PARTITION BY a.product_type_no), 0) AS FLOAT) AS type_share_1w
+FROM stats s
+JOIN articles a USING (article_id)
+ORDER BY s.article_id

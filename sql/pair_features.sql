@@ -4,19 +4,33 @@
 -- tables. Parameter: $cutoff (DATE).
 WITH history AS (
     SELECT t.customer_key, t.article_id, t.t_dat, a.product_code, a.product_type_no, a.product_group_name,
-           a.colour_group_code, a.graphical_appearance_no, a.section_no, a.garment_group_no, a.index_group_no
+           a.colour_group_code, a.graphical_appearance_no, a.section_no, a.department_no, a.garment_group_no, a.index_group_no
     FROM transactions t
     JOIN articles a USING (article_id)
     SEMI JOIN (SELECT DISTINCT customer_key FROM candidates) c USING (customer_key)
 ),
-pref_type AS (SELECT customer_key, product_type_no AS v, count(*) AS n FROM history GROUP BY ALL),
+pref_type AS (
+    SELECT customer_key, product_type_no AS v, count(*) AS n,
+           count(*) FILTER (WHERE t_dat >= $cutoff::DATE - 28) AS n_4w, $cutoff::DATE - max(t_dat) AS days_since
+    FROM history GROUP BY ALL
+),
 pref_group AS (SELECT customer_key, product_group_name AS v, count(*) AS n FROM history GROUP BY ALL),
 pref_colour AS (SELECT customer_key, colour_group_code AS v, count(*) AS n FROM history GROUP BY ALL),
 pref_appearance AS (SELECT customer_key, graphical_appearance_no AS v, count(*) AS n FROM history GROUP BY ALL),
-pref_section AS (SELECT customer_key, section_no AS v, count(*) AS n FROM history GROUP BY ALL),
+pref_section AS (
+    SELECT customer_key, section_no AS v, count(*) AS n, count(*) FILTER (WHERE t_dat >= $cutoff::DATE - 28) AS n_4w
+    FROM history GROUP BY ALL
+),
+pref_department AS (
+    SELECT customer_key, department_no AS v, count(*) AS n, count(*) FILTER (WHERE t_dat >= $cutoff::DATE - 28) AS n_4w
+    FROM history GROUP BY ALL
+),
 pref_garment AS (SELECT customer_key, garment_group_no AS v, count(*) AS n FROM history GROUP BY ALL),
 pref_index AS (SELECT customer_key, index_group_no AS v, count(*) AS n FROM history GROUP BY ALL),
-same_product AS (SELECT customer_key, product_code AS v, count(*) AS n FROM history GROUP BY ALL),
+same_product AS (
+    SELECT customer_key, product_code AS v, count(*) AS n, $cutoff::DATE - max(t_dat) AS days_since
+    FROM history GROUP BY ALL
+),
 same_article AS (
     SELECT customer_key, article_id, count(*) AS n, $cutoff::DATE - max(t_dat) AS days_since
     FROM history GROUP BY ALL
@@ -36,6 +50,14 @@ SELECT c.*,
        CAST(coalesce(s_product.n, 0) AS SMALLINT) AS bought_same_product,
        CAST(coalesce(s_article.n, 0) AS SMALLINT) AS bought_same_article,
        CAST(s_article.days_since AS SMALLINT) AS days_since_bought_article,
+       -- interaction recency (the strongest features of the best H&M solutions)
+       CAST(s_product.days_since AS SMALLINT) AS days_since_bought_product,
+       CAST(p_type.days_since AS SMALLINT) AS days_since_bought_type,
+       CAST(coalesce(p_type.n_4w, 0) / nullif(cs.txn_4w, 0) AS FLOAT) AS pref_product_type_4w,
+       CAST(coalesce(p_section.n_4w, 0) / nullif(cs.txn_4w, 0) AS FLOAT) AS pref_section_4w,
+       CAST(coalesce(p_department.n, 0) / nullif(cs.txn_all, 0) AS FLOAT) AS pref_department,
+       CAST(coalesce(p_department.n_4w, 0) / nullif(cs.txn_4w, 0) AS FLOAT) AS pref_department_4w,
+       CAST((ats.sales_1w + 1.0) / (ats.sales_prev_1w + 1.0) AS FLOAT) AS trend_1w_vs_prev,
        CAST(af.price / nullif(cs.median_price_all, 0) AS FLOAT) AS price_vs_customer_median,
        CAST(af.price / nullif(cs.max_price_all, 0) AS FLOAT) AS price_vs_customer_max,
        CAST(cf.age - ats.buyers_mean_age AS FLOAT) AS age_vs_buyers_mean,
@@ -53,6 +75,8 @@ LEFT JOIN pref_colour p_colour ON p_colour.customer_key = c.customer_key AND p_c
 LEFT JOIN pref_appearance p_appearance
        ON p_appearance.customer_key = c.customer_key AND p_appearance.v = af.graphical_appearance_no
 LEFT JOIN pref_section p_section ON p_section.customer_key = c.customer_key AND p_section.v = af.section_no
+LEFT JOIN pref_department p_department
+       ON p_department.customer_key = c.customer_key AND p_department.v = a.department_no
 LEFT JOIN pref_garment p_garment ON p_garment.customer_key = c.customer_key AND p_garment.v = af.garment_group_no
 LEFT JOIN pref_index p_index ON p_index.customer_key = c.customer_key AND p_index.v = af.index_group_no
 LEFT JOIN same_product s_product ON s_product.customer_key = c.customer_key AND s_product.v = a.product_code

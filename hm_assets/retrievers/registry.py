@@ -9,6 +9,7 @@ from hm_assets.retrievers import (
     popularity_model,
     purchase_history_similar,
     repurchase,
+    taste_popular,
     text_similar,
 )
 from hm_assets.retrievers.base import Retriever
@@ -18,6 +19,7 @@ RETRIEVERS: tuple[Retriever, ...] = (
     purchase_history_similar.RETRIEVER,
     also_bought.RETRIEVER,
     repurchase.RETRIEVER,
+    taste_popular.RETRIEVER,
     image_similar.RETRIEVER,
     text_similar.RETRIEVER,
     attribute_similar.RETRIEVER,
