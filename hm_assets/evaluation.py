@@ -76,13 +76,13 @@ def evaluate_week(
         "map12_last_week_top12": map_at_k(everyone_gets(buyers, last_week_top(con, cutoff)), truth),
         "map12_trending": map_at_k(trending(con, cutoff, buyers), truth),
     }
-    union_parts = []
+    union_parts: dict[str, pd.DataFrame] = {}
     for name, path in retriever_outputs.items():
         frame = buyers_rows(con, path)
-        union_parts.append(frame[["customer_key", "article_id"]].assign(retriever=name))
+        union_parts[name] = frame[["customer_key", "article_id"]].assign(retriever=name)
         metrics[f"recall_{name}"] = recall(frame, truth)
         metrics[f"map12_{name}"] = map_at_k(retriever_alone(frame), truth)
-    union = pd.concat(union_parts, ignore_index=True)
+    union = pd.concat(union_parts.values(), ignore_index=True)
     metrics["recall_union"] = recall(union, truth)
     kept = buyers_rows(con, filtered_candidates, "customer_key, article_id")
     metrics["recall_after_filters"] = recall(kept, truth)
@@ -97,16 +97,12 @@ def evaluate_week(
         metrics["map12_oracle"] = map_at_k(oracle, truth)
         metrics["ranker_vs_oracle"] = metrics["map12_ranker"] / metrics["map12_oracle"] if metrics["map12_oracle"] else np.nan
         metrics["oracle_vs_trending"] = metrics["map12_oracle"] / metrics["map12_trending"] if metrics["map12_trending"] else np.nan
-        for name, part in union_parts_by_name(union_parts).items():
+        for name, part in union_parts.items():
             metrics[f"oracle_recall_{name}"] = recall(part, oracle)
         metrics["oracle_recall_union"] = recall(union, oracle)
         metrics["oracle_recall_after_filters"] = recall(kept, oracle)
         metrics["oracle_recall_ranker"] = recall(recommendations, oracle)
     return {k: (round(float(v), 6) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()}
-
-
-def union_parts_by_name(parts: list[pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    return {str(part["retriever"].iloc[0]): part for part in parts if len(part)}
 
 
 def quality_table(metrics: dict, retrievers: list[str]) -> pd.DataFrame:
