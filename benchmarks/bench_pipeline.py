@@ -23,6 +23,8 @@ import psutil
 
 from host import machine, tree_rss
 
+from hm_assets.settings import DEFAULT_TRAINING_WEEKS
+
 
 def sample(process: psutil.Process, samples: list[tuple[float, int]], stop: threading.Event) -> None:
     while not stop.is_set():
@@ -88,7 +90,7 @@ def main() -> int:
     parser.add_argument("--data-dir")
     parser.add_argument("--home", help="fresh output folder (deleted first)")
     parser.add_argument("--week")
-    parser.add_argument("--training-weeks", type=int, default=1)
+    parser.add_argument("--training-weeks", type=int, default=DEFAULT_TRAINING_WEEKS)
     parser.add_argument("--backtest-weeks", type=int, default=1)
     parser.add_argument("--out")
     parser.add_argument("--summarize", help="only print the per-asset summary of an earlier --out file")

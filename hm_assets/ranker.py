@@ -47,18 +47,24 @@ def training_rows(pairs: pd.DataFrame, truth: pd.DataFrame, negatives_per_custom
 
 
 def training_rows_from_file(
-    con: duckdb.DuckDBPyConnection, pairs_path: Path, truth: pd.DataFrame, negatives_per_customer: int, seed: int
+    con: duckdb.DuckDBPyConnection,
+    pairs_path: Path,
+    truth: pd.DataFrame,
+    negatives_per_customer: int,
+    seed: int,
+    max_rows: int = 0,
 ) -> pd.DataFrame:
     """``training_rows`` of a week's stored pair features without loading all of them: the sample
     is drawn on the buyers' (customer, article) keys, in the file's order, then only the chosen
-    rows are read with their features. Same rows as ``training_rows`` on the whole frame."""
+    rows are read with their features. Same rows as ``training_rows`` on the whole frame, within
+    ``max_rows`` (``within_budget``)."""
     con.register("truth_rows", truth[["customer_key", "article_id"]])
     buyers = "SEMI JOIN (SELECT DISTINCT customer_key FROM truth_rows) USING (customer_key)"
     keys = con.sql(
         f"SELECT customer_key, article_id FROM read_parquet('{pairs_path}') {buyers} "
         f"ORDER BY customer_key, best_rank, article_id"
     ).df()
-    chosen = training_rows(keys, truth, negatives_per_customer, seed)
+    chosen = within_budget(training_rows(keys, truth, negatives_per_customer, seed), max_rows, seed)
     con.register("chosen_rows", chosen)
     rows = con.sql(
         f"SELECT p.*, c.label FROM read_parquet('{pairs_path}') p JOIN chosen_rows c USING (customer_key, article_id) "
@@ -67,6 +73,18 @@ def training_rows_from_file(
     con.unregister("chosen_rows")
     con.unregister("truth_rows")
     return rows
+
+
+def within_budget(keys: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """At most ``max_rows`` training rows: whole customers (each with its positives and negatives)
+    in a seeded random order, as many as fit. 0 = no budget."""
+    if max_rows <= 0 or len(keys) <= max_rows:
+        return keys
+    sizes = keys.groupby("customer_key", sort=True).size()
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    fits = np.cumsum(sizes.to_numpy()[order]) <= max_rows
+    chosen = sizes.index.to_numpy()[order[fits]]
+    return keys[keys["customer_key"].isin(chosen)].reset_index(drop=True)
 
 
 def stack_weeks(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -55,3 +55,20 @@ def test_training_sample_read_from_file_equals_the_in_memory_sample(tmp_path):
     from_file = ranking.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
     assert 0 < in_memory["label"].sum() < len(in_memory)
     pd.testing.assert_frame_equal(from_file, in_memory, check_dtype=False)
+
+
+def test_training_rows_within_a_budget_keep_whole_customers(tmp_path):
+    _, pairs = trained_booster()
+    pairs["best_rank"] = pairs["rank_a"].fillna(99).astype("int16")
+    path = tmp_path / "pairs.parquet"
+    pairs.to_parquet(path, index=False)
+    truth = pairs[pairs["score_a"] > 1.0][["customer_key", "article_id"]]
+    whole = ranking.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
+    budget = len(whole) // 3
+    kept = ranking.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=budget)
+    assert budget - 20 < len(kept) <= budget  # whole customers, as many as fit
+    per_customer = whole.groupby("customer_key").size()
+    assert kept.groupby("customer_key").size().equals(per_customer.loc[kept["customer_key"].unique()])
+    assert kept["label"].sum() > 0
+    unbounded = ranking.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=len(whole))
+    pd.testing.assert_frame_equal(unbounded, whole)

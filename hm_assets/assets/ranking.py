@@ -184,6 +184,9 @@ class RankerConfig(dg.Config):
     # Fewer labelled weeks than this is an error, not a smaller model: 0 asks for the fallback scorer.
     training_weeks: int = DEFAULT_TRAINING_WEEKS
     negatives_per_customer: int = 80
+    # Rows read per labelled week at most (whole customers sampled beyond it): keeps the ranker's
+    # memory flat at full scale (~60k buyers a week, ~3M rows); the 16k-customer worlds read ~170k.
+    max_rows_per_week: int = 1_000_000
     boost_rounds: int = 400
     learning_rate: float = 0.05
     num_leaves: int = 31
@@ -235,7 +238,12 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
         truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
         frames.append(
             ranking.training_rows_from_file(
-                con, store.require("pair_features", week), truth, config.negatives_per_customer, config.seed
+                con,
+                store.require("pair_features", week),
+                truth,
+                config.negatives_per_customer,
+                config.seed,
+                config.max_rows_per_week,
             )
         )
     con.close()
@@ -270,10 +278,11 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
             "trained": True,
             "training_rows": len(rows),
             "training_queries": int(rows["query"].nunique()),
+            "max_rows_per_week": config.max_rows_per_week,
             "positive_rate": round(float(rows["label"].mean()), 4),
             "features": len(booster.feature_name()),
             "feature_importance": markdown_table(importance.head(25), floatfmt=".3f"),
-            "model_path": str(model_path),
+            "model_path": store.relative(model_path),
             "seconds": watch.seconds,
         }
     )
@@ -322,7 +331,8 @@ def recommendations_metadata(context, store: HMStore, config, shards: list[dict]
         "dagster/row_count": rows,
         "customers": rows // ranking.K,
         "share_from_ranker": round(sum(s["from_ranker"] for s in shards) / max(rows, 1), 4),
-        "submission_csv": dg.MetadataValue.path(str(files["submission"])),
+        "submission_csv": dg.MetadataValue.path(store.relative(files["submission"])),
+        "submission_url": dg.MetadataValue.url(store.url(files["submission"])),
     }
 
 
