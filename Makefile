@@ -11,6 +11,9 @@ export DAGSTER_HOME ?= $(HM_HOME)/dagster
 DEMO_PRESET ?= small
 DEMO_SEED ?= 0
 UI_PORT ?= 3000
+SERVE_PORT ?= 8000
+# Links in the UI's metadata (galleries, submissions) point at `hm-recs serve` here.
+export HM_SERVE_URL ?= http://127.0.0.1:$(SERVE_PORT)
 
 .PHONY: install data demo backtest test test-postgres test-deploy ui clean
 
@@ -27,8 +30,8 @@ $(HM_DATA_DIR)/transactions_train.csv: | $(VENV)/.installed
 
 data: $(HM_DATA_DIR)/transactions_train.csv
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
+$(DAGSTER_HOME)/dagster.yaml: deploy/local/dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && cp deploy/local/dagster.yaml $@
 
 demo: install data $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/hm-recs run --data-dir $(HM_DATA_DIR) --backtest-weeks 2 --submission $(HM_HOME)/submission.csv
@@ -52,7 +55,10 @@ test-postgres: install
 test-deploy: install
 	$(BIN)/pytest hm_assets_tests/test_deploy_config.py
 
+# The UI and, beside it, the http service its gallery and submission links open in (stopped with it).
 ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/hm-recs serve --host 127.0.0.1 --port $(SERVE_PORT) & serve=$$!; \
+	trap 'kill $$serve 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 clean:

@@ -131,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", help="also write the table as Markdown here")
     args = parser.parse_args(argv)
-    from hm_assets.partitions import weekly_partitions_def
+    from hm_assets.partitions import history_week_keys
     from hm_assets.retrievers.registry import retriever_names
 
     store = HMStore(home=args.home)
-    keys = weekly_partitions_def.get_partition_keys()
+    keys = history_week_keys()
     groups = {label: members.split(",") for label, members in (g.split("=", 1) for g in args.group)}
     seeds = list(range(args.seeds))
     table = pd.concat([ablation(store, w, retriever_names(), args.training_weeks, keys, groups, seeds) for w in args.week])

@@ -66,22 +66,24 @@ def command_run(args: argparse.Namespace) -> int:
         data_range = scan_data_range(data_dir)
         if data_range is None:
             raise InputDataError(data_dir / TRANSACTIONS_FILE, "missing or unreadable: cannot tell the data's date range")
-        from hm_assets.definitions import defs
-        from hm_assets.runner import dagster_instance, run_weeks, target_week
-        from hm_assets.settings import DEFAULT_TRAINING_WEEKS
+        from hm_assets.runner import dagster_instance, plan_weeks, run_weeks, target_week
+        from hm_assets.settings import BUILT_WEEKS, DEFAULT_TRAINING_WEEKS, hm_first_week
+        from hm_assets.weeks import first_built_week
 
         target = target_week(data_range, args.week)
         backtest_weeks = args.backtest_weeks
         if backtest_weeks is None:
             # the live week has no truth: by default the newest week with known purchases is evaluated too
             backtest_weeks = 2 if target == data_range.live_week and not args.no_evaluate else 1
+        training_weeks = args.training_weeks if args.training_weeks is not None else DEFAULT_TRAINING_WEEKS
+        planned = plan_weeks(data_range, target, training_weeks, backtest_weeks)
+        earliest = (planned.training_side or planned.full)[0]
+        if earliest < first_built_week(data_range, BUILT_WEEKS, hm_first_week()):
+            os.environ["HM_FIRST_WEEK"] = earliest.isoformat()  # the partition set must hold every planned week
+        from hm_assets.definitions import defs
+
         plan = run_weeks(
-            defs,
-            dagster_instance(),
-            data_range,
-            target,
-            training_weeks=args.training_weeks if args.training_weeks is not None else DEFAULT_TRAINING_WEEKS,
-            backtest_weeks=backtest_weeks,
+            defs, dagster_instance(), data_range, target, training_weeks=training_weeks, backtest_weeks=backtest_weeks
         )
     except Exception as exc:  # the CLI's contract: a clear message and a non-zero exit
         cause = _root_cause(exc)
@@ -169,6 +171,18 @@ def command_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_serve(args: argparse.Namespace) -> int:
+    """The http service over the store (galleries, submissions and plots the UI links to)."""
+    import uvicorn
+
+    from hm_assets.serving.app import create_app
+
+    store = _store_for(args)
+    print(f"serving {store.root} on http://{args.host}:{args.port} (set HM_SERVE_URL if the UI reaches it elsewhere)")
+    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hm_assets.settings import DEFAULT_TRAINING_WEEKS
 
@@ -200,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--purchases", type=int, default=12, help="how many recent purchases to list")
     show.add_argument("--home", help="output folder (default: $HM_HOME)")
     show.set_defaults(handler=command_show)
+    serve = sub.add_parser("serve", help="the http service: galleries and submissions the UI links to")
+    serve.add_argument("--home", help="output folder (default: $HM_HOME)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=command_serve)
     return parser
 
 

@@ -16,46 +16,16 @@ with warnings.catch_warnings():
     )
     warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=r"Specifying a partitions_def on an AssetCheckSpec")
     from hm_assets.assets.checks import asset_checks
-    from hm_assets.assets.content import content_assets
-    from hm_assets.assets.evaluation import backtest_summary, evaluation_assets
-    from hm_assets.assets.features import feature_assets
-    from hm_assets.assets.gallery import gallery_assets
-    from hm_assets.assets.ingest import article_images, articles, customers, transactions
-    from hm_assets.assets.ranking import ranking_assets
-    from hm_assets.assets.retrieval import candidate_assets
+    from hm_assets.jobs import backtest_job, catalogue_assets, catalogue_job, ingest_job, weekly_assets, weekly_job
+    from hm_assets.assets.evaluation import backtest_summary
+    from hm_assets.assets.ingest import transactions
 from hm_assets.resources import HMDataset, HMStore
-
-catalogue_assets = [articles, customers, article_images, *content_assets]
-weekly_assets = [transactions, *feature_assets, *candidate_assets, *ranking_assets, evaluation_assets[0], *gallery_assets]
-
-catalogue_job = dg.define_asset_job(
-    "catalogue_snapshot",
-    selection=dg.AssetSelection.assets(*catalogue_assets),
-    description="Snapshot articles, customers and the image catalogue (and what is built from them).",
-)
-
-weekly_job = dg.define_asset_job(
-    "weekly_recommendations",
-    selection=dg.AssetSelection.assets(*weekly_assets),
-    description="One target week end to end: transactions, features, retrievers, ranker, recommendations, evaluation.",
-)
-
-backtest_job = dg.define_asset_job(
-    "backtest_report",
-    selection=dg.AssetSelection.assets(backtest_summary),
-    description="MAP@12 of every evaluated week against the baselines, as a table and a plot.",
-)
-
-weekly_schedule = dg.build_schedule_from_partitioned_job(
-    weekly_job,
-    hour_of_day=6,
-    description="Every Wednesday morning: recommendations for the week that starts that day.",
-)
+from hm_assets.sensors import live_week_after_ingest, new_transactions
 
 defs = dg.Definitions(
-    assets=[*catalogue_assets, *weekly_assets, backtest_summary],
+    assets=[*catalogue_assets, transactions, *weekly_assets, backtest_summary],
     asset_checks=asset_checks,
-    jobs=[catalogue_job, weekly_job, backtest_job],
-    schedules=[weekly_schedule],
+    jobs=[catalogue_job, ingest_job, weekly_job, backtest_job],
+    sensors=[new_transactions, live_week_after_ingest],
     resources={"dataset": HMDataset(), "store": HMStore()},
 )

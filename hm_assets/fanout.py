@@ -28,6 +28,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
+from hm_assets.progress import duration
 from hm_assets.resources import HMStore
 from hm_assets.shards import CustomerShard, customer_shards
 from hm_assets.store import ParquetAppender, atomic_path
@@ -128,6 +129,19 @@ def combine_parts(
                     shutil.copyfile(parts[0], temporary)
 
 
+def shard_progress(name: str, task: ShardTask, seconds: float, since_plan: float, outputs: ShardOutputs) -> str:
+    """``name`` shard i of n done, how many are done (their parts in this machine's store) and the
+    time left at the rate so far (which counts shards running at once)."""
+    first, suffix = next(iter(outputs.files.items()))
+    done = max(1, len(list(Path(task.parts_dir).glob(f"{first}-*{suffix}"))))
+    total = task.shard.count
+    left = f", about {duration((total - done) * since_plan / done)} left" if done < total else ""
+    return (
+        f"{name}: shard {task.shard.index + 1} of {total} in {seconds:.1f} s; {done} of {total} shards done "
+        f"in {duration(since_plan)}{left}"
+    )
+
+
 def sharded_asset(
     *,
     name: str,
@@ -171,9 +185,12 @@ def sharded_asset(
     @dg.op(name=f"{name}_shard", pool=SHARD_POOL)
     def shard_step(context: dg.OpExecutionContext, store: HMStore, config: config_class, task: ShardTask) -> dict:  # type: ignore[valid-type]
         started = time.perf_counter()
-        task = dataclasses.replace(task, shared=read_plan_record(store, Path(task.parts_dir))["shared"])
+        record = read_plan_record(store, Path(task.parts_dir))
+        task = dataclasses.replace(task, shared=record["shared"])
         summary = run_shard(context, store, config, task)
-        return {**summary, "shard": task.shard.index, "seconds": time.perf_counter() - started}
+        seconds = time.perf_counter() - started
+        context.log.info(shard_progress(name, task, seconds, time.time() - record["started"], outputs))
+        return {**summary, "shard": task.shard.index, "seconds": seconds}
 
     @dg.op(name=f"{name}_combine", out=dg.Out(dg.Nothing))
     def combine(context: dg.OpExecutionContext, store: HMStore, config: config_class, summaries: list[dict]):  # type: ignore[valid-type]

@@ -1,24 +1,35 @@
 """Run the Dagster materializations for target weeks, in the order their dependencies need.
 
 Used by ``hm-recs run`` and ``make demo``: the same asset definitions and jobs as the UI and the
-schedule, executed in process against a Dagster instance (runs show up in the UI).
+sensors, executed in process against a Dagster instance, as runs of the project's code location
+(the UI shows them with its own).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import yaml
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.execution.api import execute_run
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from hm_assets.settings import DEFAULT_TRAINING_WEEKS, PROJECT_ROOT, hm_home
+from hm_assets.settings import DEFAULT_TRAINING_WEEKS, LOCAL_INSTANCE_CONFIG, PROJECT_ROOT, hm_home
 from hm_assets.weeks import WEEK, DataRange, parse_week
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Runs started by `hm-recs run` carry it (value "cli"): the CLI builds the weeks it needs itself.
+LAUNCHED_BY_TAG = "hm/launched_by"
+
 
 
 def dagster_instance() -> dg.DagsterInstance:
@@ -32,7 +43,7 @@ def dagster_instance() -> dg.DagsterInstance:
     # "table alembic_version already exists"): the first creates them, under a lock.
     with file_lock(home / ".instance.lock"):
         if not config.exists():
-            shutil.copyfile(PROJECT_ROOT / "dagster.yaml", config)
+            shutil.copyfile(LOCAL_INSTANCE_CONFIG, config)
         return dg.DagsterInstance.get()
 
 
@@ -63,19 +74,47 @@ class RunReport:
     run_ids: list[str] = field(default_factory=list)
 
 
+def code_location_job(job_name: str) -> RemoteJobOrigin:
+    """Where the UI finds ``job_name``: the code location of the project's ``workspace.yaml``."""
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
+    module = workspace["load_from"][0]["python_module"]
+    target = LoadableTargetOrigin(
+        executable_path=sys.executable, module_name=module["module_name"], working_directory=str(PROJECT_ROOT)
+    )
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(target, module["location_name"])
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), job_name)
+
+
 class PipelineRunner:
     def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None):
         self.defs = defs
         self.instance = instance
         self.run_config = run_config or {}
         self.job = defs.resolve_job_def("weekly_recommendations")
+        self.ingest = defs.resolve_job_def("ingest_transactions")
         self.catalogue = defs.resolve_job_def("catalogue_snapshot")
 
-    def _execute(self, job: dg.JobDefinition, selection: list[dg.AssetKey], **kwargs) -> dg.ExecuteInProcessResult:
-        result = job.execute_in_process(
-            instance=self.instance, asset_selection=selection, raise_on_error=True, run_config=self.run_config_for(selection), **kwargs
+    def _execute(
+        self,
+        job: dg.JobDefinition,
+        selection: list[dg.AssetKey],
+        tags: dict[str, str] | None = None,
+        partition_key: str | None = None,
+    ) -> dg.JobExecutionResult:
+        """One run in this process, one step after another, recorded as a run of the project's
+        code location (``workspace.yaml``): the UI lists it with its own runs (Overview timeline,
+        the job's page, re-execution), tagged ``hm/launched_by=cli``."""
+        chosen = frozenset(selection)
+        run_tags = {LAUNCHED_BY_TAG: "cli", **(tags or {})}
+        if partition_key is not None:
+            if job.partitions_def is None or not job.partitions_def.has_partition_key(partition_key):
+                raise ValueError(f"{partition_key} is not a partition of job {job.name}")
+            run_tags.update(job.get_tags_for_partition_key(partition_key, selected_asset_keys=chosen))
+        run_config = {**self.run_config_for(selection), "execution": {"config": {"in_process": {}}}}
+        run = self.instance.create_run_for_job(
+            job_def=job, run_config=run_config, tags=run_tags, asset_selection=chosen, remote_job_origin=code_location_job(job.name)
         )
-        return result
+        return execute_run(InMemoryJob(job), run, self.instance, raise_on_error=True)
 
     def run_config_for(self, selection: list[dg.AssetKey]) -> dict:
         ops = self.run_config.get("ops", {})
@@ -88,7 +127,11 @@ class PipelineRunner:
 
     def ingest_weeks(self, first: date, last: date) -> str:
         tags = {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
-        return self._execute(self.job, [dg.AssetKey("transactions")], tags=tags).run_id
+        return self._execute(self.ingest, [dg.AssetKey("transactions")], tags=tags).run_id
+
+    def backtest_report(self) -> str:
+        report = self.defs.resolve_job_def("backtest_report")
+        return self._execute(report, list(report.asset_layer.executable_asset_keys)).run_id
 
     def materialize_week(self, week: date, selection: list[dg.AssetKey]) -> str:
         return self._execute(self.job, selection, partition_key=week.isoformat()).run_id
@@ -115,10 +158,7 @@ def training_side_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
 
 def weekly_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
     job = defs.resolve_job_def("weekly_recommendations")
-    return sorted(
-        (k for k in job.asset_layer.executable_asset_keys if k != dg.AssetKey("transactions")),
-        key=lambda k: k.to_user_string(),
-    )
+    return sorted(job.asset_layer.executable_asset_keys, key=lambda k: k.to_user_string())
 
 
 def run_weeks(
@@ -143,6 +183,11 @@ def run_weeks(
     run_config = dict(run_config or {})
     ops = dict(run_config.get("ops", {}))
     ops["ranker"] = {"config": {**ops.get("ranker", {}).get("config", {}), **ranker_config}}
+    # Runs here execute in process, one step at a time: an embedding step owns every core (the
+    # assets' default of half is for executors that run both embedding steps at once).
+    for name in ("image_embeddings", "text_embeddings"):
+        embedding = ops.get(name, {}).get("config", {})
+        ops[name] = {"config": {**embedding, "torch_threads": embedding.get("torch_threads") or (os.cpu_count() or 1)}}
     run_config["ops"] = ops
     runner = PipelineRunner(defs, instance, run_config)
     log("catalogue snapshot (articles, customers, images, embeddings) ...")
@@ -155,8 +200,7 @@ def run_weeks(
     for week in plan.full:
         log(f"week {week}: full pipeline ...")
         runner.materialize_week(week, weekly_keys(defs))
-    report = defs.resolve_job_def("backtest_report")
-    report.execute_in_process(instance=instance, raise_on_error=True)
+    runner.backtest_report()
     return plan
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -104,12 +104,20 @@ def fallback_range(today: date | None = None) -> DataRange:
     return DataRange(last - timedelta(days=52 * 7 - 1), last)
 
 
-def weekly_partitions(data_range: DataRange) -> dg.WeeklyPartitionsDefinition:
-    """Every week inside the data plus the next, not-yet-observed week (the live week)."""
-    end = data_range.live_week + WEEK
+def follows_calendar(data_range: DataRange, today: date | None = None) -> bool:
+    """Whether the data is current: its live week is this calendar week or the one before (data
+    due on Tuesday night may arrive a day late). Current data gets a partition set that follows the
+    calendar; an archive (the Kaggle dump ends 2020-09-22) gets one that ends with its live week."""
+    return data_range.live_week >= week_start(today or date.today()) - WEEK
+
+
+def weekly_partitions(data_range: DataRange, start: date | None = None, follow_calendar: bool = False) -> dg.WeeklyPartitionsDefinition:
+    """Weeks from ``start`` (default: the data's first week) to the live week. Following the
+    calendar, the set has no end: the week that starts each Wednesday appears without a reload."""
+    end = None if follow_calendar else (data_range.live_week + WEEK).isoformat()
     return dg.WeeklyPartitionsDefinition(
-        start_date=data_range.first_week.isoformat(),
-        end_date=end.isoformat(),
+        start_date=(start or data_range.first_week).isoformat(),
+        end_date=end,
         day_offset=DAGSTER_WEDNESDAY,
         fmt="%Y-%m-%d",
         # The live week has not finished yet when the data ends on the latest Tuesday.
@@ -117,14 +125,18 @@ def weekly_partitions(data_range: DataRange) -> dg.WeeklyPartitionsDefinition:
     )
 
 
+def first_built_week(data_range: DataRange, built_weeks: int, configured: str = "") -> date:
+    """The first week the pipeline builds: ``configured`` (a Wednesday) or ``built_weeks`` weeks
+    up to the live week, never before the data's second week (a week needs some history)."""
+    earliest = data_range.first_week + WEEK
+    wanted = parse_week(configured) if configured else data_range.live_week - (built_weeks - 1) * WEEK
+    return max(earliest, min(wanted, data_range.live_week))
+
+
 def partition_days(key: str) -> tuple[date, date]:
     """[first day, first day after] of a partition's target week."""
     start = parse_week(key)
     return start, start + WEEK
-
-
-def as_datetime(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day)
 
 
 def env_data_range(data_dir: Path) -> DataRange:

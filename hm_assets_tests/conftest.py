@@ -18,13 +18,18 @@ SESSION_ROOT = Path(tempfile.mkdtemp(prefix="hm_recs_tests_"))
 TINY_DATA = SESSION_ROOT / "tiny"
 os.environ["HM_DATA_DIR"] = str(TINY_DATA)
 os.environ["HM_HOME"] = str(SESSION_ROOT / "home")
+# Partition sets end with the session data (fixed dates), whatever today is; the calendar-following
+# sets are tested with a given current time (test_weeks.py).
+os.environ["HM_PARTITION_END"] = "data"
 os.environ.setdefault("DAGSTER_HOME", str(SESSION_ROOT / "dagster"))
 Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
 
 from hm_assets.settings import PROJECT_ROOT  # noqa: E402
 from hm_assets.synthetic import generate  # noqa: E402
 
-generate(TINY_DATA, preset="tiny", seed=0)
+from hm_assets_tests import TEST_END_DATE  # noqa: E402
+
+generate(TINY_DATA, preset="tiny", seed=0, end_date=TEST_END_DATE)
 
 REAL_SAMPLE = PROJECT_ROOT.parent / "shared" / "hm_reference" / "real_sample"
 

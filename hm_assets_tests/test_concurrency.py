@@ -17,7 +17,7 @@ import time
 import dagster as dg
 
 from hm_assets import guards
-from hm_assets.settings import PROJECT_ROOT
+from hm_assets.settings import LOCAL_INSTANCE_CONFIG
 from hm_assets_tests.test_reliability import (
     FAST,
     baseline,
@@ -98,7 +98,7 @@ def test_four_weeks_at_once_match_one_by_one():
     assert guards.temporaries(home) == []
 
     # Every run is recorded as a success in the shared instance, set up with the project's dagster.yaml.
-    assert (dagster_home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster.yaml").read_text()
+    assert (dagster_home / "dagster.yaml").read_text() == LOCAL_INSTANCE_CONFIG.read_text()
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     try:
         runs = instance.get_runs()

@@ -4,12 +4,18 @@ recommendation tiles and highlighted hits on the page match the stored data."""
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from hm_assets.settings import hm_serve_url
 from hm_assets_tests.chromium import headless_chromium, missing_reason
 from hm_assets_tests.test_on_demand import TinyRun, materialized_tiny_run
 
@@ -17,6 +23,30 @@ from hm_assets_tests.test_on_demand import TinyRun, materialized_tiny_run
 @pytest.fixture(scope="session")
 def recs_run(tmp_path_factory) -> TinyRun:
     return materialized_tiny_run(tmp_path_factory)
+
+
+@contextmanager
+def serving(home: Path) -> Iterator[str]:
+    """``hm-recs serve``'s app over ``home`` on a free loopback port, in a thread; yields its base URL."""
+    import uvicorn
+
+    from hm_assets.serving.app import create_app
+    from hm_assets.store import HMStore
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(HMStore(home=str(home))), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def _gallery_dir(run: TinyRun) -> Path:
@@ -27,8 +57,9 @@ def test_gallery_asset_metadata_and_files(recs_run):
     metadata = recs_run.gallery_metadata
     index = _gallery_dir(recs_run) / "index.html"
     assert index.is_file()
-    assert Path(metadata["gallery"]) == index
-    assert metadata["gallery_url"] == index.resolve().as_uri()
+    # paths relative to HM_HOME, the link over http (hm-recs serve), not the machine's file://
+    assert metadata["gallery"] == f"assets/gallery/{recs_run.week}/index.html"
+    assert metadata["gallery_url"] == f"{hm_serve_url()}/files/{metadata['gallery']}"
     assert metadata["customers_shown"] == 12 and metadata["recommendation_tiles"] == 12 * 12
     assert metadata["cold_start_profiles"] == 3
     images = sorted((_gallery_dir(recs_run) / "img").glob("*.jpg"))
@@ -72,8 +103,8 @@ def test_gallery_in_headless_chromium(recs_run, tmp_path):
     images = pd.read_parquet(home / "article_images.parquet")
     with_image = set(images.loc[images["exists"] & images["readable"], "article_id"].astype(int))
 
-    with headless_chromium(tmp_path / "chromium-profile") as browser:
-        browser.get((_gallery_dir(recs_run) / "index.html").as_uri())
+    with serving(recs_run.home) as base, headless_chromium(tmp_path / "chromium-profile") as browser:
+        browser.get(f"{base}/files/{recs_run.gallery_metadata['gallery']}")  # as the asset page's link opens it
         browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
         page = browser.execute_script(
             """

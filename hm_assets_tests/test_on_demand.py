@@ -22,13 +22,14 @@ import pandas as pd
 import pytest
 
 from hm_assets.settings import PROJECT_ROOT
+from hm_assets_tests import TEST_END_DATE
 
 RUN_SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
 data, truth, home, out = map(Path, sys.argv[1:5])
 from hm_assets.synthetic import generate
-generate(data, preset="tiny", seed=0, truth_dir=truth)
+generate(data, preset="tiny", seed=0, end_date=sys.argv[5], truth_dir=truth)
 os.environ.update(HM_DATA_DIR=str(data), HM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
 import dagster as dg
 from hm_assets.definitions import defs
@@ -73,7 +74,7 @@ def materialized_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
         started = time.perf_counter()
         env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "HM_HOME", "HM_DATA_DIR")}
         done = subprocess.run(
-            [sys.executable, "-c", RUN_SCRIPT, str(data), str(truth), str(home), str(out)],
+            [sys.executable, "-c", RUN_SCRIPT, str(data), str(truth), str(home), str(out), TEST_END_DATE],
             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
         )
         if done.returncode != 0:

@@ -139,7 +139,7 @@ def test_customer_shards_give_the_same_results_as_one_shard(tiny_run, tmp_path):
 
 def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run):
     from hm_assets.ablation import ablation
-    from hm_assets.partitions import weekly_partitions_def
+    from hm_assets.partitions import history_week_keys
     from hm_assets.resources import HMStore
     from hm_assets.retrievers.registry import retriever_names
 
@@ -147,7 +147,7 @@ def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run
     week = data_range.newest_week_with_truth.isoformat()
     content = ["image_similar", "text_similar", "attribute_similar"]
     table = ablation(
-        HMStore(home=str(home)), week, retriever_names(), 1, weekly_partitions_def.get_partition_keys(),
+        HMStore(home=str(home)), week, retriever_names(), 1, history_week_keys(),
         groups={"content": content}, seeds=(0, 1),
     ).set_index("without")
     assert list(table.index) == [*retriever_names(), "content"]

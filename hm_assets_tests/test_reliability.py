@@ -562,7 +562,7 @@ def test_retrievers_do_not_depend_on_the_order_of_the_history_rows():
     week spans several row groups; no retriever may depend on it (the seeded popularity model did)."""
     from hm_assets.assets.weekly import FEATURE_TABLES
     from hm_assets.history import open_week, register_parquet
-    from hm_assets.partitions import weekly_partitions_def
+    from hm_assets.partitions import history_week_keys
     from hm_assets.retrievers.base import RetrievalContext, finalize_candidates
     from hm_assets.retrievers.registry import RETRIEVERS
 
@@ -571,7 +571,7 @@ def test_retrievers_do_not_depend_on_the_order_of_the_history_rows():
     week = str(base.week)
 
     def candidates(order: str) -> dict[str, pd.DataFrame]:
-        with open_week(store, week, weekly_partitions_def.get_partition_keys()) as view:
+        with open_week(store, week, history_week_keys()) as view:
             for table in FEATURE_TABLES:
                 register_parquet(view.con, table, store.require(table, week))
             view.con.execute(f"CREATE TEMP TABLE reordered AS SELECT * FROM transactions ORDER BY {order}")

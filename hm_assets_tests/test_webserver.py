@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hm_assets.settings import PROJECT_ROOT
+from hm_assets.settings import LOCAL_INSTANCE_CONFIG, PROJECT_ROOT
 
 START_TIMEOUT_S = 240
 STOP_TIMEOUT_S = 30
@@ -35,6 +35,12 @@ ASSETS_QUERY = "{ assetNodes { assetKey { path } groupName isPartitioned } }"
 PARTITIONS_QUERY = """
 query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) { __typename
     ... on AssetNode { partitionKeys } } }
+"""
+
+
+RUNS_QUERY = """
+{ runsOrError { ... on Runs { results { runId jobName tags { key value }
+  repositoryOrigin { repositoryLocationName repositoryName } } } } }
 """
 
 
@@ -99,7 +105,15 @@ def test_webserver_serves_the_asset_graph_and_weekly_partitions(tiny_data, tmp_p
 
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copyfile(LOCAL_INSTANCE_CONFIG, dagster_home / "dagster.yaml")
+    # a run as `hm-recs run` launches it, before the UI starts: the UI must list it as its own
+    import dagster as dg
+
+    from hm_assets.definitions import defs
+    from hm_assets.runner import PipelineRunner
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        cli_run = PipelineRunner(defs, instance).backtest_report()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
@@ -135,6 +149,11 @@ def test_webserver_serves_the_asset_graph_and_weekly_partitions(tiny_data, tmp_p
         assert workspace["__typename"] == "Workspace", workspace
         entries = {e["name"]: e["locationOrLoadError"] for e in workspace["locationEntries"]}
         assert entries.get("hm_recs", {}).get("__typename") == "RepositoryLocation", entries
+
+        runs = {r["runId"]: r for r in _graphql(base, RUNS_QUERY)["runsOrError"]["results"]}
+        origin = runs[cli_run]["repositoryOrigin"]  # None would keep it off the Overview timeline
+        assert origin == {"repositoryLocationName": "hm_recs", "repositoryName": "__repository__"}, origin
+        assert {"key": "hm/launched_by", "value": "cli"} in runs[cli_run]["tags"]
 
         nodes = _graphql(base, ASSETS_QUERY)["assetNodes"]
         groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}

@@ -26,6 +26,7 @@ from hm_assets.embeddings.text import (
     text_hashes,
 )
 from hm_assets.metadata import markdown_table, stopwatch
+from hm_assets.progress import Progress
 from hm_assets.resources import HMStore
 
 GROUP = "content"
@@ -96,7 +97,9 @@ def image_embeddings(
         )
         rows = write_embeddings(run.outcome.embeddings, target)
     outcome = run.outcome
-    metadata = cache_metadata(outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, target)
+    metadata = cache_metadata(
+        outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, store.relative(target)
+    )
     metadata.update(
         {
             "source": run.source,
@@ -109,7 +112,7 @@ def image_embeddings(
     )
     if "encoder" in run.info:
         metadata["encoder"] = run.info["encoder"]
-        metadata["encoder_path"] = run.info["encoder_path"]
+        metadata["encoder_path"] = store.relative(run.info["encoder_path"])
     training = run.info.get("training")
     if training:
         metadata["train_epochs"] = training["epochs"]
@@ -167,13 +170,17 @@ def text_embeddings(
 
         def embed(todo: pd.DataFrame):
             model = load_text_model(path, device, config.max_seq_length)
-            vectors = encode_texts(model, todo["text"].tolist(), config.batch_size)
+            progress = Progress("text embeddings", len(todo), context.log.info, unit="texts")
+            vectors = encode_texts(model, todo["text"].tolist(), config.batch_size, progress)
+            progress.finish()
             return vectors, np.ones(len(todo), dtype=bool)
 
         outcome = embed_with_cache(wanted, previous_file(store, "text_embeddings"), embed)
         outcome.embeddings.metadata = {"model_identity": identity, "model_path": str(path)}
         rows = write_embeddings(outcome.embeddings, target)
-    metadata = cache_metadata(outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, target)
+    metadata = cache_metadata(
+        outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, store.relative(target)
+    )
     metadata.update({"model_path": str(path), "model_identity": identity, "device": device, "torch_threads": threads})
     metadata["example_text"] = texts.iloc[0] if len(texts) else ""
     return dg.MaterializeResult(metadata=metadata)
@@ -216,7 +223,9 @@ def attribute_embeddings(
         )
         outcome.embeddings.metadata = {"layout": layout.fingerprint}
         rows = write_embeddings(outcome.embeddings, target)
-    metadata = cache_metadata(outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, target)
+    metadata = cache_metadata(
+        outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, store.relative(target)
+    )
     metadata["price_band"] = (
         f"{config.price_bands} quantile bands of the median price over {len(weekly)} weekly transaction files"
         if prices is not None

@@ -107,7 +107,7 @@ def backtest_summary(store: HMStore) -> dg.MaterializeResult:
                if "ranker_vs_oracle" in summary and summary["ranker_vs_oracle"].notna().any() else {}),
             "per_week": markdown_table(summary),
             "plot": dg.MetadataValue.md(png_markdown(png, "MAP@12 per week")),
-            "plot_path": dg.MetadataValue.path(str(plot_path)),
+            "plot_path": dg.MetadataValue.path(store.relative(plot_path)),
         }
     )
 

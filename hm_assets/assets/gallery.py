@@ -331,8 +331,8 @@ def gallery(context: dg.AssetExecutionContext, store: HMStore, config: GalleryCo
     context.log.info(f"gallery written to {result.index}")
     return dg.MaterializeResult(
         metadata={
-            "gallery": dg.MetadataValue.path(str(result.index)),
-            "gallery_url": dg.MetadataValue.url(result.index.resolve().as_uri()),
+            "gallery": dg.MetadataValue.path(store.relative(result.index)),
+            "gallery_url": dg.MetadataValue.url(store.url(result.index)),
             "customers_shown": result.customers,
             "recommendation_tiles": result.recommendation_tiles,
             "hits": result.hits,

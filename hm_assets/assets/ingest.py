@@ -12,7 +12,7 @@ from hm_assets.ingest import (
     write_week,
 )
 from hm_assets.metadata import preview, stopwatch
-from hm_assets.partitions import weekly_partitions_def
+from hm_assets.partitions import transaction_weeks_def
 from hm_assets.resources import HMDataset, HMStore
 from hm_assets.store import write_parquet
 from hm_assets.weeks import parse_week
@@ -33,7 +33,7 @@ def articles(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
         metadata={
             "dagster/row_count": rows,
             "products": int(groups),
-            "path": str(store.asset_path("articles")),
+            "path": store.relative(store.asset_path("articles")),
             "seconds": watch.seconds,
             "preview": preview(sample),
         }
@@ -55,7 +55,7 @@ def customers(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
         metadata={
             "dagster/row_count": rows,
             "missing_age": int(missing_age),
-            "path": str(store.asset_path("customers")),
+            "path": store.relative(store.asset_path("customers")),
             "seconds": watch.seconds,
             "preview": preview(sample),
         }
@@ -65,7 +65,7 @@ def customers(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
 @dg.asset(
     group_name=GROUP,
     kinds={"duckdb", "parquet"},
-    partitions_def=weekly_partitions_def,
+    partitions_def=transaction_weeks_def,
     deps=[articles, customers],
     backfill_policy=dg.BackfillPolicy.single_run(),
 )

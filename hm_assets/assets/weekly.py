@@ -4,7 +4,7 @@
 import dagster as dg
 
 from hm_assets.history import WeekView, open_week, register_parquet
-from hm_assets.partitions import weekly_partitions_def
+from hm_assets.partitions import history_week_keys
 from hm_assets.store import HMStore
 
 FEATURE_TABLES = (
@@ -14,7 +14,9 @@ FEATURE_TABLES = (
     "article_transaction_stats",
 )
 
-_ALL_EARLIER = -len(weekly_partitions_def.get_partition_keys()) - 1
+# Reaches back past the data's first week (the set may grow along the calendar; weeks that do not
+# exist are allowed).
+_ALL_EARLIER = -len(history_week_keys()) - 53
 
 # Partition W reads every week strictly before W (its history) ...
 HISTORY = dg.AssetDep(
@@ -48,7 +50,7 @@ def week_view(
     week_key: str | None = None,
 ) -> WeekView:
     key = week_key or context.partition_key
-    view = open_week(store, key, weekly_partitions_def.get_partition_keys(), with_truth=with_truth)
+    view = open_week(store, key, history_week_keys(), with_truth=with_truth)
     if with_features:
         for table in FEATURE_TABLES:
             register_parquet(view.con, table, store.require(table, key))

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ from PIL import Image, ImageOps
 
 from hm_assets.embeddings.cache import CacheOutcome, embed_with_cache, stable_hash
 from hm_assets.embeddings.runtime import pick_device, set_torch_threads
+from hm_assets.progress import Progress
 from hm_assets.store import atomic_path
 
 LABEL_COLUMNS = ("product_type_name", "colour_group_name", "graphical_appearance_name")
@@ -204,7 +206,13 @@ def to_tensor(batch: np.ndarray, mean, std, device: str):
 
 
 def embed_images(
-    model, paths: list[str], size: int, device: str, batch_size: int = 64, workers: int = 2
+    model,
+    paths: list[str],
+    size: int,
+    device: str,
+    batch_size: int = 64,
+    workers: int = 2,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features of each image, (n, dim) float32, and which images decoded."""
     import torch
@@ -218,10 +226,11 @@ def embed_images(
         for start in range(0, len(paths), batch_size):
             batch, ok = decode_images(paths[start : start + batch_size], size, workers)
             ok_all[start : start + len(ok)] = ok
-            if not ok.any():
-                continue
-            features = model(to_tensor(batch[ok], mean, std, device))
-            vectors[start + np.flatnonzero(ok)] = features.float().cpu().numpy()
+            if ok.any():
+                features = model(to_tensor(batch[ok], mean, std, device))
+                vectors[start + np.flatnonzero(ok)] = features.float().cpu().numpy()
+            if progress is not None:
+                progress.advance(len(ok))
     return vectors, ok_all
 
 
@@ -269,6 +278,7 @@ def train_on_catalogue(
     settings: ImageSettings,
     device: str,
     split: tuple[np.ndarray, np.ndarray] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainReport:
     """Train ``model``'s backbone in place with one linear head per label column; returns a report.
 
@@ -302,6 +312,7 @@ def train_on_catalogue(
     batch_size = max(1, settings.batch_size)
     steps_per_epoch = max(1, -(-len(train_rows) // batch_size))
 
+    progress = Progress("image encoder training", settings.max_epochs * steps_per_epoch, log or (lambda _: None), "steps")
     started = time.perf_counter()
     last_epoch_seconds = 0.0
     report.stopped_by = "max_epochs"
@@ -329,6 +340,7 @@ def train_on_catalogue(
                 torch.stack(losses).sum().backward()
                 optimiser.step()
             report.steps += 1
+            progress.advance()
             if time.perf_counter() - started > settings.max_train_seconds:
                 report.epochs = epoch + (step + 1) / steps_per_epoch
                 report.stopped_by = "max_train_seconds (mid-epoch)"
@@ -338,6 +350,7 @@ def train_on_catalogue(
         if cut:
             break
         report.epochs = epoch + 1
+    progress.finish()
     report.seconds = round(time.perf_counter() - started, 2)
     report.seconds_per_epoch = round(report.seconds / report.epochs, 2) if report.epochs else 0.0
     report.epochs = round(report.epochs, 3)
@@ -419,7 +432,12 @@ def changed_fraction(current: pd.DataFrame, trained_on_path: Path) -> float:
 
 
 def train_and_save(
-    keys: pd.DataFrame, articles: pd.DataFrame, settings: ImageSettings, files: EncoderFiles, device: str
+    keys: pd.DataFrame,
+    articles: pd.DataFrame,
+    settings: ImageSettings,
+    files: EncoderFiles,
+    device: str,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[object, dict]:
     """Train a fresh encoder on the decodable catalogue images; save weights + manifest; return (model, manifest)."""
     import torch
@@ -437,7 +455,7 @@ def train_and_save(
     subset, images, role = subset[ok].reset_index(drop=True), images[ok], role[used][ok]
     labels = subset[["article_id"]].merge(articles[["article_id", *LABEL_COLUMNS]], on="article_id", how="left")
     split = (np.flatnonzero(role == 0), np.flatnonzero(role == 1))
-    report = train_on_catalogue(model, images, labels[list(LABEL_COLUMNS)], settings, device, split)
+    report = train_on_catalogue(model, images, labels[list(LABEL_COLUMNS)], settings, device, split, log)
     model = model.cpu().eval()
 
     files.weights_dir.mkdir(parents=True, exist_ok=True)
@@ -529,7 +547,7 @@ def run_image_embeddings(
                 "no saved encoder" if manifest is None else f"{fraction:.1%} of images new or changed"
             )
             logger.info(f"training {settings.model_name} on the catalogue images: {reason}")
-            model, manifest = train_and_save(keys, articles, settings, files, device)
+            model, manifest = train_and_save(keys, articles, settings, files, device, logger.info)
             info["encoder"] = f"trained now ({reason})"
         else:
             manifest = {"weights_sha1": "none", "report": asdict(TrainReport(stopped_by="no readable images"))}
@@ -550,7 +568,12 @@ def run_image_embeddings(
         if model is None:
             model = model_factory()
         size = model_input_size(model, settings.resolved_img_size())
-        return embed_images(model, todo["path"].tolist(), size, device, settings.embed_batch_size, settings.decode_workers)
+        progress = Progress("image embeddings", len(todo), logger.info, unit="images")
+        embedded = embed_images(
+            model, todo["path"].tolist(), size, device, settings.embed_batch_size, settings.decode_workers, progress
+        )
+        progress.finish()
+        return embedded
 
     outcome = embed_with_cache(wanted, previous, embed)
     listed_unreadable = catalogue.loc[~catalogue["article_id"].isin(keys["article_id"]), "article_id"]

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.embeddings.cache import stable_hash
+from hm_assets.progress import Progress
 
 TEXT_COLUMNS = ("prod_name", "product_type_name", "colour_group_name", "graphical_appearance_name", "detail_desc")
 
@@ -64,6 +65,10 @@ def load_text_model(path: Path, device: str, max_seq_length: int = 0):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    # transformers draws a "Loading weights" bar on stderr for a model that loads in milliseconds
+    transformers_logging.disable_progress_bar()
 
     model = SentenceTransformer(str(path), device=device, local_files_only=True)
     if max_seq_length:
@@ -71,12 +76,29 @@ def load_text_model(path: Path, device: str, max_seq_length: int = 0):
     return model
 
 
-def encode_texts(model, texts: list[str], batch_size: int = 128) -> np.ndarray:
-    """Normalised float32 vectors; an empty string still gets a vector."""
+def encode_texts(model, texts: list[str], batch_size: int = 128, progress: Progress | None = None) -> np.ndarray:
+    """Normalised float32 vectors; an empty string still gets a vector.
+
+    Texts are encoded longest first in chunks of a few batches (similar lengths pad least, and
+    each chunk reports to ``progress``); the vectors come back in the input's order."""
     if not texts:
         dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else 0
         return np.empty((0, dim), np.float32)
-    vectors = model.encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
-    return np.asarray(vectors, dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    chunk = batch_size * 8
+    vectors = np.empty((len(texts), 0), np.float32)
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk]
+        encoded = model.encode(
+            [texts[i] for i in rows],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        if vectors.shape[1] == 0:
+            vectors = np.empty((len(texts), encoded.shape[1]), np.float32)
+        vectors[rows] = encoded
+        if progress is not None:
+            progress.advance(len(rows))
+    return vectors

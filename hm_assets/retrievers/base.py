@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
@@ -99,7 +100,10 @@ def retriever_inputs(store: HMStore, retrievers: Iterable[Retriever]) -> dict[st
     return inputs
 
 
-RawCandidates = pd.DataFrame | duckdb.DuckDBPyRelation
+if TYPE_CHECKING:
+    # In annotations only: a union object holding a DuckDB type at run time kept DuckDB's module
+    # alive to interpreter exit with torch loaded (nanobind's "leaked instances"; see store.py).
+    RawCandidates = pd.DataFrame | duckdb.DuckDBPyRelation
 
 
 RANKING_SQL = """

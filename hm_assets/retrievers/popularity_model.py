@@ -8,11 +8,16 @@ profile once and the lists are handed to every customer of that profile, with or
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from hm_assets.retrievers.base import RawCandidates, RetrievalContext, Retriever, RetrieverConfig
+from hm_assets.retrievers.base import RetrievalContext, Retriever, RetrieverConfig
+
+if TYPE_CHECKING:
+    from hm_assets.retrievers.base import RawCandidates
 
 PROFILE_COLUMNS = ["age_band", "club_status_code", "news_frequency_code", "fn", "active", "postal_band"]
 ARTICLE_COLUMNS = ["pool_code", "product_group_code", "index_group_no", "buyers_mean_age"]

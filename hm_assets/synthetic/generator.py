@@ -331,7 +331,7 @@ def _transactions_and_rest(tmp, cfg, seed, timeline, vocab, bp, cat, day_weight,
     if rng_oracle is not None:
         t = time.perf_counter()
         n_oracle = write_oracle(tmp / ORACLE_FILE, rng_oracle, cat, cust, timeline, base_weight, season, sess_day,
-                                sess_cust, sess_follow, bp, kept, cfg.oracle_replicas)
+                                sess_cust, sess_follow, bp, kept, cfg.oracle_replicas, progress)
         _say(progress, f"oracle: {n_oracle:,} buyers in {len(kept)} weeks, {cfg.oracle_replicas} replays each "
                        f"({time.perf_counter() - t:.1f}s)")
 
@@ -370,7 +370,7 @@ def _transactions_and_rest(tmp, cfg, seed, timeline, vocab, bp, cat, day_weight,
 
 def write_oracle(path: Path, rng: np.random.Generator, cat: Catalogue, cust: Customers, timeline: Timeline,
                  base_weight: np.ndarray, season: np.ndarray, sess_day: np.ndarray, sess_cust: np.ndarray,
-                 sess_follow: np.ndarray, bp, kept: list, replicas: int) -> int:
+                 sess_follow: np.ndarray, bp, kept: list, replicas: int, progress=None) -> int:
     """``oracle.csv``: week (its Wednesday), customer_id, prediction (12 article ids, most likely
     first), for every buyer of each kept week: what the generator's own model expects them to buy
     that week. The upper reference a recommender is measured against on this data."""
@@ -378,12 +378,16 @@ def write_oracle(path: Path, rng: np.random.Generator, cat: Catalogue, cust: Cus
     ids = cust.id_bytes.view("S64").ravel().astype(str)
     articles = cat.articles["article_id"].to_numpy()
     frames = []
-    for week in kept:
+    started = time.perf_counter()
+    for done, week in enumerate(kept, start=1):
         c, a = oracle_top_k(rng, cat, cust, timeline, base_weight, season, sess_day, sess_cust, sess_follow, bp, week,
                             history, replicas)
+        wednesday = timeline.start + timedelta(days=7 * week.week - timeline.week0_offset)
+        elapsed = time.perf_counter() - started
+        _say(progress, f"oracle: week {done} of {len(kept)} ({wednesday}) replayed {replicas} times in {elapsed:.0f}s, "
+                       f"about {elapsed / done * (len(kept) - done):.0f}s left")
         if not len(c):
             continue
-        wednesday = timeline.start + timedelta(days=7 * week.week - timeline.week0_offset)
         frame = pd.DataFrame({"customer_id": ids[c], "article_id": articles[a]})
         lists = frame.groupby("customer_id", sort=True)["article_id"].agg(" ".join).reset_index(name="prediction")
         lists.insert(0, "week", wednesday.isoformat())
