@@ -56,9 +56,12 @@ test-deploy: install
 	$(BIN)/pytest hm_assets_tests/test_deploy_config.py
 
 # The UI and, beside it, the http service its gallery and submission links open in (stopped with it).
+# `dagster dev` warns that `dg dev` supersedes it; this project is not a `dg` project, so that one
+# notice is silenced by its text.
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/hm-recs serve --host 127.0.0.1 --port $(SERVE_PORT) & serve=$$!; \
 	trap 'kill $$serve 2>/dev/null' EXIT INT TERM; \
+	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 clean:

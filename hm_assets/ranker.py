@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import duckdb
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from hm_assets.progress import Progress
 
 NON_FEATURES = ("customer_key", "article_id", "label", "query")
 K = 12
@@ -109,7 +112,8 @@ class RankerSettings:
     threads: int = 2
 
 
-def train(rows: pd.DataFrame, settings: RankerSettings) -> lgb.Booster:
+def train(rows: pd.DataFrame, settings: RankerSettings, log: Callable[[str], None] | None = None) -> lgb.Booster:
+    """The ranker on ``rows`` (``stack_weeks``); ``log`` gets progress lines (rounds, rate, time left)."""
     features = feature_columns(rows)
     params = {
         "objective": settings.objective,
@@ -133,7 +137,14 @@ def train(rows: pd.DataFrame, settings: RankerSettings) -> lgb.Booster:
         dataset = lgb.Dataset(rows[features], label=rows["label"], free_raw_data=True)
     else:
         raise ValueError(f"objective must be 'lambdarank' or 'binary', not {settings.objective!r}")
-    return lgb.train(params, dataset, num_boost_round=settings.boost_rounds)
+    progress = Progress("ranker training", settings.boost_rounds, log or (lambda _: None), unit="rounds")
+
+    def report(_env: lgb.callback.CallbackEnv) -> None:
+        progress.advance()
+
+    booster = lgb.train(params, dataset, num_boost_round=settings.boost_rounds, callbacks=[report])
+    progress.finish()
+    return booster
 
 
 def save(booster: lgb.Booster, path: Path) -> None:

@@ -20,9 +20,9 @@ LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
 DEFAULT_TRAINING_WEEKS = 4
 
 # Weekly partitions shown and built, up to the live week: the default run's weeks (the live week, the
-# evaluated week and its training weeks) with room for a few backtest weeks. Earlier weeks are only
-# history (their transactions), not work left undone. HM_FIRST_WEEK sets the first one explicitly.
-BUILT_WEEKS = 12
+# evaluated week and the ranker's training weeks before it). Earlier weeks are history (their
+# transactions), not work left undone; HM_FIRST_WEEK starts the set earlier (longer backtests).
+BUILT_WEEKS = DEFAULT_TRAINING_WEEKS + 2
 
 DEFAULT_HOME = PROJECT_ROOT / ".hm_home"
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "synthetic-small"

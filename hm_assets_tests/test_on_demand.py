@@ -147,7 +147,9 @@ def test_reproduces_the_stored_recommendations(recommender, store, stored, recs_
 def test_a_purchase_moves_the_list_towards_it(recommender, store, recs_run):
     """After buying an article, the lists hold more articles of its style cluster (the synthetic
     world's latent taste unit: customers buy mostly within a cluster), they change, and the article
-    itself is not recommended again."""
+    itself is not recommended again. 24 customers and three bestsellers: on the tiny data of three
+    end dates (2026-11-03, -17, -24) every such purchase moved the 24 lists by 6 to 47 articles
+    towards its cluster, and changed 22 to 24 of them."""
     truth = pd.read_csv(recs_run.truth / "articles_truth.csv", dtype={"article_id": str})
     cluster = pd.Series(truth["cluster"].to_numpy(), index=truth["article_id"].astype(int))
     names = recommender.articles.set_index("article_id")["prod_name"]
@@ -155,8 +157,8 @@ def test_a_purchase_moves_the_list_towards_it(recommender, store, recs_run):
         pd.read_parquet(p) for p in sorted(store.asset_dir("transactions").glob("*.parquet"))[-6:] if p.stem < recs_run.week
     )
     bestsellers = history["article_id"].value_counts().index.astype(int)
-    keys = _customers_with_history(store, recs_run.week, 8)
-    for article_id in (bestsellers[1], bestsellers[5]):
+    keys = _customers_with_history(store, recs_run.week, 24)
+    for article_id in (bestsellers[1], bestsellers[3], bestsellers[5]):
         before = after = changed = 0
         for key in keys:
             old = recommender.recommend(key)
@@ -169,7 +171,7 @@ def test_a_purchase_moves_the_list_towards_it(recommender, store, recs_run):
         print(f"\nbought {article_id:010d} ({names[article_id]}, style cluster {cluster[article_id]}): "
               f"{before} -> {after} recommendations of that cluster in {len(keys)} lists; {changed} lists changed")
         assert after > before  # the lists move towards the purchase's style
-        assert changed >= len(keys) - 1
+        assert changed >= len(keys) - 2
 
 
 def test_cold_start_adapts_to_age(recommender):

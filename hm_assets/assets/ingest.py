@@ -13,6 +13,7 @@ from hm_assets.ingest import (
 )
 from hm_assets.metadata import preview, stopwatch
 from hm_assets.partitions import transaction_weeks_def
+from hm_assets.progress import Progress
 from hm_assets.resources import HMDataset, HMStore
 from hm_assets.store import write_parquet
 from hm_assets.weeks import parse_week
@@ -77,6 +78,7 @@ def transactions(context: dg.AssetExecutionContext, dataset: HMDataset, store: H
     """
     staging = staged_transactions(store, dataset.root)
     con = store.connect()
+    progress = Progress("transactions", len(context.partition_keys), context.log.info, unit="weeks")
     for key in context.partition_keys:
         with stopwatch() as watch:
             result = write_week(
@@ -104,6 +106,8 @@ def transactions(context: dg.AssetExecutionContext, dataset: HMDataset, store: H
             },
             partition_key=key,
         )
+        progress.advance()
+    progress.finish()
     con.close()
 
 

@@ -267,7 +267,7 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
         seed=config.seed,
     )
     with stopwatch() as watch:
-        booster = ranking.train(rows, settings)
+        booster = ranking.train(rows, settings, context.log.info)
     with atomic_path(model_path) as tmp:
         ranking.save(booster, tmp)
     with atomic_path(info_path) as tmp:
