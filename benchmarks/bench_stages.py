@@ -58,6 +58,7 @@ def main() -> int:
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("weekly_recommendations")
     catalogue = defs.resolve_job_def("catalogue_snapshot")
+    ingest = defs.resolve_job_def("ingest_transactions")
     print("| stage | seconds | peak RSS (GiB) |\n| --- | ---: | ---: |", flush=True)
     for stage in args.stages.split(","):
         keys = [dg.AssetKey(name) for name in stage.split("+")]
@@ -70,7 +71,7 @@ def main() -> int:
                 )
             elif stage == "transactions":
                 tags = {RANGE_START_TAG: data_range.first_week.isoformat(), RANGE_END_TAG: args.week}
-                job.execute_in_process(instance=instance, asset_selection=keys, tags=tags)
+                ingest.execute_in_process(instance=instance, asset_selection=keys, tags=tags)
             else:
                 names = {k.to_user_string() for k in keys}
                 config = {"ops": {k: v for k, v in run_config["ops"].items() if k in names}}
