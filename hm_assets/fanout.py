@@ -28,7 +28,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
-from hm_assets.progress import duration
+from hm_assets.progress import Progress, duration
 from hm_assets.resources import HMStore
 from hm_assets.shards import CustomerShard, customer_shards
 from hm_assets.store import ParquetAppender, atomic_path
@@ -99,9 +99,15 @@ def week_customer_shards(store: HMStore, customers_per_shard: int) -> list[Custo
 
 
 def combine_parts(
-    store: HMStore, parts_dir: Path, shard_indices: Sequence[int], outputs: ShardOutputs, finals: dict[str, Path]
+    store: HMStore,
+    parts_dir: Path,
+    shard_indices: Sequence[int],
+    outputs: ShardOutputs,
+    finals: dict[str, Path],
+    log: Callable[[str], None] | None = None,
 ) -> None:
-    """Concatenate every output's parts in shard order into its final file."""
+    """Concatenate every output's parts in shard order into its final file (progress to ``log``)."""
+    progress = Progress("combining shard parts", len(outputs.files) * len(shard_indices), log or (lambda _: None), "parts")
     for name, suffix in outputs.files.items():
         parts = [store.fetch(part_path(parts_dir, name, index, suffix)) for index in sorted(shard_indices)]
         missing = [str(p) for p in parts if not p.exists()]
@@ -112,9 +118,11 @@ def combine_parts(
                 for part in parts:
                     with part.open("rb") as handle:
                         shutil.copyfileobj(handle, out)
+                    progress.advance()
         elif len(parts) == 1:
             with atomic_path(finals[name]) as temporary:
                 shutil.copyfile(parts[0], temporary)
+            progress.advance()
         else:
             with atomic_path(finals[name]) as temporary:
                 appender = ParquetAppender(temporary)
@@ -123,10 +131,12 @@ def combine_parts(
                         source = pq.ParquetFile(part)
                         for group in range(source.num_row_groups):
                             appender.append(source.read_row_group(group))
+                        progress.advance()
                 finally:
                     appender.close()
                 if appender.writer is None:  # every shard empty: keep the schema
                     shutil.copyfile(parts[0], temporary)
+    progress.finish()
 
 
 def shard_progress(name: str, task: ShardTask, seconds: float, since_plan: float, outputs: ShardOutputs) -> str:
@@ -198,7 +208,7 @@ def sharded_asset(
         parts_dir = parts_dir_of(store, name, context)
         finals = outputs.final_paths(store, context.partition_key)
         plan_record = read_plan_record(store, parts_dir)
-        combine_parts(store, parts_dir, [s["shard"] for s in summaries], outputs, finals)
+        combine_parts(store, parts_dir, [s["shard"] for s in summaries], outputs, finals, context.log.info)
         metadata = finish(context, store, config, summaries, finals, plan_record["shared"])
         store.remove(parts_dir)
         context.add_output_metadata(
