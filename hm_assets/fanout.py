@@ -107,7 +107,7 @@ def combine_parts(
     log: Callable[[str], None] | None = None,
 ) -> None:
     """Concatenate every output's parts in shard order into its final file (progress to ``log``)."""
-    progress = Progress("combining shard parts", len(outputs.files) * len(shard_indices), log or (lambda _: None), "parts")
+    progress = Progress("combining shard parts", len(outputs.files) * len(shard_indices), log, "parts")
     for name, suffix in outputs.files.items():
         parts = [store.fetch(part_path(parts_dir, name, index, suffix)) for index in sorted(shard_indices)]
         missing = [str(p) for p in parts if not p.exists()]

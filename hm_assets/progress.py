@@ -22,19 +22,20 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    """``advance(n)`` after each chunk of work; a line goes to ``log`` when ``every_seconds`` have
-    passed since the last one, and ``finish()`` writes the total."""
+    """``advance(n)`` after each chunk of work; a line goes to ``log`` (None: nowhere) when
+    ``every_seconds`` have passed since the last one, and ``finish()`` writes the total."""
 
     def __init__(
         self,
         what: str,
         total: int,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] | None = None,
         unit: str = "items",
         every_seconds: float = 15.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.what, self.total, self.log, self.unit, self.every = what, max(0, int(total)), log, unit, every_seconds
+        self.what, self.total, self.unit, self.every = what, max(0, int(total)), unit, every_seconds
+        self.log = log or (lambda _line: None)
         self.clock = clock
         self.started = self.last_report = clock()
         self.done = 0

@@ -137,7 +137,7 @@ def train(rows: pd.DataFrame, settings: RankerSettings, log: Callable[[str], Non
         dataset = lgb.Dataset(rows[features], label=rows["label"], free_raw_data=True)
     else:
         raise ValueError(f"objective must be 'lambdarank' or 'binary', not {settings.objective!r}")
-    progress = Progress("ranker training", settings.boost_rounds, log or (lambda _: None), unit="rounds")
+    progress = Progress("ranker training", settings.boost_rounds, log, unit="rounds")
 
     def report(_env: lgb.callback.CallbackEnv) -> None:
         progress.advance()

@@ -31,7 +31,6 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 LAUNCHED_BY_TAG = "hm/launched_by"
 
 
-
 def dagster_instance() -> dg.DagsterInstance:
     """The persistent local instance (DAGSTER_HOME, default HM_HOME/dagster) with the project's dagster.yaml."""
     from hm_assets.ingest import file_lock
@@ -74,15 +73,15 @@ class RunReport:
     run_ids: list[str] = field(default_factory=list)
 
 
-def code_location_job(job_name: str) -> RemoteJobOrigin:
-    """Where the UI finds ``job_name``: the code location of the project's ``workspace.yaml``."""
+def code_location_repository() -> RemoteRepositoryOrigin:
+    """Where the UI finds the project's jobs: the code location of its ``workspace.yaml``."""
     workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
     module = workspace["load_from"][0]["python_module"]
     target = LoadableTargetOrigin(
         executable_path=sys.executable, module_name=module["module_name"], working_directory=str(PROJECT_ROOT)
     )
     location = ManagedGrpcPythonEnvCodeLocationOrigin(target, module["location_name"])
-    return RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), job_name)
+    return RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME)
 
 
 class PipelineRunner:
@@ -93,6 +92,7 @@ class PipelineRunner:
         self.job = defs.resolve_job_def("weekly_recommendations")
         self.ingest = defs.resolve_job_def("ingest_transactions")
         self.catalogue = defs.resolve_job_def("catalogue_snapshot")
+        self.repository = code_location_repository()
 
     def _execute(
         self,
@@ -112,7 +112,7 @@ class PipelineRunner:
             run_tags.update(job.get_tags_for_partition_key(partition_key, selected_asset_keys=chosen))
         run_config = {**self.run_config_for(selection), "execution": {"config": {"in_process": {}}}}
         run = self.instance.create_run_for_job(
-            job_def=job, run_config=run_config, tags=run_tags, asset_selection=chosen, remote_job_origin=code_location_job(job.name)
+            job_def=job, run_config=run_config, tags=run_tags, asset_selection=chosen, remote_job_origin=RemoteJobOrigin(self.repository, job.name)
         )
         return execute_run(InMemoryJob(job), run, self.instance, raise_on_error=True)
 

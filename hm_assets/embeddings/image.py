@@ -312,7 +312,7 @@ def train_on_catalogue(
     batch_size = max(1, settings.batch_size)
     steps_per_epoch = max(1, -(-len(train_rows) // batch_size))
 
-    progress = Progress("image encoder training", settings.max_epochs * steps_per_epoch, log or (lambda _: None), "steps")
+    progress = Progress("image encoder training", settings.max_epochs * steps_per_epoch, log, "steps")
     started = time.perf_counter()
     last_epoch_seconds = 0.0
     report.stopped_by = "max_epochs"

@@ -34,15 +34,10 @@ def served_file(store: HMStore, relative: str) -> Path:
 
 
 def index_page(store: HMStore) -> str:
-    rows = []
-    for asset, suffix, label in (("gallery", "/index.html", "gallery"), ("submission", ".csv", "Kaggle submission")):
-        folder = store.asset_dir(asset)
-        names = sorted((p.name for p in folder.iterdir()), reverse=True) if folder.is_dir() else []
-        for name in names[:8]:
-            path = folder / name / "index.html" if suffix == "/index.html" else folder / name
-            if path.is_file() and (suffix != ".csv" or name.endswith(".csv")):
-                week = name.removesuffix(".csv")
-                rows.append(f'<li><a href="{escape(store.url(path))}">{escape(label)} {escape(week)}</a></li>')
+    """Links to the newest galleries and Kaggle submissions of the store."""
+    listed = [("gallery", p, p.parent.name) for p in sorted(store.asset_dir("gallery").glob("*/index.html"), reverse=True)[:8]]
+    listed += [("Kaggle submission", p, p.stem) for p in sorted(store.asset_dir("submission").glob("*.csv"), reverse=True)[:8]]
+    rows = [f'<li><a href="{escape(store.url(path))}">{escape(label)} {escape(week)}</a></li>' for label, path, week in listed]
     body = "\n".join(rows) or "<li>nothing materialized yet</li>"
     return f"<!doctype html><title>hm-recs</title><h1>hm-recs</h1><p>Store: {escape(str(store.root))}</p><ul>{body}</ul>"
 
