@@ -6,14 +6,14 @@ import dagster as dg
 
 from hm_assets.assets.content import content_assets
 from hm_assets.assets.evaluation import backtest_summary, evaluation_assets
-from hm_assets.assets.features import feature_assets
+from hm_assets.assets.features import article_taste, feature_assets
 from hm_assets.assets.gallery import gallery_assets
 from hm_assets.assets.ingest import article_images, articles, customers, transactions
 from hm_assets.assets.ranking import ranking_assets
 from hm_assets.assets.retrieval import candidate_assets
 
 catalogue_assets = [articles, customers, article_images, *content_assets]
-weekly_assets = [*feature_assets, *candidate_assets, *ranking_assets, evaluation_assets[0], *gallery_assets]
+weekly_assets = [*feature_assets, article_taste, *candidate_assets, *ranking_assets, evaluation_assets[0], *gallery_assets]
 
 catalogue_job = dg.define_asset_job(
     "catalogue_snapshot",

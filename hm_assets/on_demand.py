@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets import ranker as ranking
+from hm_assets.assets.weekly import FEATURE_TABLES
 from hm_assets.baselines import last_week_top
 from hm_assets.candidates import apply_rules, build_union, filtered_candidates, previous_week_calibration
 from hm_assets.data_contract import format_article_id
@@ -63,12 +64,9 @@ from hm_assets.retrievers.base import RetrievalContext, Retriever, finalize_cand
 from hm_assets.retrievers.registry import RETRIEVERS
 from hm_assets.sql import load_sql
 from hm_assets.store import HMStore, write_parquet
+from hm_assets.taste import CANDIDATE_CUSTOMERS, read_article_taste, register_taste
 from hm_assets.weeks import parse_week
 
-with warnings.catch_warnings():
-    # hm_assets.assets.weekly builds the partition set (Dagster beta warnings); only the table names are used here.
-    warnings.simplefilter("ignore")
-    from hm_assets.assets.weekly import FEATURE_TABLES
 
 K = ranking.K
 FALLBACK_SIZE = 24  # as the recommendations asset
@@ -398,6 +396,7 @@ class OnDemandRecommender:
         self.booster = ranking.load(store.require("ranker", self.week, ".txt")) if info.get("trained") else None
         self.scorer = ranking.PairScorer(self.booster, store.scratch_dir() / "compiled") if self.booster else None
         self.calibration = previous_week_calibration(store, self.week, [r.name for r in self.retrievers])
+        self.article_taste = read_article_taste(store.require("article_taste", self.week))
         full = self._full_cursor()
         self.fallback = last_week_top(full, self.cutoff, FALLBACK_SIZE)
         self.median_age = float(self.customers["age"].median()) if self.customers["age"].notna().any() else 30.0
@@ -602,6 +601,7 @@ class OnDemandRecommender:
             timings["candidates"] = time.perf_counter() - mark
             mark = time.perf_counter()
             cur.register("candidates", candidates)
+            register_taste(cur, self.cutoff, self.article_taste, CANDIDATE_CUSTOMERS)
             pairs = cur.execute(load_sql("pair_features"), {"cutoff": self.cutoff}).df()
             timings["pair_features"] = time.perf_counter() - mark
         finally:

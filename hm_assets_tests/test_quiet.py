@@ -28,3 +28,17 @@ def test_loading_the_code_location_prints_nothing_but_its_own_output(tiny_data, 
     assert done.stdout.strip() == "loaded"
     # no Beta/Preview/User warnings (multiple backfill policies, ...), no "nanobind: leaked ..."
     assert done.stderr == "", done.stderr[-3000:]
+
+
+def test_tools_that_import_the_assets_directly_are_quiet_too(tiny_data, tmp_path):
+    """The ablation command and the on-demand recommender import asset modules without the code
+    location: the beta notices are silenced where those APIs are built, not around one import."""
+    env = {**os.environ, "HM_DATA_DIR": str(tiny_data), "HM_HOME": str(tmp_path / "home")}
+    env.pop("PYTHONWARNINGS", None)
+    for command in (
+        ["-c", "import hm_assets.assets.ranking, hm_assets.assets.checks, hm_assets.on_demand; print('loaded')"],
+        ["-m", "hm_assets.ablation", "--help"],
+    ):
+        done = subprocess.run([sys.executable, *command], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stderr == "", (command, done.stderr[-3000:])

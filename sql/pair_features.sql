@@ -1,7 +1,8 @@
 -- Pair features for every surviving (customer, candidate article) of the week.
 -- Inputs: the view `candidates` (customer_key, article_id, score_<retriever>, rank_<retriever>,
--- n_retrievers, best_rank), the week's history `transactions`, `articles` and the four feature
--- tables. Parameter: $cutoff (DATE).
+-- n_retrievers, best_rank), the week's history `transactions`, `articles`, the four feature
+-- tables and the taste vectors `article_taste` (article_id, vector) and `customer_taste`
+-- (customer_key, taste_long, taste_recent), unit vectors (hm_assets/taste.py). Parameter: $cutoff (DATE).
 WITH history AS (
     SELECT t.customer_key, t.article_id, t.t_dat, a.product_code, a.product_type_no, a.product_group_name,
            a.colour_group_code, a.graphical_appearance_no, a.section_no, a.department_no, a.garment_group_no, a.index_group_no
@@ -62,7 +63,10 @@ SELECT c.*,
        CAST(af.price / nullif(cs.max_price_all, 0) AS FLOAT) AS price_vs_customer_max,
        CAST(cf.age - ats.buyers_mean_age AS FLOAT) AS age_vs_buyers_mean,
        CAST(abs(cf.age - ats.buyers_mean_age) AS FLOAT) AS age_gap_to_buyers,
-       CAST(ats.article_online_share - cf.customer_online_share AS FLOAT) AS channel_gap
+       CAST(ats.article_online_share - cf.customer_online_share AS FLOAT) AS channel_gap,
+       -- cosine of the article's ALS vector with the customer's long-term and recent taste
+       CAST(list_inner_product(c_taste.taste_long, a_taste.vector) AS FLOAT) AS taste_long,
+       CAST(list_inner_product(c_taste.taste_recent, a_taste.vector) AS FLOAT) AS taste_recent
 FROM candidates c
 LEFT JOIN customer_features cf USING (customer_key)
 LEFT JOIN customer_transaction_stats cs USING (customer_key)
@@ -81,4 +85,6 @@ LEFT JOIN pref_garment p_garment ON p_garment.customer_key = c.customer_key AND 
 LEFT JOIN pref_index p_index ON p_index.customer_key = c.customer_key AND p_index.v = af.index_group_no
 LEFT JOIN same_product s_product ON s_product.customer_key = c.customer_key AND s_product.v = a.product_code
 LEFT JOIN same_article s_article ON s_article.customer_key = c.customer_key AND s_article.article_id = c.article_id
+LEFT JOIN customer_taste c_taste ON c_taste.customer_key = c.customer_key
+LEFT JOIN article_taste a_taste ON a_taste.article_id = c.article_id
 ORDER BY c.customer_key, c.best_rank, c.article_id

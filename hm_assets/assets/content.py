@@ -286,7 +286,7 @@ def build_index_asset(name: str, source: str) -> dg.AssetsDefinition:
                 "M": config.m,
                 "ef_construction": config.ef_construction,
                 "ef": config.ef,
-                "index_file": str(build.index_file),
+                "index_file": dg.MetadataValue.path(store.relative(build.index_file)),
             }
         )
 

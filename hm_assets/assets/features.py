@@ -2,12 +2,15 @@
 
 
 import dagster as dg
+import numpy as np
 
+from hm_assets import taste
 from hm_assets.assets.ingest import articles, customers
 from hm_assets.assets.weekly import FEATURE_TABLES, HISTORY, week_view
 from hm_assets.metadata import preview, stopwatch
 from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMStore
+from hm_assets.retrievers.base import RetrievalContext
 from hm_assets.sql import load_sql
 from hm_assets.store import write_parquet
 
@@ -44,3 +47,27 @@ def build_feature_asset(name: str) -> dg.AssetsDefinition:
 
 
 feature_assets = [build_feature_asset(name) for name in FEATURE_TABLES]
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"implicit", "parquet"},
+    partitions_def=weekly_partitions_def,
+    deps=[HISTORY],
+    description=(
+        "Unit ALS factor vectors of the articles bought in the 16 weeks before the cut-off (the factorisation "
+        "purchase_history_similar uses), fitted once per week: the pair features' customer x article taste "
+        "(hm_assets/taste.py)."
+    ),
+)
+def article_taste(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
+    with stopwatch() as watch, week_view(context, store, with_features=False) as view:
+        retrieval = RetrievalContext(
+            con=view.con, cutoff=view.cutoff, week_key=context.partition_key, customer_keys=np.zeros(0, np.int64), log=context.log
+        )
+        table = taste.article_taste(retrieval)
+        rows = write_parquet(table, store.asset_path("article_taste", context.partition_key))
+    dimensions = len(table.column("vector")[0]) if rows else 0
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": rows, "dimensions": dimensions, "cutoff": str(view.cutoff), "seconds": watch.seconds}
+    )

@@ -4,6 +4,7 @@
 import pandas as pd
 import dagster as dg
 
+from hm_assets.beta_apis import beta_apis
 from hm_assets.ingest import (
     catalogue_images,
     normalised_articles,
@@ -63,13 +64,17 @@ def customers(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
     )
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"duckdb", "parquet"},
-    partitions_def=transaction_weeks_def,
-    deps=[articles, customers],
-    backfill_policy=dg.BackfillPolicy.single_run(),
-)
+with beta_apis():
+    single_run_weekly_asset = dg.asset(
+        group_name=GROUP,
+        kinds={"duckdb", "parquet"},
+        partitions_def=transaction_weeks_def,
+        deps=[articles, customers],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+
+
+@single_run_weekly_asset
 def transactions(context: dg.AssetExecutionContext, dataset: HMDataset, store: HMStore) -> None:
     """Transactions of each target week (Wednesday..Tuesday), one Parquet file per week.
 

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from hm_assets import ranker as ranking
-from hm_assets.assets.features import feature_assets
+from hm_assets.assets.features import article_taste, feature_assets
 from hm_assets.assets.retrieval import candidate_assets
 from hm_assets.assets.weekly import HISTORY, previous_weeks, this_and_previous_week, week_view
 from hm_assets.baselines import last_week_top
@@ -31,6 +31,7 @@ from hm_assets.settings import DEFAULT_TRAINING_WEEKS
 from hm_assets.retrievers.registry import retriever_names
 from hm_assets.sql import load_sql
 from hm_assets.store import atomic_path, write_parquet
+from hm_assets.taste import CANDIDATE_CUSTOMERS, read_article_taste, register_taste
 from hm_assets.weeks import WEEK, parse_week
 
 GROUP = "ranking"
@@ -143,6 +144,8 @@ def pair_features_shard(context: dg.OpExecutionContext, store: HMStore, config, 
         view.con.execute(
             f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{source}') WHERE {task.shard.where()}"
         )
+        articles = read_article_taste(store.require("article_taste", context.partition_key))
+        register_taste(view.con, view.cutoff, articles, CANDIDATE_CUSTOMERS)
         rows = write_parquet(
             view.con.sql(load_sql("pair_features"), params={"cutoff": view.cutoff}), task.part("pair_features", ".parquet")
         )
@@ -167,7 +170,7 @@ pair_features = sharded_asset(
         "statistics, the customer's preference shares for the candidate's attributes, consistency (price, age, "
         "channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql. One step per customer shard."
     ),
-    deps=[HISTORY, *feature_assets, candidates],
+    deps=[HISTORY, *feature_assets, article_taste, candidates],
     outputs=ShardOutputs({"pair_features": ".parquet"}),
     run_shard=pair_features_shard,
     finish=pair_features_metadata,
@@ -192,6 +195,32 @@ class RankerConfig(dg.Config):
     num_leaves: int = 31
     min_data_in_leaf: int = 50
     seed: int = 0
+
+    def settings(self, seed: int | None = None) -> ranking.RankerSettings:
+        """The LightGBM settings (with another seed for an ablation's repeats)."""
+        return ranking.RankerSettings(
+            objective=self.objective,
+            boost_rounds=self.boost_rounds,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_data_in_leaf=self.min_data_in_leaf,
+            seed=self.seed if seed is None else seed,
+        )
+
+    def training_rows(self, store: HMStore, weeks: list[str], seed: int | None = None) -> pd.DataFrame:
+        """The labelled weeks' training rows (buyers' positives and sampled negatives), stacked."""
+        seed = self.seed if seed is None else seed
+        frames = []
+        con = store.connect()
+        for week in weeks:
+            truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
+            frames.append(
+                ranking.training_rows_from_file(
+                    con, store.require("pair_features", week), truth, self.negatives_per_customer, seed, self.max_rows_per_week
+                )
+            )
+        con.close()
+        return ranking.stack_weeks(frames)
 
 
 def labelled_weeks(store: HMStore, week_key: str, wanted: int) -> list[str]:
@@ -232,22 +261,7 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
             ),
             metadata={"asked": config.training_weeks, "found": ", ".join(weeks) or "none"},
         )
-    frames = []
-    con = store.connect()
-    for week in weeks:
-        truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
-        frames.append(
-            ranking.training_rows_from_file(
-                con,
-                store.require("pair_features", week),
-                truth,
-                config.negatives_per_customer,
-                config.seed,
-                config.max_rows_per_week,
-            )
-        )
-    con.close()
-    rows = ranking.stack_weeks(frames)
+    rows = config.training_rows(store, weeks)
     model_path = store.asset_path("ranker", key, ".txt")
     info_path = store.asset_path("ranker", key, ".json")
     metadata: dict = {"training_weeks": ", ".join(weeks) or "none", "objective": config.objective}
@@ -258,16 +272,8 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
             tmp.write_text(json.dumps({"trained": False, "weeks": weeks}))
         metadata["trained"] = False
         return dg.MaterializeResult(metadata=metadata)
-    settings = ranking.RankerSettings(
-        objective=config.objective,
-        boost_rounds=config.boost_rounds,
-        learning_rate=config.learning_rate,
-        num_leaves=config.num_leaves,
-        min_data_in_leaf=config.min_data_in_leaf,
-        seed=config.seed,
-    )
     with stopwatch() as watch:
-        booster = ranking.train(rows, settings, context.log.info)
+        booster = ranking.train(rows, config.settings(), context.log.info)
     with atomic_path(model_path) as tmp:
         ranking.save(booster, tmp)
     with atomic_path(info_path) as tmp:

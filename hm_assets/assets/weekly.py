@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from hm_assets.beta_apis import week_window
 from hm_assets.history import WeekView, open_week, register_parquet
 from hm_assets.partitions import history_week_keys
 from hm_assets.store import HMStore
@@ -19,27 +20,17 @@ FEATURE_TABLES = (
 _ALL_EARLIER = -len(history_week_keys()) - 53
 
 # Partition W reads every week strictly before W (its history) ...
-HISTORY = dg.AssetDep(
-    "transactions",
-    partition_mapping=dg.TimeWindowPartitionMapping(
-        start_offset=_ALL_EARLIER, end_offset=-1, allow_nonexistent_upstream_partitions=True
-    ),
-)
+HISTORY = dg.AssetDep("transactions", partition_mapping=week_window(_ALL_EARLIER, -1))
 # ... and evaluation also reads the target week itself, once it has been observed.
-HISTORY_AND_TARGET_WEEK = dg.AssetDep(
-    "transactions",
-    partition_mapping=dg.TimeWindowPartitionMapping(
-        start_offset=_ALL_EARLIER, end_offset=0, allow_nonexistent_upstream_partitions=True
-    ),
-)
+HISTORY_AND_TARGET_WEEK = dg.AssetDep("transactions", partition_mapping=week_window(_ALL_EARLIER, 0))
 
 
 def previous_weeks(count: int) -> dg.TimeWindowPartitionMapping:
-    return dg.TimeWindowPartitionMapping(start_offset=-count, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+    return week_window(-count, -1)
 
 
 def this_and_previous_week() -> dg.TimeWindowPartitionMapping:
-    return dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True)
+    return week_window(-1, 0)
 
 
 def week_view(
