@@ -119,21 +119,28 @@ def ablation(
     for label, removed in removals.items():
         kept = [r for r in retrievers if r not in removed]
         without = np.array(map_with(store, week, kept, training_weeks, week_keys, seeds=seeds))
-        delta = full - without
         rows.append(
             {
                 "week": week,
                 "without": label,
                 "recall": evaluation.get(f"recall_{label}"),
                 "unique_recall": evaluation.get(f"unique_recall_{label}"),
-                "map12_all": full.mean(),
-                "map12_without": without.mean(),
-                "map12_delta": delta.mean(),
-                "delta_sd": delta.std(ddof=1) if len(delta) > 1 else float("nan"),
-                "seeds": len(seeds),
+                **compared(full, without),
             }
         )
     return pd.DataFrame(rows)
+
+
+def compared(full: np.ndarray, without: np.ndarray) -> dict:
+    """MAP@12 with everything and without a part (one value per ranker seed), and their paired difference."""
+    delta = full - without
+    return {
+        "map12_all": full.mean(),
+        "map12_without": without.mean(),
+        "map12_delta": delta.mean(),
+        "delta_sd": delta.std(ddof=1) if len(delta) > 1 else float("nan"),
+        "seeds": len(full),
+    }
 
 
 def feature_ablation(store: HMStore, week: str, groups: dict[str, list[str]], seeds: Sequence[int] = (0,)) -> pd.DataFrame:
@@ -167,20 +174,7 @@ def feature_ablation(store: HMStore, week: str, groups: dict[str, list[str]], se
     full = np.array(maps["nothing"])
     rows_out = []
     for label, dropped in groups.items():
-        without = np.array(maps[label])
-        delta = full - without
-        rows_out.append(
-            {
-                "week": week,
-                "without": label,
-                "features": ", ".join(dropped),
-                "map12_all": full.mean(),
-                "map12_without": without.mean(),
-                "map12_delta": delta.mean(),
-                "delta_sd": delta.std(ddof=1) if len(delta) > 1 else float("nan"),
-                "seeds": len(seeds),
-            }
-        )
+        rows_out.append({"week": week, "without": label, "features": ", ".join(dropped), **compared(full, np.array(maps[label]))})
     return pd.DataFrame(rows_out)
 
 

@@ -149,7 +149,8 @@ def test_a_purchase_moves_the_list_towards_it(recommender, store, recs_run):
     world's latent taste unit: customers buy mostly within a cluster), they change, and the article
     itself is not recommended again. 24 customers and three bestsellers: on the tiny data of three
     end dates (2026-11-03, -17, -24) every such purchase moved the 24 lists by 6 to 47 articles
-    towards its cluster, and changed 22 to 24 of them."""
+    towards its cluster, and changed 22 to 24 of them; with the taste features (the customer's
+    recent taste follows the purchase), on 2026-11-24 by 34, 9 and 32 articles, all 24 changed."""
     truth = pd.read_csv(recs_run.truth / "articles_truth.csv", dtype={"article_id": str})
     cluster = pd.Series(truth["cluster"].to_numpy(), index=truth["article_id"].astype(int))
     names = recommender.articles.set_index("article_id")["prod_name"]
