@@ -43,7 +43,7 @@ def _unit_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out.astype(np.float32), usable
 
 
-def _vector_column(vectors: np.ndarray) -> pa.Array:
+def vector_column(vectors: np.ndarray) -> pa.Array:
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
     offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32), type=pa.int32())
     return pa.ListArray.from_arrays(offsets, flat, type=VECTOR_TYPE)
@@ -62,7 +62,7 @@ def article_taste(ctx: RetrievalContext, config: PurchaseHistoryConfig | None = 
         return no_article_taste()
     ids, vectors = article_factors(matrix, config, ctx.seed)
     vectors, usable = _unit_rows(vectors)
-    return pa.table({"article_id": pa.array(ids[usable], pa.int32()), "vector": _vector_column(vectors[usable])})
+    return pa.table({"article_id": pa.array(ids[usable], pa.int32()), "vector": vector_column(vectors[usable])})
 
 
 def read_article_taste(path: Path) -> pa.Table:
@@ -126,8 +126,8 @@ def customer_taste(
     return pa.table(
         {
             "customer_key": pa.array(keys[usable_all], pa.int64()),
-            "taste_long": _vector_column(columns["taste_long"][usable_all]),
-            "taste_recent": _vector_column(columns["taste_recent"][usable_all]),
+            "taste_long": vector_column(columns["taste_long"][usable_all]),
+            "taste_recent": vector_column(columns["taste_recent"][usable_all]),
         }
     )
 
