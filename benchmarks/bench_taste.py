@@ -12,14 +12,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from hm_assets.taste import vector_column, customer_taste
+from hm_assets.taste import customer_taste, vector_column
 
 rng = np.random.default_rng(0)
 n_articles, n_customers, per = 105_000, 100_000, 105
 vectors = rng.normal(size=(n_articles, 64)).astype(np.float32)
 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 ids = np.arange(n_articles, dtype=np.int32)
-con = duckdb.connect(); con.execute("SET threads=2")
+con = duckdb.connect()
+con.execute("SET threads=2")
 # history: 16 weeks, ~4 purchases per customer in the window (full H&M: ~5M rows over 1.37M customers)
 n_rows = n_customers * 4
 con.register("h", pa.table({"customer_key": rng.integers(0, n_customers, n_rows), "article_id": rng.integers(0, n_articles, n_rows).astype(np.int32),

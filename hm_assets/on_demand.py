@@ -42,7 +42,6 @@ import re
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field

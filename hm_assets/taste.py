@@ -12,6 +12,7 @@ for its own candidates.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -65,18 +66,32 @@ def article_taste(ctx: RetrievalContext, config: PurchaseHistoryConfig | None = 
     return pa.table({"article_id": pa.array(ids[usable], pa.int32()), "vector": vector_column(vectors[usable])})
 
 
-def read_article_taste(path: Path) -> pa.Table:
-    return pq.read_table(path)
-
-
 def vectors_of(articles: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """(sorted article ids, their vectors) of an ``article_taste`` table."""
     ids = articles.column("article_id").to_numpy().astype(np.int32)
     if len(ids) == 0:
         return ids, np.zeros((0, 0), dtype=np.float32)
-    vectors = np.stack(articles.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+    values = articles.column("vector").combine_chunks().flatten().to_numpy()
+    vectors = values.reshape(len(ids), -1).astype(np.float32)
     order = np.argsort(ids, kind="stable")
     return ids[order], vectors[order]
+
+
+@dataclass(frozen=True)
+class ArticleTaste:
+    """A week's article vectors, as stored and as arrays (converted once per reader)."""
+
+    table: pa.Table
+    ids: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table) -> "ArticleTaste":
+        return cls(table, *vectors_of(table))
+
+
+def read_article_taste(path: Path) -> ArticleTaste:
+    return ArticleTaste.of(pq.read_table(path))
 
 
 def customer_taste(
@@ -132,11 +147,10 @@ def customer_taste(
     )
 
 
-def register_taste(con: duckdb.DuckDBPyConnection, cutoff: date, articles: pa.Table, customers_sql: str) -> None:
+def register_taste(con: duckdb.DuckDBPyConnection, cutoff: date, articles: ArticleTaste, customers_sql: str) -> None:
     """The views ``article_taste`` and ``customer_taste`` that ``sql/pair_features.sql`` joins:
     the week's article vectors (``read_article_taste``), and the taste of the customers
     ``customers_sql`` selects computed from the connection's ``transactions`` view (the batch's
     history, or online the history plus the purchases just made)."""
-    ids, vectors = vectors_of(articles)
-    con.register("article_taste", articles)
-    con.register("customer_taste", customer_taste(con, cutoff, ids, vectors, customers_sql))
+    con.register("article_taste", articles.table)
+    con.register("customer_taste", customer_taste(con, cutoff, articles.ids, articles.vectors, customers_sql))

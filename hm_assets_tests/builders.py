@@ -11,7 +11,7 @@ import pandas as pd
 from hm_assets.assets.weekly import FEATURE_TABLES
 from hm_assets.retrievers.base import RetrievalContext
 from hm_assets.sql import load_sql
-from hm_assets.taste import CANDIDATE_CUSTOMERS, no_article_taste, register_taste
+from hm_assets.taste import CANDIDATE_CUSTOMERS, ArticleTaste, no_article_taste, register_taste
 
 ATTRIBUTE_DEFAULTS = {
     "product_code": 100000,
@@ -83,7 +83,7 @@ def week_connection(
     for table in FEATURE_TABLES:
         con.execute(f"CREATE TABLE {table} AS " + load_sql(table), {"cutoff": cutoff})
     # No taste vectors unless a test registers some (taste.register_taste): the taste features are null.
-    register_taste(con, cutoff, no_article_taste(), CANDIDATE_CUSTOMERS)
+    register_taste(con, cutoff, ArticleTaste.of(no_article_taste()), CANDIDATE_CUSTOMERS)
     truth = truth if truth is not None else transactions.iloc[0:0]
     con.register("truth_df", truth)
     con.execute("CREATE TABLE truth AS SELECT CAST(t_dat AS DATE) AS t_dat, * EXCLUDE (t_dat) FROM truth_df")

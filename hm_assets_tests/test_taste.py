@@ -17,6 +17,7 @@ from hm_assets.taste import (
     LONG_HALF_LIFE_DAYS,
     RECENT_HALF_LIFE_DAYS,
     VECTOR_TYPE,
+    ArticleTaste,
     article_taste,
     customer_taste,
     register_taste,
@@ -82,7 +83,7 @@ def test_pair_features_hold_the_cosine_with_the_customers_taste(con):
                       "n_retrievers": [1, 1, 1], "best_rank": [1, 2, 1]}).astype({"customer_key": "int64", "article_id": "int32"}),
     )
     con.execute("CREATE TABLE candidates AS SELECT * FROM candidates_df")
-    register_taste(con, CUTOFF, hand_made_taste(), CANDIDATE_CUSTOMERS)
+    register_taste(con, CUTOFF, ArticleTaste.of(hand_made_taste()), CANDIDATE_CUSTOMERS)
     pairs = con.sql(load_sql("pair_features"), params={"cutoff": CUTOFF}).df().set_index(["customer_key", "article_id"])
     assert pairs.loc[(7, 2), "taste_long"] == pytest.approx(float(expected_profile(LONG_HALF_LIFE_DAYS) @ VECTORS[2]), abs=1e-6)
     assert pairs.loc[(7, 2), "taste_recent"] == pytest.approx(float(expected_profile(RECENT_HALF_LIFE_DAYS) @ VECTORS[2]), abs=1e-6)
