@@ -32,13 +32,13 @@ import pandas as pd
 from hm_assets import ranker as ranking
 from hm_assets.assets.ranking import RankerConfig, labelled_weeks
 from hm_assets.assets.weekly import FEATURE_TABLES
-from hm_assets.candidates import apply_rules, build_union, filtered_candidates, previous_week_calibration
+from hm_assets.candidates import previous_week_calibration
 from hm_assets.filters import RULES
 from hm_assets.history import open_week, register_parquet
 from hm_assets.metrics import map_at_k
-from hm_assets.sql import load_sql
+from hm_assets.ranking_stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, select_candidates
 from hm_assets.store import HMStore
-from hm_assets.taste import CANDIDATE_CUSTOMERS, read_article_taste, register_taste
+from hm_assets.taste import read_article_taste
 from hm_assets.weeks import WEEK, parse_week
 
 # The pipeline's ranker as configured by default: the ablations retrain it with and without a part.
@@ -54,11 +54,9 @@ def buyers_pairs(
         for table in FEATURE_TABLES:
             register_parquet(view.con, table, store.require(table, week))
         buyers = "customer_key IN (SELECT customer_key FROM truth)"
-        build_union(view.con, {name: store.require(name, week) for name in retrievers}, buyers)
-        apply_rules(view.con, list(RULES), view.cutoff, has_truth=False)
-        view.con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {filtered_candidates(view.con, max_per_customer, calibration, retrievers).sql_query()}")
-        register_taste(view.con, view.cutoff, read_article_taste(store.require("article_taste", week)), CANDIDATE_CUSTOMERS)
-        pairs = view.con.sql(load_sql("pair_features"), params={"cutoff": view.cutoff}).df()
+        sources = {name: store.require(name, week) for name in retrievers}
+        select_candidates(view.con, sources, list(RULES), view.cutoff, max_per_customer, calibration, buyers)
+        pairs = pair_features(view.con, view.cutoff, read_article_taste(store.require("article_taste", week))).df()
         truth = view.con.sql("SELECT customer_key, article_id FROM truth").df()
     return pairs, truth
 
@@ -69,7 +67,7 @@ def map_with(
     retrievers: list[str],
     training_weeks: int,
     week_keys: list[str],
-    max_per_customer: int = 120,
+    max_per_customer: int = DEFAULT_MAX_PER_CUSTOMER,
     calibrated: bool = True,
     seeds: Sequence[int] = (0,),
 ) -> list[float]:

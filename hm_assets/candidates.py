@@ -15,6 +15,7 @@ order lets a new retriever join without crowding out better candidates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
@@ -25,10 +26,15 @@ from hm_assets.store import HMStore
 from hm_assets.weeks import WEEK, parse_week
 
 
-def union_sql(sources: dict[str, Path], where: str = "true") -> str:
+def source_sql(source: Path | str) -> str:
+    """A retriever's candidates: its Parquet file, or (a ``str``) a table or registered frame."""
+    return f"read_parquet('{source}')" if isinstance(source, Path) else source
+
+
+def union_sql(sources: dict[str, Path | str], where: str = "true") -> str:
     parts = " UNION ALL ".join(
-        f"SELECT '{name}' AS retriever, customer_key, article_id, score, rank FROM read_parquet('{path}') WHERE {where}"
-        for name, path in sources.items()
+        f"SELECT '{name}' AS retriever, customer_key, article_id, score, rank FROM {source_sql(source)} WHERE {where}"
+        for name, source in sources.items()
     )
     columns = ",\n".join(
         f"max(score) FILTER (WHERE retriever = '{name}') AS score_{name},\n"
@@ -52,7 +58,7 @@ class RuleEffect:
     removed_true: int | None
 
 
-def build_union(con: duckdb.DuckDBPyConnection, sources: dict[str, Path], where: str = "true") -> int:
+def build_union(con: duckdb.DuckDBPyConnection, sources: dict[str, Path | str], where: str = "true") -> int:
     """The union of the retrievers' candidates (of the customers matching ``where``) as ``union_candidates``."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE union_candidates AS {union_sql(sources, where)}")
     return con.execute("SELECT count(*) FROM union_candidates").fetchall()[0][0]
@@ -95,9 +101,12 @@ class RetrieverCalibration:
     week: str
     table: pd.DataFrame  # retriever, band, proposed, bought, hit_rate
 
+    @cached_property
+    def _rates(self) -> dict[tuple[str, int], float]:
+        return {(r, int(b)): float(h) for r, b, h in zip(self.table["retriever"], self.table["band"], self.table["hit_rate"])}
+
     def rate(self, retriever: str, band: int) -> float:
-        rows = self.table[(self.table["retriever"] == retriever) & (self.table["band"] == band)]
-        return float(rows["hit_rate"].iloc[0]) if len(rows) else 0.0
+        return self._rates.get((retriever, band), 0.0)
 
     def by_band(self) -> pd.DataFrame:
         """Hit rate by rank band (rows) and retriever (columns), for the UI."""

@@ -130,11 +130,7 @@ def command_recommend(args: argparse.Namespace) -> int:
     if recs.attrs["bought"]:
         print("after buying: " + " ".join(f"{a:010d}" for a in recs.attrs["bought"]))
     print(format_table(recs))
-    one_off = sum(s for step, s in recommender.load_seconds.items() if step != "tables")
-    print(
-        f"loaded in {loaded:.2f} s; recommended in {recs.attrs['seconds']:.2f} s, of which {one_off:.2f} s "
-        f"fitting the retrievers' global steps once (a long-lived OnDemandRecommender pays that only once)"
-    )
+    print(f"week loaded in {loaded:.2f} s (history, features, fitted retriever states); recommended in {recs.attrs['seconds']:.2f} s")
     return 0
 
 

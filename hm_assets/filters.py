@@ -7,6 +7,11 @@ views; it returns the (customer_key, article_id) pairs it removes. Parameter: $c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,7 @@ OUT_OF_STOCK = FilterRule(
     "The article sold nothing in the 3 weeks before the cut-off: treated as out of stock.",
     """
     SELECT u.customer_key, u.article_id FROM union_candidates u
-    ANTI JOIN (SELECT DISTINCT article_id FROM transactions WHERE t_dat >= $cutoff::DATE - 21) s USING (article_id)
+    ANTI JOIN rule_recent_sellers s USING (article_id)
     """,
 )
 
@@ -32,16 +37,11 @@ WRONG_CHANNEL = FilterRule(
     """
     WITH customer_channel AS (
         SELECT customer_key, min(sales_channel_id) AS channel FROM transactions
+        SEMI JOIN (SELECT DISTINCT customer_key FROM union_candidates) USING (customer_key)
         GROUP BY customer_key HAVING count(*) >= 5 AND min(sales_channel_id) = max(sales_channel_id)
-    ),
-    article_channels AS (
-        SELECT article_id,
-               count(*) FILTER (WHERE sales_channel_id = 1) AS store_sales,
-               count(*) FILTER (WHERE sales_channel_id = 2) AS online_sales
-        FROM transactions WHERE t_dat >= $cutoff::DATE - 56 GROUP BY article_id HAVING count(*) >= 20
     )
     SELECT u.customer_key, u.article_id FROM union_candidates u
-    JOIN customer_channel c USING (customer_key) JOIN article_channels a USING (article_id)
+    JOIN customer_channel c USING (customer_key) JOIN rule_article_channels a USING (article_id)
     WHERE (c.channel = 1 AND a.store_sales = 0) OR (c.channel = 2 AND a.online_sales = 0)
     """,
 )
@@ -51,15 +51,8 @@ OUT_OF_SEASON = FilterRule(
     "The article's product type sells under a tenth of its usual rate in the last 4 weeks "
     "(e.g. swimwear in winter); needs 16+ weeks of history of that type.",
     """
-    WITH type_sales AS (
-        SELECT a.product_type_no,
-               count(*) FILTER (WHERE t.t_dat >= $cutoff::DATE - 28) AS recent,
-               count(*) * 28.0 / greatest($cutoff::DATE - min(t.t_dat), 1) AS usual,
-               $cutoff::DATE - min(t.t_dat) AS days_known
-        FROM transactions t JOIN articles a USING (article_id) GROUP BY a.product_type_no
-    )
     SELECT u.customer_key, u.article_id FROM union_candidates u
-    JOIN articles a USING (article_id) JOIN type_sales s USING (product_type_no)
+    JOIN articles a USING (article_id) JOIN rule_type_sales s USING (product_type_no)
     WHERE s.days_known >= 112 AND s.usual >= 20 AND s.recent < 0.1 * s.usual
     """,
 )
@@ -81,7 +74,9 @@ CUSTOMER_TYPE = FilterRule(
     """
     WITH kids_buyers AS (
         SELECT t.customer_key, count(*) FILTER (WHERE a.index_group_name = 'Baby/Children') AS kids, count(*) AS total
-        FROM transactions t JOIN articles a USING (article_id) GROUP BY t.customer_key
+        FROM transactions t JOIN articles a USING (article_id)
+        SEMI JOIN (SELECT DISTINCT customer_key FROM union_candidates) u ON u.customer_key = t.customer_key
+        GROUP BY t.customer_key
     )
     SELECT u.customer_key, u.article_id FROM union_candidates u
     JOIN kids_buyers k USING (customer_key) JOIN articles a USING (article_id)
@@ -91,6 +86,32 @@ CUSTOMER_TYPE = FilterRule(
 
 RULES: tuple[FilterRule, ...] = (OUT_OF_STOCK, WRONG_CHANNEL, OUT_OF_SEASON, PRICE_RANGE, CUSTOMER_TYPE)
 RULE_NAMES = [rule.name for rule in RULES]
+
+# The week's whole-history aggregates the rules read (name -> query over the week's views).
+RULE_INPUTS: dict[str, str] = {
+    "rule_recent_sellers": "SELECT DISTINCT article_id FROM transactions WHERE t_dat >= $cutoff::DATE - 21",
+    "rule_article_channels": """
+        SELECT article_id,
+               count(*) FILTER (WHERE sales_channel_id = 1) AS store_sales,
+               count(*) FILTER (WHERE sales_channel_id = 2) AS online_sales
+        FROM transactions WHERE t_dat >= $cutoff::DATE - 56 GROUP BY article_id HAVING count(*) >= 20
+    """,
+    "rule_type_sales": """
+        SELECT a.product_type_no,
+               count(*) FILTER (WHERE t.t_dat >= $cutoff::DATE - 28) AS recent,
+               count(*) * 28.0 / greatest($cutoff::DATE - min(t.t_dat), 1) AS usual,
+               $cutoff::DATE - min(t.t_dat) AS days_known
+        FROM transactions t JOIN articles a USING (article_id) GROUP BY a.product_type_no
+    """,
+}
+
+
+def prepare_rule_inputs(con: duckdb.DuckDBPyConnection, cutoff: date, temporary: bool = True) -> None:
+    """The ``rule_*`` tables from the connection's ``transactions`` view (the week's whole history).
+    ``temporary=False`` makes them visible to every cursor of the database (the online path's)."""
+    kind = "TEMP TABLE" if temporary else "TABLE"
+    for name, sql in RULE_INPUTS.items():
+        con.execute(f"CREATE OR REPLACE {kind} {name} AS {sql}", {"cutoff": cutoff})
 
 
 def rules_by_name(names: list[str]) -> list[FilterRule]:

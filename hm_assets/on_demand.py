@@ -7,17 +7,13 @@ cut-off, in memory), the stored feature tables, the trained ranker and the fallb
 1. The customer's history, plus the ``bought`` articles as purchases made the day before the
    cut-off, becomes a one-customer DuckDB view (``transactions``, ``customers``, and
    ``customer_features`` / ``customer_transaction_stats`` recomputed with the project's SQL).
-2. Every retriever of the registry runs its own ``generate`` on that view. The parts of a retriever
-   that are global (computed over every customer: also_bought's co-purchase pairs, the ALS factors
-   and neighbours of purchase_history_similar, the popularity model and its bestseller pool,
-   taste_popular's department bestsellers, the content retrievers' on-sale set and indexes) are
-   computed once, on the full history, the first time they are needed, and handed to the
-   retriever in place of recomputing them (see
-   ``GLOBAL_STEPS``). The popularity model's list depends only on the customer's attributes, so a
-   known customer whose attributes are not overridden gets the stored list.
+2. Every retriever of the registry runs its ``retrieve`` on that view with the week's fitted state
+   (``fit``'s output, stored by the weekly asset beside its candidates: co-purchase pairs, ALS
+   factors and their index, the popularity model and its profile lists, department bestsellers,
+   the on-sale set) — the same per-customer function the batch runs for every customer.
 3. The union of the candidates, the business rules, ``sql/pair_features.sql`` and the week's
-   LightGBM ranker run exactly as in the batch assets (``hm_assets.candidates``, ``hm_assets.filters``,
-   ``hm_assets.ranker``), over the full history plus the new purchases.
+   LightGBM ranker run exactly as in the batch assets (``hm_assets.ranking_stage``), over the full
+   history plus the new purchases.
 
 Without ``bought`` the list is the stored recommendation of the week, give or take float rounding
 (see ``hm_assets_tests/test_on_demand.py``). What is *not* updated by ``bought``: the article-level
@@ -26,28 +22,24 @@ one purchase would move by a negligible amount. Articles bought just now are lef
 by default (``exclude_bought``).
 
 Unknown customers get the cold-start path: attributes from the options (``age`` …), defaults
-otherwise, no history; the popularity model (re-fitted once, lazily) scores their profile.
+otherwise, no history; the popularity model's state scores their profile (a profile seen at fit
+time gets its stored list).
 
-The global steps are handed over by swapping the retriever modules' functions for cached stand-ins
-while ``generate`` runs (under a process-wide lock, so retrievals are serialized; everything else
-runs on per-call DuckDB cursors). Retriever configs are the defaults, as in ``hm-recs run``.
+Calls are independent: each runs on its own DuckDB cursor over the loaded week, and the fitted
+states are only read, so a service may call ``recommend`` from many threads at once. Retriever
+configs are the defaults, as in ``hm-recs run``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import re
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from hashlib import sha256
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,24 +47,22 @@ import pandas as pd
 from hm_assets import ranker as ranking
 from hm_assets.assets.weekly import FEATURE_TABLES
 from hm_assets.baselines import last_week_top
-from hm_assets.candidates import apply_rules, build_union, filtered_candidates, previous_week_calibration
+from hm_assets.candidates import previous_week_calibration
 from hm_assets.data_contract import format_article_id
-from hm_assets.filters import RULE_NAMES, rules_by_name
+from hm_assets.filters import RULES, prepare_rule_inputs
 from hm_assets.history import history_files
-from hm_assets.retrievers.base import RetrievalContext, Retriever, finalize_candidates, retriever_inputs
+from hm_assets.ranking_stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, recommend_lists, select_candidates
+from hm_assets.retrievers.base import STATE_SUFFIX, RetrievalContext, Retriever, load_state, ranked_candidates, retriever_inputs
 from hm_assets.retrievers.registry import RETRIEVERS
 from hm_assets.sql import load_sql
-from hm_assets.store import HMStore, write_parquet
-from hm_assets.taste import CANDIDATE_CUSTOMERS, read_article_taste, register_taste
+from hm_assets.store import HMStore
+from hm_assets.taste import read_article_taste
 from hm_assets.weeks import parse_week
 
 
 K = ranking.K
 FALLBACK_SIZE = 24  # as the recommendations asset
-MAX_PER_CUSTOMER = 120  # CandidateFilterConfig's default
 ARTICLE_COLUMNS = ["article_id", "prod_name", "product_type_name", "colour_group_name"]
-# Retrievers whose list depends only on the customer's attributes, never on purchases.
-ATTRIBUTE_ONLY_RETRIEVERS = frozenset({"popularity_model"})
 DEFAULT_ATTRIBUTES = {
     "fn": 0,
     "active": 0,
@@ -220,124 +210,26 @@ def format_table(frame: pd.DataFrame) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Global steps of the retrievers, computed once on the full history.
-# --------------------------------------------------------------------------------------------
-
-
-def _config_key(config) -> str:
-    return json.dumps(config.model_dump(), sort_keys=True, default=str) if hasattr(config, "model_dump") else repr(config)
-
-
-@dataclass(frozen=True)
-class GlobalStep:
-    """A function ``name`` of retriever module ``module`` that computes something over all customers.
-
-    ``make(recommender, original)`` returns the stand-in used during on-demand calls; ``original``
-    is the module's own function, to be called on the full-history context.
-    """
-
-    module: str
-    name: str
-    make: Callable[["OnDemandRecommender", Callable], Callable]
-
-
-def _cached_on_full(recommender: "OnDemandRecommender", key: str, compute: Callable[[], object]) -> object:
-    cache = recommender._cache
-    if key not in cache:
-        started = time.perf_counter()
-        cache[key] = compute()
-        step = key.split(":", 1)[0]
-        recommender.load_seconds[step] = round(recommender.load_seconds.get(step, 0.0) + time.perf_counter() - started, 3)
-    return cache[key]
-
-
-def _co_purchase_pairs(rec, original):
-    return lambda ctx, config: _cached_on_full(rec, f"co_purchase_pairs:{_config_key(config)}", lambda: original(rec.full_context(), config))
-
-
-def _purchase_matrix(rec, original):
-    return lambda ctx, config: _cached_on_full(rec, f"purchase_matrix:{_config_key(config)}", lambda: original(rec.full_context(), config))
-
-
-def _article_factors(rec, original):
-    # Called with the (stand-in) full matrix: the factors are those of the whole history.
-    return lambda matrix, config, seed: _cached_on_full(
-        rec, f"article_factors:{_config_key(config)}:{seed}", lambda: original(matrix, config, seed)
-    )
-
-
-def _nearest_articles(rec, original):
-    """Neighbours of every article of the factor table once; a call selects its queries' rows, in order."""
-
-    def nearest(ids, vectors, queries, k, seed):
-        table = _cached_on_full(
-            rec,
-            f"nearest_articles:{id(vectors)}:{k}:{seed}",
-            lambda: {a: rows for a, rows in original(ids, vectors, ids, k, seed).groupby("article_id", sort=False)},
-        )
-        parts = [table[a] for a in np.asarray(queries).tolist() if a in table]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["article_id", "neighbour_id", "similarity"])
-
-    return nearest
-
-
-def _bestseller_pool(rec, original):
-    return lambda ctx, size: _cached_on_full(rec, f"bestseller_pool:{size}", lambda: original(rec.full_context(), size))
-
-
-def _popularity_training_rows(rec, original):
-    # Learned from every buyer of last week (their profiles), not from the one customer's profile.
-    def rows(ctx, pool, profiles, negatives):
-        full = rec.full_context()
-        profiles_of = importlib.import_module("hm_assets.retrievers.popularity_model").customer_profiles
-        return _cached_on_full(
-            rec, f"popularity_training_rows:{len(pool)}:{negatives}", lambda: original(full, pool, profiles_of(full), negatives)
-        )
-
-    return rows
-
-
-def _popularity_fit(rec, original):
-    return lambda rows, config, seed: _cached_on_full(rec, f"popularity_fit:{_config_key(config)}:{seed}", lambda: original(rows, config, seed))
-
-
-def _department_bestsellers(rec, original):
-    return lambda ctx, config: _cached_on_full(
-        rec, f"department_bestsellers:{_config_key(config)}", lambda: original(rec.full_context(), config)
-    )
-
-
-def _on_sale_articles(rec, original):
-    return lambda ctx, weeks: _cached_on_full(rec, f"on_sale_articles:{weeks}", lambda: original(rec.full_context(), weeks))
-
-
-def _load_index(rec, original):
-    return lambda target: _cached_on_full(rec, f"load_index:{Path(target).resolve()}", lambda: original(target))
-
-
-GLOBAL_STEPS: tuple[GlobalStep, ...] = (
-    GlobalStep("hm_assets.retrievers.also_bought", "co_purchase_pairs", _co_purchase_pairs),
-    GlobalStep("hm_assets.retrievers.purchase_history_similar", "purchase_matrix", _purchase_matrix),
-    GlobalStep("hm_assets.retrievers.purchase_history_similar", "article_factors", _article_factors),
-    GlobalStep("hm_assets.retrievers.purchase_history_similar", "nearest_articles", _nearest_articles),
-    GlobalStep("hm_assets.retrievers.popularity_model", "bestseller_pool", _bestseller_pool),
-    GlobalStep("hm_assets.retrievers.popularity_model", "training_rows", _popularity_training_rows),
-    GlobalStep("hm_assets.retrievers.popularity_model", "fit_model", _popularity_fit),
-    GlobalStep("hm_assets.retrievers.taste_popular", "department_bestsellers", _department_bestsellers),
-    GlobalStep("hm_assets.retrievers.content_similar", "on_sale_articles", _on_sale_articles),
-    GlobalStep("hm_assets.retrievers.content_similar", "load_index", _load_index),
-)
-# Module attributes are swapped for the duration of a retrieval; one retrieval at a time per process.
-_SWAP_LOCK = threading.RLock()
-
-
-# --------------------------------------------------------------------------------------------
 # The recommender.
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Ranked:
+    """One customer's pass through the ranking stage: who, the candidates that survived the rules
+    and the cap, their pair features, and the list."""
+
+    who: Customer
+    bought: list[int]
+    candidates: pd.DataFrame
+    pairs: pd.DataFrame
+    recs: pd.DataFrame  # customer_key, article_id, score, rank
+    timings: dict[str, float]
+
+
 class OnDemandRecommender:
-    """A week's recommender for one customer at a time (see the module docstring)."""
+    """A week's recommender for one customer at a time (see the module docstring). Thread-safe:
+    every call works on its own DuckDB cursor; the loaded tables and fitted states are read-only."""
 
     def __init__(
         self,
@@ -351,25 +243,37 @@ class OnDemandRecommender:
         self.week = week or newest_recommendation_week(self.store)
         self.cutoff = parse_week(self.week)
         self.retrievers = tuple(retrievers)
+        self.configs = {r.name: r.config_class() for r in self.retrievers}
         self.load_seconds: dict[str, float] = {}
-        self._cache: dict[str, object] = {}
-        self._full_ctx: RetrievalContext | None = None
         self._con = self.store.connect()
         self._con.execute(f"SET threads = {int(threads)}")
         self._load_tables()
-        # Each global step's stand-in, bound to this recommender's cache (retriever modules that do
-        # not exist, e.g. content_similar before it is added, are skipped).
-        self._swaps: list[tuple[object, str, Callable]] = []
-        for step in GLOBAL_STEPS:
-            try:
-                module = importlib.import_module(step.module)
-            except ImportError:
-                continue
-            original = getattr(module, step.name)  # AttributeError: the retriever changed, update GLOBAL_STEPS
-            self._swaps.append((module, step.name, step.make(self, original)))
         self.load_seconds["tables"] = round(time.perf_counter() - started, 3)
+        self.inputs = retriever_inputs(self.store, self.retrievers)
+        self.states = {r.name: self._state(r) for r in self.retrievers}
 
     # ---- loading ------------------------------------------------------------------------
+
+    def _state(self, retriever: Retriever) -> object:
+        """The retriever's fitted state of the week, as the weekly asset stored it (fitted here
+        on the whole history when the week was materialized without one)."""
+        started = time.perf_counter()
+        path = self.store.optional(retriever.name, self.week, STATE_SUFFIX)
+        if path is not None:
+            state = load_state(path)
+        else:
+            log.warning(f"{retriever.name} of {self.week} has no stored state: fitting it on the week's history")
+            cur = self._full_cursor()
+            try:
+                ctx = RetrievalContext(
+                    con=cur, cutoff=self.cutoff, week_key=self.week,
+                    customer_keys=self.customers["customer_key"].to_numpy(), inputs=self.inputs, log=log,
+                )
+                state = retriever.fit(ctx, self.configs[retriever.name])
+            finally:
+                cur.close()
+        self.load_seconds[f"state:{retriever.name}"] = round(time.perf_counter() - started, 3)
+        return state
 
     def _load_tables(self) -> None:
         store, con = self.store, self._con
@@ -397,7 +301,12 @@ class OnDemandRecommender:
         self.calibration = previous_week_calibration(store, self.week, [r.name for r in self.retrievers])
         self.article_taste = read_article_taste(store.require("article_taste", self.week))
         full = self._full_cursor()
-        self.fallback = last_week_top(full, self.cutoff, FALLBACK_SIZE)
+        try:
+            self.fallback = last_week_top(full, self.cutoff, FALLBACK_SIZE)
+            # The rules' whole-history aggregates, once: a call then reads only its customer's history.
+            prepare_rule_inputs(full, self.cutoff, temporary=False)
+        finally:
+            full.close()
         self.median_age = float(self.customers["age"].median()) if self.customers["age"].notna().any() else 30.0
         self.default_price = float(con.execute("SELECT coalesce(median(price), 0) FROM h_history").fetchall()[0][0])
 
@@ -411,24 +320,9 @@ class OnDemandRecommender:
             cur.execute(f"CREATE TEMP VIEW {table} AS SELECT * FROM h_{table}")
         return cur
 
-    def full_context(self) -> RetrievalContext:
-        if self._full_ctx is None:
-            self._full_ctx = RetrievalContext(
-                con=self._full_cursor(),
-                cutoff=self.cutoff,
-                week_key=self.week,
-                customer_keys=self.customers["customer_key"].to_numpy(),
-                inputs=self._inputs(),
-                log=log,
-            )
-        return self._full_ctx
-
-    def _inputs(self) -> dict[str, Path]:
-        return retriever_inputs(self.store, self.retrievers)
-
     def warm(self) -> "OnDemandRecommender":
-        """Compute every global step now (the first calls are slow otherwise): a known customer with
-        history and an unknown one."""
+        """One call of each kind (a known customer with history, an unknown one), so that the first
+        real request does not pay for lazily opened indexes and compiled queries."""
         with_history = self._con.execute(
             "SELECT customer_key FROM h_history GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
         ).fetchall()
@@ -445,18 +339,6 @@ class OnDemandRecommender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @contextmanager
-    def _swapped(self):
-        with _SWAP_LOCK:
-            saved = [(module, name, getattr(module, name)) for module, name, _ in self._swaps]
-            try:
-                for module, name, stand_in in self._swaps:
-                    setattr(module, name, stand_in)
-                yield
-            finally:
-                for module, name, original in saved:
-                    setattr(module, name, original)
 
     # ---- one customer -------------------------------------------------------------------
 
@@ -505,12 +387,14 @@ class OnDemandRecommender:
             f"CREATE TEMP TABLE own_history AS SELECT * FROM h_history WHERE customer_key = {key} "
             f"UNION ALL SELECT * FROM bought_rows"
         )
-        # Customer features need every customer (postal-code sizes) but only this one's purchases.
+        # From here on the customer's own history (with the new purchases) is the week's history: every
+        # per-customer step reads only its customer's rows; whole-history aggregates are the week's.
         cur.execute("CREATE TEMP VIEW transactions AS SELECT * FROM own_history")
         cur.execute("CREATE TEMP VIEW articles AS SELECT * FROM h_articles")
+        # Customer features count the customers of each postal code: this one's neighbours suffice.
         cur.execute(
             f"CREATE TEMP VIEW customers AS SELECT * FROM h_customers WHERE customer_key <> {key} "
-            f"UNION ALL SELECT * FROM one_customer"
+            f"AND postal_code IS NOT DISTINCT FROM (SELECT postal_code FROM one_customer) UNION ALL SELECT * FROM one_customer"
         )
         params = {"cutoff": self.cutoff}
         cur.execute(
@@ -525,28 +409,69 @@ class OnDemandRecommender:
         cur.execute("CREATE TEMP VIEW article_features AS SELECT * FROM h_article_features")
         cur.execute("CREATE TEMP VIEW article_transaction_stats AS SELECT * FROM h_article_transaction_stats")
 
-    def _stored_candidates(self, cur, name: str, key: int) -> pd.DataFrame | None:
-        path = self.store.optional(name, self.week)
-        if path is None:
-            return None
-        return cur.execute(
-            f"SELECT customer_key, article_id, score FROM read_parquet('{path}') WHERE customer_key = $key", {"key": key}
-        ).df()
+    def _bought_ids(self, bought: Iterable[int | str]) -> list[int]:
+        ids = [parse_article_id(a) for a in bought]
+        missing = [a for a in ids if a not in self._article_ids]
+        if missing:
+            raise ValueError(f"unknown article(s): {', '.join(format_article_id(a) for a in missing)}")
+        return ids
 
-    def _retrieve(self, retriever: Retriever, ctx: RetrievalContext, who: Customer) -> pd.DataFrame:
-        """The retriever's ranked candidates for the one customer (the batch's ranking SQL)."""
-        config = retriever.config_class()
-        raw = None
-        if retriever.name in ATTRIBUTE_ONLY_RETRIEVERS and who.known and not who.overridden:
-            raw = self._stored_candidates(ctx.con, retriever.name, who.key)
-        if raw is None:
-            with self._swapped():
-                raw = retriever.generate(ctx, config)
-                # A relation (retrievers may return one) is evaluated here, while the stand-ins are in place.
-                ranked = finalize_candidates(raw, config.max_candidates, con=ctx.con)
-        else:
-            ranked = finalize_candidates(raw, config.max_candidates, con=ctx.con)
-        return ranked[ranked["customer_key"] == who.key].reset_index(drop=True)
+    def rank(
+        self,
+        customer: str | int,
+        bought: Iterable[int | str] = (),
+        age: float | None = None,
+        attributes: dict | None = None,
+        exclude_bought: bool = True,
+        k: int = K,
+    ) -> Ranked:
+        """The ranking stage for one customer, as the weekly assets run it for every customer: each
+        retriever's ``retrieve`` on the week's fitted state, then ``hm_assets.ranking_stage``."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        who = self.customer(customer, age, attributes)
+        bought_ids = self._bought_ids(bought)
+        cur = self._con.cursor()
+        try:
+            self._prepare(cur, who, bought_ids)
+            timings["prepare"] = time.perf_counter() - started
+            ctx = RetrievalContext(
+                con=cur, cutoff=self.cutoff, week_key=self.week,
+                customer_keys=np.asarray([who.key], dtype=np.int64), inputs=self.inputs, log=log,
+            )
+            sources = {}
+            for retriever in self.retrievers:
+                mark = time.perf_counter()
+                config = self.configs[retriever.name]
+                raw = retriever.retrieve(ctx, config, self.states[retriever.name])
+                cur.execute(
+                    f"CREATE TEMP TABLE candidates_{retriever.name} AS "
+                    + ranked_candidates(cur, raw, config.max_candidates).sql_query()
+                )
+                sources[retriever.name] = f"candidates_{retriever.name}"
+                timings[f"retriever:{retriever.name}"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            select_candidates(
+                cur, sources, list(RULES), self.cutoff, DEFAULT_MAX_PER_CUSTOMER, self.calibration, rule_inputs_ready=True
+            )
+            candidates = cur.sql("SELECT * FROM candidates").df()
+            timings["candidates"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            pairs = pair_features(cur, self.cutoff, self.article_taste).df()
+            timings["pair_features"] = time.perf_counter() - mark
+        finally:
+            cur.close()
+        mark = time.perf_counter()
+        recs = recommend_lists(
+            pairs, self._score, np.asarray([who.key], dtype=np.int64), list(self.fallback), k,
+            exclude=bought_ids if exclude_bought else (),
+        )
+        timings["rank"] = time.perf_counter() - mark
+        timings["total"] = time.perf_counter() - started
+        return Ranked(who, bought_ids, candidates, pairs, recs, timings)
+
+    def _score(self, pairs: pd.DataFrame) -> np.ndarray:
+        return self.scorer(pairs) if self.scorer is not None else ranking.heuristic_score(pairs)
 
     def recommend(
         self,
@@ -563,77 +488,73 @@ class OnDemandRecommender:
         ``bought``: articles purchased just now (the day before the cut-off), in order. ``age`` and
         ``attributes`` (fn, active, club_member_status, fashion_news_frequency, postal_code) set or
         override the customer's attributes (the defaults for unknown customers)."""
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        who = self.customer(customer, age, attributes)
-        bought_ids = [parse_article_id(a) for a in bought]
-        missing = [a for a in bought_ids if a not in self._article_ids]
-        if missing:
-            raise ValueError(f"unknown article(s): {', '.join(format_article_id(a) for a in missing)}")
-        cur = self._con.cursor()
-        scratch = tempfile.TemporaryDirectory(prefix="on-demand-", dir=self.store.scratch_dir())
-        try:
-            self._prepare(cur, who, bought_ids)
-            timings["prepare"] = time.perf_counter() - started
-            ctx = RetrievalContext(
-                con=cur,
-                cutoff=self.cutoff,
-                week_key=self.week,
-                customer_keys=np.asarray([who.key], dtype=np.int64),
-                inputs=self._inputs(),
-                log=log,
-            )
-            sources = {}
-            for retriever in self.retrievers:
-                mark = time.perf_counter()
-                frame = self._retrieve(retriever, ctx, who)
-                path = Path(scratch.name) / f"{retriever.name}.parquet"
-                write_parquet(frame, path)
-                sources[retriever.name] = path
-                timings[f"retriever:{retriever.name}"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            # From here on the week's views are the batch's: every customer's history (+ the new purchases).
-            cur.execute("CREATE OR REPLACE TEMP VIEW transactions AS SELECT * FROM h_history UNION ALL SELECT * FROM bought_rows")
-            build_union(cur, sources)
-            apply_rules(cur, rules_by_name(list(RULE_NAMES)), self.cutoff, False)
-            candidates = filtered_candidates(cur, MAX_PER_CUSTOMER, self.calibration, list(sources)).df()
-            timings["candidates"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            cur.register("candidates", candidates)
-            register_taste(cur, self.cutoff, self.article_taste, CANDIDATE_CUSTOMERS)
-            pairs = cur.execute(load_sql("pair_features"), {"cutoff": self.cutoff}).df()
-            timings["pair_features"] = time.perf_counter() - mark
-        finally:
-            cur.close()
-            scratch.cleanup()
-        mark = time.perf_counter()
-        if len(pairs):
-            scores = self.scorer(pairs) if self.scorer is not None else ranking.heuristic_score(pairs)
-        else:
-            scores = np.zeros(0)
-        scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scores})
-        fallback = list(self.fallback)
-        if exclude_bought and bought_ids:
-            scored = scored[~scored["article_id"].isin(bought_ids)]
-            fallback = [a for a in fallback if a not in set(bought_ids)]
-        best = ranking.top_k(scored, k)
-        filled = ranking.fill_to_k(best, np.asarray([who.key], dtype=np.int64), fallback, k)
-        timings["rank"] = time.perf_counter() - mark
-        out = self._describe(filled, candidates)
-        timings["total"] = time.perf_counter() - started
+        ranked = self.rank(customer, bought, age, attributes, exclude_bought, k)
+        out = self._describe(ranked.recs, ranked.candidates)
         out.attrs.update(
             {
-                "customer_key": who.key,
-                "customer_id": who.customer_id,
-                "known": who.known,
+                "customer_key": ranked.who.key,
+                "customer_id": ranked.who.customer_id,
+                "known": ranked.who.known,
                 "week": self.week,
-                "bought": bought_ids,
-                "candidates": len(candidates),
-                "seconds": round(timings["total"], 4),
-                "timings": {name: round(s, 4) for name, s in timings.items()},
+                "bought": ranked.bought,
+                "candidates": len(ranked.candidates),
+                "seconds": round(ranked.timings["total"], 4),
+                "timings": {name: round(s, 4) for name, s in ranked.timings.items()},
             }
         )
         return out
+
+    def explain(
+        self,
+        customer: str | int,
+        article_id: int | str,
+        bought: Iterable[int | str] = (),
+        age: float | None = None,
+        attributes: dict | None = None,
+    ) -> dict:
+        """Why ``article_id`` is (or is not) in the customer's list: its rank and score, the
+        retrievers that proposed it (their rank and score), and the pair features that moved its
+        score most (LightGBM's per-feature contributions, in the model's raw score units)."""
+        article = self._bought_ids([article_id])[0]
+        ranked = self.rank(customer, bought, age, attributes)
+        in_list = ranked.recs[ranked.recs["article_id"] == article]
+        row = ranked.candidates[ranked.candidates["article_id"] == article]
+        proposed = []
+        for retriever in self.retrievers:
+            rank_column, score_column = f"rank_{retriever.name}", f"score_{retriever.name}"
+            if len(row) and rank_column in row and pd.notna(row[rank_column].iloc[0]):
+                proposed.append(
+                    {"retriever": retriever.name, "rank": int(row[rank_column].iloc[0]), "score": float(row[score_column].iloc[0])}
+                )
+        pair = ranked.pairs[ranked.pairs["article_id"] == article]
+        contributions: list[dict] = []
+        bias = None
+        score = None
+        if len(pair):
+            score = float(self._score(pair)[0])
+            if self.booster is not None:
+                features = self.booster.feature_name()
+                values = pair[features].to_numpy(np.float64, na_value=np.nan)
+                contrib = self.booster.predict(values, pred_contrib=True, num_threads=1)[0]
+                bias = float(contrib[-1])
+                order = np.argsort(-np.abs(contrib[:-1]), kind="stable")[:12]
+                contributions = [
+                    {
+                        "feature": features[i],
+                        "value": None if np.isnan(values[0, i]) else float(values[0, i]),
+                        "contribution": float(contrib[i]),
+                    }
+                    for i in order
+                ]
+        return {
+            "article_id": article,
+            "rank": int(in_list["rank"].iloc[0]) if len(in_list) else None,
+            "score": score,
+            "candidate": bool(len(row)),
+            "retrievers": proposed,
+            "contributions": contributions,
+            "bias": bias,
+        }
 
     def _describe(self, recs: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
         proposed = candidates.assign(retrievers=retriever_names_of(candidates))[["article_id", "retrievers"]]
@@ -646,8 +567,8 @@ class OnDemandRecommender:
 
 __all__ = [
     "Customer",
-    "GLOBAL_STEPS",
     "OnDemandRecommender",
+    "Ranked",
     "find_customer",
     "format_table",
     "newest_recommendation_week",

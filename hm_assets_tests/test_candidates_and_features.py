@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from hm_assets.candidates import apply_rules, build_union, filtered_candidates
-from hm_assets.filters import RULE_NAMES, rules_by_name
+from hm_assets.filters import RULE_NAMES, prepare_rule_inputs, rules_by_name
 from hm_assets.quality_checks import leakage_problems
 from hm_assets.sql import load_sql
 from hm_assets_tests.builders import articles_frame, customers_frame, transactions_frame, week_connection
@@ -67,6 +67,7 @@ def test_rules_remove_what_they_say_and_count_true_purchases(world, tmp_path):
     con = week_connection(txns, articles, customers, CUTOFF, truth=truth)
     source = write(candidates_frame([(7, 5, 1.0, 1), (7, 2, 0.5, 2), (8, 4, 0.3, 1)]), tmp_path / "a.parquet")
     build_union(con, {"a": source})
+    prepare_rule_inputs(con, CUTOFF)
     effects = {e.rule: e for e in apply_rules(con, rules_by_name(["out_of_stock"]), CUTOFF, has_truth=True)}
     assert effects["out_of_stock"].removed == 1 and effects["out_of_stock"].removed_true == 1
     kept = filtered_candidates(con, 10).df()

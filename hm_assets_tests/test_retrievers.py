@@ -5,11 +5,12 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from hm_assets.retrievers.also_bought import AlsoBoughtConfig, also_bought_candidates
+from hm_assets.retrievers import also_bought, popularity_model, purchase_history_similar, repurchase
+from hm_assets.retrievers.also_bought import AlsoBoughtConfig
 from hm_assets.retrievers.base import finalize_candidates
-from hm_assets.retrievers.popularity_model import PopularityModelConfig, popularity_model_candidates
-from hm_assets.retrievers.purchase_history_similar import PurchaseHistoryConfig, purchase_history_candidates
-from hm_assets.retrievers.repurchase import RepurchaseConfig, repurchase_candidates
+from hm_assets.retrievers.popularity_model import PopularityModelConfig
+from hm_assets.retrievers.purchase_history_similar import PurchaseHistoryConfig
+from hm_assets.retrievers.repurchase import RepurchaseConfig
 from hm_assets_tests.builders import (
     articles_frame,
     customers_frame,
@@ -34,7 +35,7 @@ def test_repurchase_returns_own_articles_in_recency_order():
         ]
     )
     con = week_connection(txns, articles, customers, CUTOFF)
-    out = finalize_candidates(repurchase_candidates(retrieval_context(con, CUTOFF, customers), RepurchaseConfig()), 30)
+    out = finalize_candidates(repurchase.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), RepurchaseConfig()), 30)
     assert out[out.customer_key == 7].sort_values("rank").article_id.tolist() == [3, 2, 1]
     assert out[out.customer_key == 8].article_id.tolist() == [4]
     assert list(out.columns) == ["customer_key", "article_id", "score", "rank"]
@@ -45,7 +46,7 @@ def test_repurchase_frequency_beats_single_purchase_of_same_age():
     customers = customers_frame([7])
     txns = transactions_frame([("2020-09-20", 7, 1, 0.02, 2), ("2020-09-20", 7, 2, 0.02, 2), ("2020-09-20", 7, 2, 0.02, 2)])
     con = week_connection(txns, articles, customers, CUTOFF)
-    out = finalize_candidates(repurchase_candidates(retrieval_context(con, CUTOFF, customers), RepurchaseConfig()), 30)
+    out = finalize_candidates(repurchase.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), RepurchaseConfig()), 30)
     assert out.sort_values("rank").article_id.tolist() == [2, 1]
 
 
@@ -59,7 +60,7 @@ def test_also_bought_finds_the_planted_pair():
         rows.append(("2020-09-12", c, 3 + i % 15, 0.02, 2))
     rows.append(("2020-09-20", 135, 1, 0.02, 2))  # customer 135 bought only article 1
     con = week_connection(transactions_frame(rows), articles, customers, CUTOFF)
-    out = finalize_candidates(also_bought_candidates(retrieval_context(con, CUTOFF, customers), AlsoBoughtConfig()), 40)
+    out = finalize_candidates(also_bought.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), AlsoBoughtConfig()), 40)
     mine = out[out.customer_key == 135].sort_values("rank")
     assert mine.article_id.iloc[0] == 2
 
@@ -77,7 +78,7 @@ def test_purchase_history_similar_finds_articles_bought_by_the_same_people():
     rows.append(("2020-09-22", 1299, 5, 0.02, 2))  # a group-B customer's newest purchase is from group A
     con = week_connection(transactions_frame(rows), articles, customers, CUTOFF)
     config = PurchaseHistoryConfig(factors=8, iterations=10, neighbours=10, seed_articles=1)
-    out = finalize_candidates(purchase_history_candidates(retrieval_context(con, CUTOFF, customers), config), 40)
+    out = finalize_candidates(purchase_history_similar.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), config), 40)
     group_a_customer = out[out.customer_key == 1000]
     assert (group_a_customer.article_id <= 20).mean() > 0.8
     nearest_to_newest = out[(out.customer_key == 1299) & (out["rank"] <= 5)]
@@ -97,7 +98,7 @@ def test_popularity_model_adapts_to_age_and_covers_cold_start():
             rows.append(("2020-09-18", k, int(a), 0.02, 2))
     con = week_connection(transactions_frame(rows), articles, customers, CUTOFF)
     config = PopularityModelConfig(max_candidates=10, negatives_per_buyer=10, boost_rounds=40)
-    out = finalize_candidates(popularity_model_candidates(retrieval_context(con, CUTOFF, customers), config), 10)
+    out = finalize_candidates(popularity_model.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), config), 10)
     cold_young, cold_old = 701, 702  # no history at all
     assert set(out.customer_key) == set(keys)
     young = out[out.customer_key == cold_young].article_id

@@ -13,10 +13,7 @@ from hm_assets.assets.weekly import HISTORY, previous_weeks, this_and_previous_w
 from hm_assets.baselines import last_week_top
 from hm_assets.candidates import (
     add_effects,
-    apply_rules,
-    build_union,
     effects_table,
-    filtered_candidates,
     found_true_pairs,
     previous_week_calibration,
     RetrieverCalibration,
@@ -29,9 +26,10 @@ from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMStore
 from hm_assets.settings import DEFAULT_TRAINING_WEEKS
 from hm_assets.retrievers.registry import retriever_names
-from hm_assets.sql import load_sql
+from hm_assets.ranking_stage import DEFAULT_MAX_PER_CUSTOMER, recommend_lists, select_candidates
+from hm_assets.ranking_stage import pair_features as pair_features_of
 from hm_assets.store import atomic_path, write_parquet
-from hm_assets.taste import CANDIDATE_CUSTOMERS, read_article_taste, register_taste
+from hm_assets.taste import read_article_taste
 from hm_assets.weeks import WEEK, parse_week
 
 GROUP = "ranking"
@@ -40,7 +38,7 @@ MAX_TRAINING_WEEKS = 8
 
 class CandidateFilterConfig(dg.Config):
     rules: list[str] = list(RULE_NAMES)
-    max_per_customer: int = 120
+    max_per_customer: int = DEFAULT_MAX_PER_CUSTOMER
     # Empty: every registered retriever. A subset serves ablations and cheaper runs; the ranker
     # must then be trained on weeks built with the same subset.
     retrievers: list[str] = []
@@ -67,21 +65,20 @@ def candidates_shard(context: dg.OpExecutionContext, store: HMStore, config: Can
     sources = {name: store.require(name, key) for name in names}
     where = task.shard.where()
     with week_view(context, store, with_truth=True) as view:
-        union_rows = build_union(view.con, sources, where)
-        effects = apply_rules(view.con, rules_by_name(config.rules), view.cutoff, view.has_truth)
-        kept = filtered_candidates(view.con, config.max_per_customer, task.shared, names).sql_query()
-        view.con.execute(f"CREATE OR REPLACE TEMP TABLE kept AS {kept}")
-        rows = write_parquet(view.con.sql("SELECT * FROM kept"), task.part("candidates", ".parquet"))
+        selection = select_candidates(
+            view.con, sources, rules_by_name(config.rules), view.cutoff, config.max_per_customer, task.shared, where, view.has_truth
+        )
+        rows = write_parquet(view.con.sql("SELECT * FROM candidates"), task.part("candidates", ".parquet"))
         summary = {
             "rows": rows,
-            "union_rows": int(union_rows),
-            "customers": view.con.execute("SELECT count(DISTINCT customer_key) FROM kept").fetchall()[0][0],
-            "effects": effects,
+            "union_rows": selection.union_rows,
+            "customers": view.con.execute("SELECT count(DISTINCT customer_key) FROM candidates").fetchall()[0][0],
+            "effects": selection.effects,
             "has_truth": view.has_truth,
         }
         if view.has_truth:
             summary["found_union"] = found_true_pairs(view.con, "union_candidates")
-            summary["found_kept"] = found_true_pairs(view.con, "kept")
+            summary["found_kept"] = found_true_pairs(view.con, "candidates")
             summary["purchases"] = view.con.execute(
                 f"SELECT count(*) FROM (SELECT DISTINCT customer_key, article_id FROM truth WHERE {where})"
             ).fetchall()[0][0]
@@ -144,11 +141,8 @@ def pair_features_shard(context: dg.OpExecutionContext, store: HMStore, config, 
         view.con.execute(
             f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{source}') WHERE {task.shard.where()}"
         )
-        articles = read_article_taste(store.require("article_taste", context.partition_key))
-        register_taste(view.con, view.cutoff, articles, CANDIDATE_CUSTOMERS)
-        rows = write_parquet(
-            view.con.sql(load_sql("pair_features"), params={"cutoff": view.cutoff}), task.part("pair_features", ".parquet")
-        )
+        taste = read_article_taste(store.require("article_taste", context.partition_key))
+        rows = write_parquet(pair_features_of(view.con, view.cutoff, taste), task.part("pair_features", ".parquet"))
     return {"rows": rows}
 
 
@@ -322,9 +316,8 @@ def recommendations_shard(context: dg.OpExecutionContext, store: HMStore, config
             f"SELECT customer_key, customer_id FROM customers WHERE {where} ORDER BY customer_key"
         ).df()
         pairs = view.con.sql(f"SELECT {columns} FROM read_parquet('{pairs_path}') WHERE {where}").df()
-    scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": score(pairs)})
+    recs = recommend_lists(pairs, score, customers_frame["customer_key"].to_numpy(), task.shared)
     del pairs
-    recs = ranking.fill_to_k(ranking.top_k(scored), customers_frame["customer_key"].to_numpy(), task.shared)
     rows = write_parquet(recs, task.part("recommendations", ".parquet"))
     with atomic_path(task.part("submission", ".csv")) as csv:
         kaggle_submission(recs, customers_frame).to_csv(csv, header=task.shard.index == 0, index=False)

@@ -11,7 +11,7 @@ from hm_assets.assets.weekly import HISTORY, week_view
 from hm_assets.metadata import stopwatch
 from hm_assets.partitions import weekly_partitions_def
 from hm_assets.resources import HMStore
-from hm_assets.retrievers.base import RetrievalContext, Retriever, ranked_candidates, retriever_inputs
+from hm_assets.retrievers.base import RetrievalContext, Retriever, ranked_candidates, retriever_inputs, save_state, state_path
 from hm_assets.retrievers.registry import RETRIEVERS
 from hm_assets.store import write_parquet
 
@@ -72,9 +72,12 @@ def build_candidate_asset(retriever: Retriever) -> dg.AssetsDefinition:
                 inputs=retriever_inputs(store, [retriever]),
                 log=context.log,
             )
-            raw = retriever.generate(retrieval, config)
+            state = retriever.fit(retrieval, config)
+            raw = retriever.retrieve(retrieval, config, state)
             target = store.asset_path(retriever.name, context.partition_key)
             write_parquet(ranked_candidates(view.con, raw, config.max_candidates), target)
+            # The fitted global part, for the online path (hm_assets/on_demand.py) to retrieve from.
+            save_state(state, state_path(store, retriever.name, context.partition_key))
             metadata = candidate_metadata(view.con, target, len(customer_keys), store.optional("transactions", context.partition_key))
         metadata["seconds"] = watch.seconds
         return dg.MaterializeResult(metadata=metadata)

@@ -43,8 +43,9 @@ def co_purchase_pairs(ctx: RetrievalContext, config: AlsoBoughtConfig) -> pd.Dat
     ).df()
 
 
-def also_bought_candidates(ctx: RetrievalContext, config: AlsoBoughtConfig) -> pd.DataFrame:
-    pairs = co_purchase_pairs(ctx, config).rename(columns={"article_id": "seed_id", "partner_id": "article_id"})
+def also_bought_candidates(ctx: RetrievalContext, config: AlsoBoughtConfig, pairs: pd.DataFrame) -> pd.DataFrame:
+    """``pairs``: the week's ``co_purchase_pairs`` (the fitted state)."""
+    pairs = pairs.rename(columns={"article_id": "seed_id", "partner_id": "article_id"})
     seeds = recent_purchases(ctx, config.lookback_weeks, config.seed_articles)
     seeds = seeds.assign(weight=recency_weight(seeds["days_ago"], config.half_life_days)).rename(
         columns={"article_id": "seed_id"}
@@ -57,6 +58,7 @@ def also_bought_candidates(ctx: RetrievalContext, config: AlsoBoughtConfig) -> p
 RETRIEVER = Retriever(
     name="also_bought",
     description="Other customers also bought: same-day co-purchase partners of the customer's recent purchases.",
-    generate=also_bought_candidates,
+    fit=co_purchase_pairs,
+    retrieve=also_bought_candidates,
     config_class=AlsoBoughtConfig,
 )

@@ -1,9 +1,18 @@
-"""The retriever contract.
+"""The retriever contract: ``fit`` once per week, ``retrieve`` for any set of customers.
 
-A retriever proposes candidate articles for customers as of a cut-off. It returns rows of
-(customer_key, article_id, score) — higher score is better — as a DataFrame or a DuckDB relation
-(for outputs too large for pandas); the framework ranks them in DuckDB, keeps the best
-``max_candidates`` per customer, and stores (customer_key, article_id, score, rank).
+A retriever proposes candidate articles for customers as of a cut-off, in two steps:
+
+- ``fit(ctx, config) -> state``: the global part, computed once per week over every customer
+  (co-purchase pairs, ALS factors and their neighbour index, the popularity model and its pool,
+  department bestsellers, the on-sale set). The weekly asset stores the state beside the week's
+  candidates (``<retriever>/<week>.state.pkl``), so the online path loads it instead of fitting.
+- ``retrieve(ctx, config, state) -> candidates``: the per-customer part, reading only the
+  customers' own rows of the week's views plus the state — the same function for 1.37M customers
+  (the weekly asset) and for one (the on-demand recommender), so both give the same candidates.
+
+Candidates are rows of (customer_key, article_id, score) — higher score is better — as a DataFrame
+or a DuckDB relation (for outputs too large for pandas); the framework ranks them in DuckDB, keeps
+the best ``max_candidates`` per customer, and stores (customer_key, article_id, score, rank).
 
 Retrievers read the week's DuckDB views (``transactions`` strictly before the cut-off,
 ``articles``, ``customers`` and the feature tables ``customer_features``,
@@ -14,11 +23,12 @@ extra upstream assets they declare in ``deps`` through ``RetrievalContext.inputs
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import duckdb
@@ -26,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.embeddings.index import companion_files
-from hm_assets.store import HMStore
+from hm_assets.store import HMStore, atomic_path
 
 CANDIDATE_COLUMNS = ["customer_key", "article_id", "score", "rank"]
 
@@ -52,7 +62,9 @@ class RetrievalContext:
         return self.cutoff - pd.Timedelta(days=7 * weeks).to_pytimedelta()
 
 
-GenerateFn = Callable[[RetrievalContext, RetrieverConfig], pd.DataFrame]
+FitFn = Callable[[RetrievalContext, Any], Any]
+RetrieveFn = Callable[[RetrievalContext, Any, Any], "RawCandidates"]
+STATE_SUFFIX = ".state.pkl"
 
 
 def recent_purchases(ctx: RetrievalContext, lookback_weeks: int, per_customer: int) -> pd.DataFrame:
@@ -78,14 +90,38 @@ def recency_weight(days_ago: pd.Series, half_life_days: float) -> pd.Series:
     return 0.5 ** (days_ago.astype("float64") / half_life_days)
 
 
+def no_state(ctx: RetrievalContext, config: RetrieverConfig) -> None:
+    """``fit`` of a retriever that is personal only (nothing global to learn)."""
+    return None
+
+
 @dataclass(frozen=True)
 class Retriever:
     name: str
     description: str
-    generate: GenerateFn
+    retrieve: RetrieveFn
+    fit: FitFn = no_state
     config_class: type[RetrieverConfig] = RetrieverConfig
     deps: tuple[str, ...] = ()
     kinds: frozenset[str] = frozenset({"duckdb"})
+
+    def generate(self, ctx: RetrievalContext, config: RetrieverConfig) -> RawCandidates:
+        """Fit and retrieve in one go, for ``ctx``'s customers."""
+        return self.retrieve(ctx, config, self.fit(ctx, config))
+
+
+def state_path(store: HMStore, retriever: str, week: str) -> Path:
+    return store.asset_path(retriever, week, STATE_SUFFIX)
+
+
+def save_state(state: Any, target: Path) -> None:
+    """A fitted state as a pickle (the store's own artefact, read back by ``load_state``)."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(pickle.dumps(state, protocol=5))
+
+
+def load_state(path: Path) -> Any:
+    return pickle.loads(Path(path).read_bytes())
 
 
 def retriever_inputs(store: HMStore, retrievers: Iterable[Retriever]) -> dict[str, Path]:

@@ -20,12 +20,16 @@ customer are returned.
 from __future__ import annotations
 
 import math
+import threading
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from hm_assets.embeddings.index import load_index
-from hm_assets.retrievers.base import RetrievalContext, RetrieverConfig, recent_purchases
+from hm_assets.embeddings.index import ContentIndex, load_index
+from hm_assets.retrievers.base import RetrievalContext, Retriever, RetrieverConfig, recent_purchases
 
 
 class ContentSimilarConfig(RetrieverConfig):
@@ -63,27 +67,57 @@ def on_sale_articles(ctx: RetrievalContext, weeks: int) -> np.ndarray:
     ).df()["article_id"].to_numpy(np.int32)
 
 
-def content_similar_candidates(ctx: RetrievalContext, config: ContentSimilarConfig, index_asset: str) -> pd.DataFrame:
+@dataclass
+class ContentState:
+    """The fitted state: the articles on sale and how many neighbours a seed asks the index for.
+
+    The index itself is its own (unpartitioned) asset: it is opened on first use and kept with the
+    state in memory, never pickled with it."""
+
+    on_sale: np.ndarray | None  # None: on_sale_only is off
+    query_neighbours: int
+    index: ContentIndex | None = field(default=None, compare=False)
+    _opening: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    def __getstate__(self) -> dict:
+        return {"on_sale": self.on_sale, "query_neighbours": self.query_neighbours}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def opened(self, target: Path) -> ContentIndex:
+        with self._opening:  # concurrent online requests open it once
+            if self.index is None:
+                self.index = load_index(target)
+        return self.index
+
+
+def fit_content(ctx: RetrievalContext, config: ContentSimilarConfig, index_asset: str) -> ContentState:
+    index = load_index(ctx.inputs[index_asset])
+    if not config.on_sale_only:
+        return ContentState(None, config.neighbours_per_seed, index)
+    on_sale = on_sale_articles(ctx, config.on_sale_weeks)
+    share = np.isin(index.article_ids, on_sale).mean() if len(index) else 0.0
+    k = min(config.max_query_neighbours, math.ceil(config.neighbours_per_seed / share)) if share > 0 else 0
+    return ContentState(on_sale, k, index)
+
+
+def content_similar_candidates(
+    ctx: RetrievalContext, config: ContentSimilarConfig, state: ContentState, index_asset: str
+) -> pd.DataFrame:
     """Candidates from the index stored by asset ``index_asset`` (path in ``ctx.inputs``)."""
     seeds = recent_seeds(ctx, config)
     if seeds.empty:
         return empty_candidates()
-    index = load_index(ctx.inputs[index_asset])  # module-level names: on_demand.py swaps in cached versions
+    index = state.opened(ctx.inputs[index_asset])
     if not len(index):
         ctx.log.warning(f"{index_asset} is empty: no candidates")
         return empty_candidates()
-
-    k = config.neighbours_per_seed
-    on_sale = None
-    if config.on_sale_only:
-        on_sale = on_sale_articles(ctx, config.on_sale_weeks)
-        share = np.isin(index.article_ids, on_sale).mean()
-        if share == 0:
-            return empty_candidates()
-        k = min(config.max_query_neighbours, math.ceil(config.neighbours_per_seed / share))
-    neighbours = index.neighbours(seeds["article_id"].to_numpy(), k, threads=config.query_threads)
-    if on_sale is not None:
-        neighbours = neighbours[neighbours["article_id"].isin(on_sale)]
+    if state.query_neighbours == 0:  # nothing of the index is on sale
+        return empty_candidates()
+    neighbours = index.neighbours(seeds["article_id"].to_numpy(), state.query_neighbours, threads=config.query_threads)
+    if state.on_sale is not None:
+        neighbours = neighbours[neighbours["article_id"].isin(state.on_sale)]
     neighbours = neighbours[neighbours["similarity"] > config.min_similarity]  # dissimilar "neighbours" add nothing
     # the best neighbours_per_seed survivors of each seed (rows come ordered by similarity)
     neighbours = neighbours.groupby("seed_article_id", sort=False).head(config.neighbours_per_seed)
@@ -120,3 +154,18 @@ def content_similar_candidates(ctx: RetrievalContext, config: ContentSimilarConf
     finally:
         con.unregister("content_seeds")
         con.unregister("content_neighbours")
+
+
+def content_retriever(
+    name: str, index_asset: str, config_class: type[ContentSimilarConfig], description: str
+) -> Retriever:
+    """A content retriever over the index stored by asset ``index_asset``."""
+    return Retriever(
+        name=name,
+        description=description,
+        fit=partial(fit_content, index_asset=index_asset),
+        retrieve=partial(content_similar_candidates, index_asset=index_asset),
+        config_class=config_class,
+        deps=(index_asset,),
+        kinds=frozenset({"duckdb", "hnswlib"}),
+    )

@@ -8,6 +8,7 @@ profile once and the lists are handed to every customer of that profile, with or
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import lightgbm as lgb
@@ -99,35 +100,66 @@ def fit_model(rows: pd.DataFrame, config: PopularityModelConfig, seed: int) -> l
     return lgb.train(params, dataset, num_boost_round=config.boost_rounds)
 
 
-def score_profiles(model: lgb.Booster, profiles: pd.DataFrame, pool: pd.DataFrame, top: int) -> pd.DataFrame:
-    """profile_id -> its ``top`` pool articles with the model's score."""
-    distinct = profiles[PROFILE_COLUMNS].drop_duplicates().reset_index(drop=True)
-    distinct["profile_id"] = np.arange(len(distinct))
+def score_profiles(model: lgb.Booster, distinct: pd.DataFrame, pool: pd.DataFrame, top: int) -> pd.DataFrame:
+    """profile_id, article_id, score: each profile's ``top`` pool articles (``distinct``: one row per
+    profile, with its ``profile_id``)."""
     grid = distinct.merge(pool[["article_id", *ARTICLE_COLUMNS]], how="cross")
     grid["score"] = model.predict(grid[PROFILE_COLUMNS + ARTICLE_COLUMNS], num_threads=2)
     grid = grid.sort_values(["profile_id", "score"], ascending=[True, False], kind="mergesort")
-    best = grid.groupby("profile_id", sort=False).head(top)[["profile_id", "article_id", "score"]]
-    return distinct, best
+    return grid.groupby("profile_id", sort=False).head(top)[["profile_id", "article_id", "score"]]
 
 
-def popularity_model_candidates(ctx: RetrievalContext, config: PopularityModelConfig) -> RawCandidates:
+@dataclass
+class PopularityState:
+    """The fitted state: the pool, the model (None: too little data, everyone gets the plain
+    bestseller list) and the lists of every profile seen at fit time."""
+
+    pool: pd.DataFrame
+    model: lgb.Booster | None
+    profiles: pd.DataFrame  # PROFILE_COLUMNS + profile_id
+    lists: pd.DataFrame  # profile_id, article_id, score
+
+
+def fit_popularity(ctx: RetrievalContext, config: PopularityModelConfig) -> PopularityState:
     pool = bestseller_pool(ctx, config.pool_size)
     profiles = customer_profiles(ctx)
-    empty = pd.DataFrame(columns=["customer_key", "article_id", "score"])
+    no_lists = pd.DataFrame({"profile_id": pd.Series(dtype="int64"), "article_id": pd.Series(dtype="int32"),
+                             "score": pd.Series(dtype="float64")})
+    distinct = profiles[PROFILE_COLUMNS].drop_duplicates().reset_index(drop=True)
+    distinct["profile_id"] = np.arange(len(distinct))
     if pool.empty:
-        return empty
+        return PopularityState(pool, None, distinct, no_lists)
     rows = training_rows(ctx, pool, profiles, config.negatives_per_buyer)
     if rows["label"].nunique() < 2:
+        return PopularityState(pool, None, distinct, no_lists)
+    model = fit_model(rows, config, ctx.seed)
+    lists = score_profiles(model, distinct, pool, config.max_candidates)
+    ctx.log.info(f"popularity model: {len(rows)} training rows, {len(distinct)} distinct profiles scored")
+    return PopularityState(pool, model, distinct, lists)
+
+
+def popularity_model_candidates(ctx: RetrievalContext, config: PopularityModelConfig, state: PopularityState) -> RawCandidates:
+    pool = state.pool
+    profiles = customer_profiles(ctx)
+    if pool.empty:
+        return pd.DataFrame(columns=["customer_key", "article_id", "score"])
+    if state.model is None:
         # Too little data to learn from: everyone gets the plain bestseller list.
         ranked = pool.assign(score=pool["sales"] / pool["sales"].max())[["article_id", "score"]].head(config.max_candidates)
         return profiles[["customer_key"]].merge(ranked, how="cross")
-    model = fit_model(rows, config, ctx.seed)
-    distinct, best = score_profiles(model, profiles, pool, config.max_candidates)
-    keyed = profiles.merge(distinct, on=PROFILE_COLUMNS, how="left")[["customer_key", "profile_id"]]
-    ctx.log.info(f"popularity model: {len(rows)} training rows, {len(distinct)} distinct profiles scored")
+    keyed = profiles.merge(state.profiles, on=PROFILE_COLUMNS, how="left")
+    lists = state.lists
+    unseen = keyed[keyed["profile_id"].isna()]
+    if len(unseen):
+        # Profiles that did not exist at fit time (new customers online): scored now, as the fit would.
+        fresh = unseen[PROFILE_COLUMNS].drop_duplicates().reset_index(drop=True)
+        fresh["profile_id"] = -1 - np.arange(len(fresh))
+        keyed = pd.concat([keyed[keyed["profile_id"].notna()], unseen.drop(columns="profile_id").merge(fresh, on=PROFILE_COLUMNS)])
+        lists = pd.concat([lists, score_profiles(state.model, fresh, pool, config.max_candidates)], ignore_index=True)
+    keyed = keyed[["customer_key", "profile_id"]].astype({"profile_id": "int64"})
     # customers x lists can reach 10^8 rows: expanded lazily by DuckDB, not in pandas
     ctx.con.register("customer_profiles", keyed)
-    ctx.con.register("profile_lists", best)
+    ctx.con.register("profile_lists", lists)
     return ctx.con.sql(
         "SELECT c.customer_key, l.article_id, l.score FROM customer_profiles c JOIN profile_lists l USING (profile_id)"
     )
@@ -137,7 +169,8 @@ RETRIEVER = Retriever(
     name="popularity_model",
     description="LightGBM on customer attributes picks the top-100 of last week's 600 bestsellers per "
     "customer profile; covers customers with no history (cold start).",
-    generate=popularity_model_candidates,
+    fit=fit_popularity,
+    retrieve=popularity_model_candidates,
     config_class=PopularityModelConfig,
     kinds=frozenset({"duckdb", "lightgbm"}),
 )

@@ -7,6 +7,8 @@ customer gets the neighbours of their most recent purchases.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import hnswlib
 import numpy as np
 import pandas as pd
@@ -63,35 +65,60 @@ def article_factors(matrix: pd.DataFrame, config: PurchaseHistoryConfig, seed: i
     return np.asarray(article_ids, dtype=np.int32), np.asarray(model.item_factors, dtype=np.float32)
 
 
-def nearest_articles(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int, seed: int) -> pd.DataFrame:
-    """For each query article (must be in ``ids``): its k nearest other articles with cosine similarity."""
-    index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
-    index.init_index(max_elements=len(ids), ef_construction=100, M=16, random_seed=seed)
-    index.add_items(vectors, np.arange(len(ids)), num_threads=1)
-    index.set_ef(max(50, k + 1))
-    position = pd.Series(np.arange(len(ids)), index=ids)
-    query_rows = position.loc[queries].to_numpy()
-    k = min(k + 1, len(ids))
-    labels, distances = index.knn_query(vectors[query_rows], k=k, num_threads=1)
-    neighbours = pd.DataFrame(
-        {
-            "article_id": np.repeat(queries, k),
-            "neighbour_id": ids[labels.ravel()],
-            "similarity": 1.0 - distances.ravel(),
-        }
-    )
-    return neighbours[neighbours["neighbour_id"] != neighbours["article_id"]]
+@dataclass
+class ArticleNeighbours:
+    """The fitted state: the articles' ALS factors and a cosine hnswlib index over them."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    index: hnswlib.Index | None
+
+    @classmethod
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, seed: int) -> "ArticleNeighbours":
+        if len(ids) < 2:
+            return cls(ids, vectors, None)
+        index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
+        index.init_index(max_elements=len(ids), ef_construction=100, M=16, random_seed=seed)
+        index.add_items(vectors, np.arange(len(ids)), num_threads=1)
+        return cls(ids, vectors, index)
+
+    def nearest(self, queries: np.ndarray, k: int) -> pd.DataFrame:
+        """For each query article (must be in ``ids``): its k nearest other articles with cosine similarity."""
+        empty = pd.DataFrame({"article_id": pd.Series(dtype="int32"), "neighbour_id": pd.Series(dtype="int32"),
+                              "similarity": pd.Series(dtype="float32")})
+        if self.index is None or not len(queries):
+            return empty
+        position = pd.Series(np.arange(len(self.ids)), index=self.ids)
+        query_rows = position.loc[queries].to_numpy()
+        k = min(k + 1, len(self.ids))
+        labels, distances = self.index.knn_query(self.vectors[query_rows], k=k, num_threads=1)
+        neighbours = pd.DataFrame(
+            {
+                "article_id": np.repeat(queries, k),
+                "neighbour_id": self.ids[labels.ravel()],
+                "similarity": 1.0 - distances.ravel(),
+            }
+        )
+        return neighbours[neighbours["neighbour_id"] != neighbours["article_id"]]
 
 
-def purchase_history_candidates(ctx: RetrievalContext, config: PurchaseHistoryConfig) -> pd.DataFrame:
+def fit_neighbours(ctx: RetrievalContext, config: PurchaseHistoryConfig) -> ArticleNeighbours:
     matrix = purchase_matrix(ctx, config)
     if matrix["article_id"].nunique() < 2:
-        return pd.DataFrame(columns=["customer_key", "article_id", "score"])
+        return ArticleNeighbours(np.zeros(0, np.int32), np.zeros((0, config.factors), np.float32), None)
     ids, vectors = article_factors(matrix, config, ctx.seed)
+    state = ArticleNeighbours.build(ids, vectors, ctx.seed)
+    state.index.set_ef(max(50, config.neighbours + 1))  # kept by the pickle; never changed by a query
+    return state
+
+
+def purchase_history_candidates(ctx: RetrievalContext, config: PurchaseHistoryConfig, state: ArticleNeighbours) -> pd.DataFrame:
+    if state.index is None:
+        return pd.DataFrame(columns=["customer_key", "article_id", "score"])
     seeds = recent_purchases(ctx, config.lookback_weeks, config.seed_articles)
     seeds["weight"] = recency_weight(seeds["days_ago"], config.half_life_days)
-    seeds = seeds[seeds["article_id"].isin(ids)]
-    neighbours = nearest_articles(ids, vectors, seeds["article_id"].unique(), config.neighbours, ctx.seed)
+    seeds = seeds[seeds["article_id"].isin(state.ids)]
+    neighbours = state.nearest(seeds["article_id"].unique(), config.neighbours)
     scored = seeds.merge(neighbours, on="article_id")
     scored["score"] = scored["weight"] * scored["similarity"]
     return (
@@ -105,7 +132,8 @@ RETRIEVER = Retriever(
     name="purchase_history_similar",
     description="Articles close to the customer's recent purchases in an implicit-ALS factorisation of the "
     "customer x article matrix, neighbours found with hnswlib.",
-    generate=purchase_history_candidates,
+    fit=fit_neighbours,
+    retrieve=purchase_history_candidates,
     config_class=PurchaseHistoryConfig,
     kinds=frozenset({"duckdb", "implicit", "hnswlib"}),
 )

@@ -13,7 +13,7 @@ class RepurchaseConfig(RetrieverConfig):
     half_life_days: float = 14.0
 
 
-def repurchase_candidates(ctx: RetrievalContext, config: RepurchaseConfig) -> pd.DataFrame:
+def repurchase_candidates(ctx: RetrievalContext, config: RepurchaseConfig, state: None = None) -> pd.DataFrame:
     return ctx.con.execute(
         """
         SELECT customer_key, article_id,
@@ -29,6 +29,6 @@ def repurchase_candidates(ctx: RetrievalContext, config: RepurchaseConfig) -> pd
 RETRIEVER = Retriever(
     name="repurchase",
     description="The customer's own purchases of the last weeks, scored by recency-decayed frequency.",
-    generate=repurchase_candidates,
+    retrieve=repurchase_candidates,
     config_class=RepurchaseConfig,
 )

@@ -44,8 +44,8 @@ def department_bestsellers(ctx: RetrievalContext, config: TastePopularConfig) ->
     ).df()
 
 
-def taste_popular_candidates(ctx: RetrievalContext, config: TastePopularConfig) -> pd.DataFrame:
-    bestsellers = department_bestsellers(ctx, config)
+def taste_popular_candidates(ctx: RetrievalContext, config: TastePopularConfig, bestsellers: pd.DataFrame) -> pd.DataFrame:
+    """``bestsellers``: the week's ``department_bestsellers`` (the fitted state)."""
     ctx.con.register("taste_popular_bestsellers", bestsellers)
     try:
         return ctx.con.execute(
@@ -74,6 +74,7 @@ def taste_popular_candidates(ctx: RetrievalContext, config: TastePopularConfig) 
 RETRIEVER = Retriever(
     name="taste_popular",
     description="This week's bestsellers of the departments the customer buys from, by taste share x sales share.",
-    generate=taste_popular_candidates,
+    fit=department_bestsellers,
+    retrieve=taste_popular_candidates,
     config_class=TastePopularConfig,
 )
