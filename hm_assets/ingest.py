@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 from PIL import Image
 
 from hm_assets.data_contract import (
@@ -117,6 +118,9 @@ class WeekIngest:
     unknown_article_rows: int
     first_day: date | None
     last_day: date | None
+    online_events_ingested: int = 0
+    online_events_already_in_csv: int = 0
+    online_events_dropped_unknown: int = 0
 
 
 def write_week(
@@ -126,8 +130,14 @@ def write_week(
     customers: Path,
     week: date,
     target: Path,
+    events: pd.DataFrame | None = None,
 ) -> WeekIngest:
-    """Write the transactions of one week, dropping (and counting) unknown ids."""
+    """Write the transactions of one week, dropping (and counting) unknown ids.
+
+    ``events`` (``read_events_frame``: the online purchase log, first of each event_id) adds the
+    week's online purchases that the CSV does not already hold. With none in the week the file is
+    exactly what the CSV alone gives.
+    """
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE week_rows AS
@@ -142,17 +152,122 @@ def write_week(
     unknown_customers, unknown_articles = con.execute(
         "SELECT count(*) FILTER (WHERE NOT known_customer), count(*) FILTER (WHERE NOT known_article) FROM week_rows"
     ).fetchall()[0]
-    kept = con.sql(
-        """
-        SELECT t_dat, customer_key, article_id, price, sales_channel_id FROM week_rows
-        WHERE known_customer AND known_article ORDER BY t_dat, customer_key, article_id
-        """
+    kept_sql = (
+        "SELECT t_dat, customer_key, article_id, price, sales_channel_id FROM week_rows "
+        "WHERE known_customer AND known_article"
     )
-    rows = write_parquet(kept, target)
+    order = "t_dat, customer_key, article_id"
+    online = _OnlineCounts(0, 0, 0)
+    week_events = _events_of_week(events, week)
+    if week_events is not None:
+        online = _stage_online_rows(con, week_events, staging, articles, customers)
+        kept_sql += " UNION ALL SELECT t_dat, customer_key, article_id, price, sales_channel_id FROM online_rows"
+        # An event may tie with a CSV row of its (day, customer, article): the whole row decides
+        # their order, so the file stays reproducible. (Without events the order is unchanged.)
+        order += ", price, sales_channel_id"
+    rows = write_parquet(con.sql(f"{kept_sql} ORDER BY {order}"), target)
     customers_n, first, last = con.execute(
-        "SELECT count(DISTINCT customer_key), min(t_dat), max(t_dat) FROM week_rows WHERE known_customer AND known_article"
+        f"SELECT count(DISTINCT customer_key), min(t_dat), max(t_dat) FROM ({kept_sql})"
     ).fetchall()[0]
-    return WeekIngest(rows, int(customers_n), int(unknown_customers), int(unknown_articles), first, last)
+    return WeekIngest(
+        rows,
+        int(customers_n),
+        int(unknown_customers),
+        int(unknown_articles),
+        first,
+        last,
+        online_events_ingested=online.ingested,
+        online_events_already_in_csv=online.already_in_csv,
+        online_events_dropped_unknown=online.dropped_unknown,
+    )
+
+
+@dataclass(frozen=True)
+class _OnlineCounts:
+    ingested: int
+    already_in_csv: int
+    dropped_unknown: int
+
+
+def _events_of_week(events: pd.DataFrame | None, week: date) -> pa.Table | None:
+    """The week's events as a typed Arrow table with their log order (``seq``); None if there are none."""
+    if events is None or events.empty:
+        return None
+    events = events.drop_duplicates("event_id", keep="first")
+    days = events["t_dat"]
+    selected = events[(days >= week) & (days < week + WEEK)]
+    if selected.empty:
+        return None
+    return pa.table(
+        {
+            "seq": pa.array(range(len(selected)), pa.int64()),
+            "event_id": pa.array(selected["event_id"], pa.string()),
+            "t_dat": pa.array(selected["t_dat"], pa.date32()),
+            "customer_key": pa.array(selected["customer_key"], pa.int64()),
+            "article_id": pa.array(selected["article_id"], pa.int32()),
+            "price": pa.array(selected["price"], pa.float32(), from_pandas=True),
+            "sales_channel_id": pa.array(selected["sales_channel_id"], pa.int8()),
+        }
+    )
+
+
+def _stage_online_rows(
+    con: duckdb.DuckDBPyConnection, week_events: pa.Table, staging: Path, articles: Path, customers: Path
+) -> _OnlineCounts:
+    """Fill the temp table ``online_rows`` with the week's events to add; ``week_rows`` holds the CSV's.
+
+    Unknown customers or articles drop an event first (counted); then each CSV row of a (day,
+    customer, article) absorbs one event of that triple, in log order, since the shop may export an
+    online purchase into the CSV later; the rest are added.
+    """
+    con.register("week_events_in", week_events)
+    try:
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE week_events AS
+            WITH known AS (
+                SELECT e.*,
+                       e.customer_key IN (SELECT customer_key FROM read_parquet(?))
+                       AND e.article_id IN (SELECT article_id FROM read_parquet(?)) AS known
+                FROM week_events_in e
+            ), ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY t_dat, customer_key, article_id ORDER BY seq) AS nth
+                FROM known WHERE known
+            ), in_csv AS (
+                SELECT t_dat, customer_key, article_id, count(*) AS csv_rows FROM week_rows GROUP BY ALL
+            )
+            SELECT r.*, r.nth <= coalesce(c.csv_rows, 0) AS already_in_csv
+            FROM ranked r LEFT JOIN in_csv c USING (t_dat, customer_key, article_id)
+            """,
+            [str(customers), str(articles)],
+        )
+    finally:
+        con.unregister("week_events_in")
+    # A missing price becomes the article's median price among the week's CSV rows, else among all
+    # the CSV's rows (the live week has no CSV rows yet), else the median of every CSV price.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE online_rows AS
+        WITH added AS (SELECT * FROM week_events WHERE NOT already_in_csv),
+        unpriced AS (SELECT DISTINCT article_id FROM added WHERE price IS NULL),
+        week_median AS (
+            SELECT article_id, median(price) AS p FROM week_rows WHERE article_id IN (SELECT article_id FROM unpriced)
+            GROUP BY article_id
+        ),
+        all_median AS (
+            SELECT article_id, median(price) AS p FROM read_parquet(?)
+            WHERE article_id IN (SELECT article_id FROM unpriced) GROUP BY article_id
+        )
+        SELECT t_dat, customer_key, article_id,
+               CAST(coalesce(price, w.p, a.p, (SELECT median(price) FROM read_parquet(?))) AS FLOAT) AS price,
+               sales_channel_id
+        FROM added LEFT JOIN week_median w USING (article_id) LEFT JOIN all_median a USING (article_id)
+        """,
+        [str(staging), str(staging)],
+    )
+    total = week_events.num_rows
+    known, already = con.execute("SELECT count(*), count(*) FILTER (WHERE already_in_csv) FROM week_events").fetchall()[0]
+    return _OnlineCounts(int(known - already), int(already), int(total - known))
 
 
 def catalogue_images(data_dir: Path, article_ids: list[int], previous: pd.DataFrame | None = None) -> pd.DataFrame:

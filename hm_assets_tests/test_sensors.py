@@ -25,7 +25,8 @@ def drop_last_week(data_dir: Path) -> list[str]:
 
 
 def sensor_tick(data_dir: Path, cursor: str | None):
-    context = dg.build_sensor_context(cursor=cursor, resources={"dataset": HMDataset(data_dir=str(data_dir))})
+    resources = {"dataset": HMDataset(data_dir=str(data_dir)), "store": HMStore(home=str(data_dir.parent / "home"))}
+    context = dg.build_sensor_context(cursor=cursor, resources=resources)
     return new_transactions(context), context.cursor
 
 

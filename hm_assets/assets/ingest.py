@@ -16,6 +16,7 @@ from hm_assets.metadata import preview, stopwatch
 from hm_assets.partitions import transaction_weeks_def
 from hm_assets.progress import Progress
 from hm_assets.resources import HMDataset, HMStore
+from hm_assets.serving.events import event_log_path, read_events_frame
 from hm_assets.store import write_parquet
 from hm_assets.weeks import parse_week
 
@@ -79,9 +80,11 @@ def transactions(context: dg.AssetExecutionContext, dataset: HMDataset, store: H
     """Transactions of each target week (Wednesday..Tuesday), one Parquet file per week.
 
     The whole file is validated once per version; rows with unknown customers or articles are
-    dropped and counted. A backfill over many weeks runs as one run.
+    dropped and counted. The purchases ``hm-recs serve`` logged (``hm_assets.serving.events``) join
+    their week unless the file already has them. A backfill over many weeks runs as one run.
     """
     staging = staged_transactions(store, dataset.root)
+    events = read_events_frame(event_log_path(store))
     con = store.connect()
     progress = Progress("transactions", len(context.partition_keys), context.log.info, unit="weeks")
     for key in context.partition_keys:
@@ -93,11 +96,17 @@ def transactions(context: dg.AssetExecutionContext, dataset: HMDataset, store: H
                 store.require("customers"),
                 parse_week(key),
                 store.asset_path("transactions", key),
+                events,
             )
         if result.unknown_customer_rows or result.unknown_article_rows:
             context.log.warning(
                 f"week {key}: dropped {result.unknown_customer_rows} rows with unknown customers and "
                 f"{result.unknown_article_rows} with unknown articles"
+            )
+        if result.online_events_dropped_unknown:
+            context.log.warning(
+                f"week {key}: dropped {result.online_events_dropped_unknown} online purchases of unknown "
+                "customers or articles"
             )
         context.add_asset_metadata(
             {
@@ -107,6 +116,9 @@ def transactions(context: dg.AssetExecutionContext, dataset: HMDataset, store: H
                 "last_day": str(result.last_day),
                 "dropped_unknown_customer_rows": result.unknown_customer_rows,
                 "dropped_unknown_article_rows": result.unknown_article_rows,
+                "online_events_ingested": result.online_events_ingested,
+                "online_events_already_in_csv": result.online_events_already_in_csv,
+                "online_events_dropped_unknown": result.online_events_dropped_unknown,
                 "seconds": watch.seconds,
             },
             partition_key=key,
