@@ -1,11 +1,10 @@
 """New data in the input folder → ingest → the week it makes predictable, with no code reload.
 
-``new_transactions`` watches ``transactions_train.csv`` and the online purchase log of ``hm-recs
-serve`` (size and modification time of each) and ingests every week up to the data's live week in
-one run; ``live_week_after_ingest`` then materializes that live week and re-evaluates the week
-before it, whose purchases are now known. Both run by default under ``dagster dev`` (the daemon).
-When the data is current the partition sets follow the calendar (``hm_assets.partitions``), so
-next week's partition exists by the time its data arrives.
+``new_transactions`` watches ``transactions_train.csv`` (size and modification time) and ingests
+every week up to the data's live week in one run; ``live_week_after_ingest`` then materializes that
+live week and re-evaluates the week before it, whose purchases are now known. Both run by default
+under ``dagster dev`` (the daemon). When the data is current the partition sets follow the calendar
+(``hm_assets.partitions``), so next week's partition exists by the time its data arrives.
 """
 
 from __future__ import annotations
@@ -14,21 +13,17 @@ import dagster as dg
 
 from hm_assets.jobs import ingest_job, weekly_job
 from hm_assets.partitions import transaction_weeks_def, weekly_partitions_def
-from hm_assets.resources import HMDataset, HMStore
+from hm_assets.resources import HMDataset
 from hm_assets.runner import LAUNCHED_BY_TAG, RANGE_END_TAG, RANGE_START_TAG
-from hm_assets.serving.events import event_log_path
 from hm_assets.weeks import TRANSACTIONS_FILE, WEEK, data_dir_fingerprint, parse_week, scan_data_range
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-def new_transactions(
-    context: dg.SensorEvaluationContext, dataset: HMDataset, store: HMStore
-) -> dg.RunRequest | dg.SkipReason:
-    """Ingest the transactions file when it changes (a new week of data, or a correction), or when
-    the service logs online purchases."""
-    fingerprint = ingest_fingerprint(dataset, store)
+def new_transactions(context: dg.SensorEvaluationContext, dataset: HMDataset) -> dg.RunRequest | dg.SkipReason:
+    """Ingest the transactions file when it changes (a new week of data, or a correction)."""
+    fingerprint = data_dir_fingerprint(dataset.root)
     if fingerprint == context.cursor:
-        return dg.SkipReason(f"{TRANSACTIONS_FILE} and the online purchase log unchanged")
+        return dg.SkipReason(f"{TRANSACTIONS_FILE} unchanged")
     data_range = scan_data_range(dataset.root)
     if data_range is None:
         return dg.SkipReason(f"no readable {TRANSACTIONS_FILE} in {dataset.root}")
@@ -41,17 +36,6 @@ def new_transactions(
         )
     context.update_cursor(fingerprint)
     return dg.RunRequest(run_key=f"ingest {fingerprint}", tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: live})
-
-
-def ingest_fingerprint(dataset: HMDataset, store: HMStore) -> str:
-    """The cursor: the transactions file's version, then the event log's when there is one (so a
-    cursor from before the log existed still matches while it does not)."""
-    fingerprint = data_dir_fingerprint(dataset.root)
-    try:
-        log = event_log_path(store).stat()
-    except FileNotFoundError:
-        return fingerprint
-    return f"{fingerprint}|events-{log.st_size}-{log.st_mtime_ns}"
 
 
 @dg.run_status_sensor(

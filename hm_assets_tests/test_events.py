@@ -23,7 +23,6 @@ from hm_assets.ingest import staged_transactions, write_week
 from hm_assets.on_demand import customer_key_from_id
 from hm_assets.resources import HMDataset, HMStore
 from hm_assets.runner import RANGE_END_TAG, RANGE_START_TAG
-from hm_assets.sensors import new_transactions
 from hm_assets.serving.events import (
     EventLog,
     EventLogError,
@@ -34,7 +33,7 @@ from hm_assets.serving.events import (
 )
 from hm_assets.settings import PROJECT_ROOT
 from hm_assets.store import write_parquet
-from hm_assets.weeks import WEEK, data_dir_fingerprint, scan_data_range
+from hm_assets.weeks import WEEK, scan_data_range
 
 HEX_CUSTOMER = "0" * 49 + "123456789abcdef"
 
@@ -319,24 +318,3 @@ def test_online_purchases_join_their_week_once(tiny_copy: Path, tmp_path: Path):
     history = pd.read_parquet(staging)
     expected = float(history.loc[history["article_id"] == bought, "price"].median())
     assert float(pd.read_parquet(tmp_path / "live.parquet")["price"].iloc[0]) == pytest.approx(expected)
-
-
-def test_the_ingest_sensor_notices_new_online_purchases(tiny_copy: Path, tmp_path: Path):
-    store = HMStore(home=str(tmp_path / "home"))
-
-    def tick(cursor: str | None):
-        resources = {"dataset": HMDataset(data_dir=str(tiny_copy)), "store": store}
-        context = dg.build_sensor_context(cursor=cursor, resources=resources)
-        return new_transactions(context), context.cursor
-
-    request, cursor = tick(None)
-    assert isinstance(request, dg.RunRequest)
-    assert cursor == data_dir_fingerprint(HMDataset(data_dir=str(tiny_copy)).root)  # cursors from before the log stay valid
-    skip, _ = tick(cursor)
-    assert isinstance(skip, dg.SkipReason)
-
-    EventLog(event_log_path(store)).append([event()])
-    request, newer = tick(cursor)
-    assert isinstance(request, dg.RunRequest) and newer != cursor
-    skip, same = tick(newer)
-    assert isinstance(skip, dg.SkipReason) and same == newer

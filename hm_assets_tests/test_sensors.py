@@ -25,8 +25,7 @@ def drop_last_week(data_dir: Path) -> list[str]:
 
 
 def sensor_tick(data_dir: Path, cursor: str | None):
-    resources = {"dataset": HMDataset(data_dir=str(data_dir)), "store": HMStore(home=str(data_dir.parent / "home"))}
-    context = dg.build_sensor_context(cursor=cursor, resources=resources)
+    context = dg.build_sensor_context(cursor=cursor, resources={"dataset": HMDataset(data_dir=str(data_dir))})
     return new_transactions(context), context.cursor
 
 
