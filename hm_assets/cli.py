@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--home", help="output folder (default: $HM_HOME)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--week", help="serve this week (default: the newest with recommendations, followed as new ones appear)")
+    serve.add_argument("--week", help="serve this week and stay on it (default: the newest with recommendations, then each newer one)")
     serve.add_argument("--reload-seconds", type=float, default=30.0,
                        help="how often to look for a newer week with recommendations (default 30; 0: never)")
     serve.add_argument("--threads", type=int, default=None,

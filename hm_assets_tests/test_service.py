@@ -346,6 +346,7 @@ def test_hot_reload_of_a_newer_week(two_weeks, recs_run, tmp_path):
 
 
 def test_the_poller_picks_up_a_newer_week(two_weeks, recs_run, tmp_path):
+    """With ``reload_seconds``, a newer week's recommendations are served without any request."""
     old, new = recs_run.week, two_weeks.week
     newest = Path("assets") / "recommendations" / f"{new}.parquet"
     home = copy_home(two_weeks.home, tmp_path / "home", leave_out=(str(newest),))
@@ -357,6 +358,12 @@ def test_the_poller_picks_up_a_newer_week(two_weeks, recs_run, tmp_path):
         while client.get("/healthz").json()["week"] != new and time.monotonic() < deadline:
             time.sleep(0.2)
         assert client.get("/healthz").json()["week"] == new
+        # A week chosen by hand stays served (the poller leaves it) until the newest is asked for.
+        assert client.post(f"/admin/reload?week={old}").json()["week"] == old
+        time.sleep(1.5)
+        assert client.get("/healthz").json()["week"] == old
+        assert client.post("/admin/reload").json() == {"week": new, "previous": old, "reloaded": True,
+                                                       "seconds": pytest.approx(0, abs=600)}
 
 
 def test_healthz_and_metrics(own_store, examples, recs_run):

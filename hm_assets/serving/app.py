@@ -186,7 +186,8 @@ def create_app(store: HMStore, week: str | None = None, reload_seconds: float = 
 
     @app.post("/admin/reload")
     def reload(week: str | None = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$")) -> dict:
-        return service.reload(week)
+        """Serve ``week`` now (and stay on it), or without it the newest week (and follow new ones)."""
+        return service.choose(week)
 
     # ---- recommendations -------------------------------------------------------------------
 

@@ -325,9 +325,9 @@ class Who:
 class RecommendationService:
     """The served week, online purchases, reloads; every answer is a JSON-ready dict.
 
-    ``week``: the week to serve (default: the newest with recommendations); a chosen week stays
-    served, a default one follows the store: every ``reload_seconds`` (0: never) a poller thread
-    looks for a newer week with recommendations and swaps it in.
+    ``week``: the week to serve (default: the newest with recommendations). A chosen week stays
+    served; otherwise the service follows the store: every ``reload_seconds`` (0: never) a poller
+    thread looks for a newer week with recommendations and swaps it in.
     """
 
     def __init__(self, store: HMStore, week: str | None = None, reload_seconds: float = 0.0,
@@ -340,7 +340,7 @@ class RecommendationService:
         self._state: WeekState | None = None
         self._state_lock = threading.Lock()  # the reference swap vs taking a lease
         self._log_lock = threading.Lock()  # appending + recording an event vs replaying the log and swapping
-        self._reload_lock = threading.Lock()  # one reload at a time
+        self._reload_lock = threading.RLock()  # one reload at a time; choose() holds it across reload + pin
         self._customer_locks = [threading.Lock() for _ in range(CUSTOMER_LOCKS)]
         self._event_ids: set[str] = set()
         self._stop = threading.Event()
@@ -356,7 +356,7 @@ class RecommendationService:
             if self.pinned_week is not None:
                 raise
             log.warning("%s; serving files only until a week is materialized", exc.message)
-        if self.reload_seconds > 0 and self.pinned_week is None:
+        if self.reload_seconds > 0:
             self._stop.clear()
             self._poller = threading.Thread(target=self._poll, name="hm-serve-reload", daemon=True)
             self._poller.start()
@@ -375,6 +375,8 @@ class RecommendationService:
         while not self._stop.wait(self.reload_seconds):
             try:
                 self.reload(newer_only=True)
+            except ServiceError as exc:  # nothing materialized yet
+                log.debug("%s", exc.message)
             except Exception:  # a week that fails to load is retried at the next poll
                 log.exception("reload failed; still serving %s", self.week)
 
@@ -399,11 +401,22 @@ class RecommendationService:
 
     # ---- reloads ---------------------------------------------------------------------------
 
+    def choose(self, week: str | None = None) -> dict:
+        """``POST /admin/reload``: serve ``week`` and stay on it, or (None) the newest week and follow
+        the newer ones from then on."""
+        with self._reload_lock:
+            answer = self.reload(week)
+            self.pinned_week = week
+        return answer
+
     def reload(self, week: str | None = None, newer_only: bool = False) -> dict:
         """Serve ``week`` (default: the newest with recommendations) if it is not served already.
-        Building the new state happens while the old one keeps answering."""
+        Building the new state happens while the old one keeps answering. ``newer_only`` (the
+        poller): only a week newer than the served one, and none while a week is chosen."""
         with self._reload_lock:
             previous = self.week
+            if newer_only and self.pinned_week is not None:
+                return {"week": previous, "previous": previous, "reloaded": False}
             available = self.store.partitions("recommendations")
             if week is not None and week not in available:
                 raise ServiceError(404, f"week {week} has no recommendations in {self.store.asset_dir('recommendations')}"
