@@ -168,14 +168,23 @@ def command_show(args: argparse.Namespace) -> int:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    """The http service over the store (galleries, submissions and plots the UI links to)."""
+    """The http service over the store: real-time recommendations of a week, and the galleries,
+    submissions and plots the UI links to."""
     import uvicorn
 
     from hm_assets.serving.app import create_app
 
     store = _store_for(args)
-    print(f"serving {store.root} on http://{args.host}:{args.port} (set HM_SERVE_URL if the UI reaches it elsewhere)")
-    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning")
+    if args.week and args.week not in store.partitions("recommendations"):
+        print(f"error: week {args.week} has no recommendations under {store.asset_dir('recommendations')}", file=sys.stderr)
+        return 1
+    if args.reload_seconds < 0 or (args.threads is not None and args.threads < 1):
+        print("error: --reload-seconds must be >= 0 and --threads >= 1", file=sys.stderr)
+        return 2
+    print(f"serving {store.root} on http://{args.host}:{args.port} (set HM_SERVE_URL if the UI reaches it elsewhere); "
+          f"loading week {args.week or 'newest'} …", flush=True)
+    app = create_app(store, week=args.week, reload_seconds=args.reload_seconds, threads=args.threads)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -210,10 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--purchases", type=int, default=12, help="how many recent purchases to list")
     show.add_argument("--home", help="output folder (default: $HM_HOME)")
     show.set_defaults(handler=command_show)
-    serve = sub.add_parser("serve", help="the http service: galleries and submissions the UI links to")
+    serve = sub.add_parser("serve", help="the http service: real-time recommendations, and the files the UI links to")
     serve.add_argument("--home", help="output folder (default: $HM_HOME)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--week", help="serve this week and stay on it (default: the newest with recommendations, then each newer one)")
+    serve.add_argument("--reload-seconds", type=float, default=30.0,
+                       help="how often to look for a newer week with recommendations (default 30; 0: never)")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="threads answering the requests that compute (default: 40)")
     serve.set_defaults(handler=command_serve)
     return parser
 

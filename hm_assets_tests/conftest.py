@@ -28,6 +28,7 @@ from hm_assets.settings import PROJECT_ROOT  # noqa: E402
 from hm_assets.synthetic import generate  # noqa: E402
 
 from hm_assets_tests import TEST_END_DATE  # noqa: E402
+from hm_assets_tests.tiny_run import TinyRun, materialized_tiny_run  # noqa: E402
 
 generate(TINY_DATA, preset="tiny", seed=0, end_date=TEST_END_DATE)
 
@@ -57,3 +58,9 @@ def tiny_copy(tiny_data, tmp_path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(tiny_data, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def recs_run(tmp_path_factory) -> TinyRun:
+    """The tiny preset materialized once per session (read-only for tests; see tiny_run.py)."""
+    return materialized_tiny_run(tmp_path_factory)

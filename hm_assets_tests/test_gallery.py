@@ -4,11 +4,6 @@ recommendation tiles and highlighted hits on the page match the stored data."""
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,36 +12,8 @@ import pytest
 
 from hm_assets.settings import hm_serve_url
 from hm_assets_tests.chromium import headless_chromium, missing_reason
-from hm_assets_tests.test_on_demand import TinyRun, materialized_tiny_run
-
-
-@pytest.fixture(scope="session")
-def recs_run(tmp_path_factory) -> TinyRun:
-    return materialized_tiny_run(tmp_path_factory)
-
-
-@contextmanager
-def serving(home: Path) -> Iterator[str]:
-    """``hm-recs serve``'s app over ``home`` on a free loopback port, in a thread; yields its base URL."""
-    import uvicorn
-
-    from hm_assets.serving.app import create_app
-    from hm_assets.store import HMStore
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(HMStore(home=str(home))), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+from hm_assets_tests.servers import serving
+from hm_assets_tests.tiny_run import TinyRun
 
 
 def _gallery_dir(run: TinyRun) -> Path:
@@ -103,7 +70,11 @@ def test_gallery_in_headless_chromium(recs_run, tmp_path):
     images = pd.read_parquet(home / "article_images.parquet")
     with_image = set(images.loc[images["exists"] & images["readable"], "article_id"].astype(int))
 
-    with serving(recs_run.home) as base, headless_chromium(tmp_path / "chromium-profile") as browser:
+    from hm_assets.serving.app import create_app
+    from hm_assets.store import HMStore
+
+    app = create_app(HMStore(home=str(recs_run.home)))
+    with serving(app) as base, headless_chromium(tmp_path / "chromium-profile") as browser:
         browser.get(f"{base}/files/{recs_run.gallery_metadata['gallery']}")  # as the asset page's link opens it
         browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
         page = browser.execute_script(

@@ -1,4 +1,5 @@
-"""The http service over a store: the files the UI's links point to, and nothing else."""
+"""The http service over a store: the files the UI's links point to, and nothing else (the
+recommendations it serves too: test_service.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def test_store_files_are_served_over_http_and_nothing_outside_assets(tmp_path, m
     assert client.get("/files/assets/submission/2026-11-25.csv").text == "customer_id,prediction\n"
     for outside in ("dagster/dagster.yaml", "assets/../dagster/dagster.yaml", "../outside.txt", "assets/gallery/nope.html"):
         assert client.get(f"/files/{outside}").status_code == 404, outside
-    page = client.get("/").text
+    page = client.get("/store").text  # the page with the links; / is the recommendations page
     assert store.url(gallery) in page and store.url(submission) in page
-    assert client.get("/healthz").text == "ok"
+    assert store.url(gallery) not in client.get("/").text
+    assert client.get("/healthz").json() == {"status": "ok", "week": None, "cutoff": None, "loaded_at": None}

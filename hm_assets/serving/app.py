@@ -1,24 +1,44 @@
-"""The http service over a store: the materialized files the UI links to (galleries, submissions,
-plots), so that a link in an asset's metadata opens in a browser, on this machine or a remote one.
+"""The http service over a store: real-time recommendations of the served week, and the
+materialized files the UI links to (galleries, submissions, plots).
 
-    hm-recs serve [--home HM_HOME] [--host 127.0.0.1] [--port 8000]
+    hm-recs serve [--home HM_HOME] [--host 127.0.0.1] [--port 8000] [--week W] [--reload-seconds 30] [--threads N]
 
+Recommendations (JSON; see ``hm_assets/serving/service.py`` for which list a customer gets):
+
+* ``GET  /customers/{id}/recommendations?k=12[&age=…&postal_code=…&club_member_status=…&fashion_news_frequency=…&fn=…&active=…]``
+* ``POST /customers/{id}/purchases`` ``{"articles": ["0108775015", …], "event_id": …, "price": …, "sales_channel_id": …}``
+* ``GET  /customers/{id}/recommendations/{article_id}/why``
+* ``GET  /customers/{id}/history``, ``GET /examples``, ``GET /images/{article_id}``
+* ``GET  /healthz``, ``GET /metrics`` (Prometheus), ``POST /admin/reload[?week=…]``
+
+``GET /`` is a page to try it in a browser; ``GET /store`` lists the newest galleries and submissions;
 ``GET /files/<path under HM_HOME>`` serves a file of the store's ``assets/`` folder (fetched from the
-object store first when one is configured); ``GET /`` lists the newest galleries and submissions;
-``GET /healthz`` answers ``ok``.
+object store first when one is configured).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from html import escape
+from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+import anyio.to_thread
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hm_assets.serving.metrics import MetricsMiddleware, ServiceMetrics
+from hm_assets.serving.service import ATTRIBUTES, K, RecommendationService, ServiceError
 from hm_assets.store import HMStore
 
 SERVED_FOLDER = "assets"
+STATIC = resources.files("hm_assets.serving") / "static"
 
 
 def served_file(store: HMStore, relative: str) -> Path:
@@ -33,28 +53,175 @@ def served_file(store: HMStore, relative: str) -> Path:
     return candidate
 
 
-def index_page(store: HMStore) -> str:
+def store_page(store: HMStore) -> str:
     """Links to the newest galleries and Kaggle submissions of the store."""
     listed = [("gallery", p, p.parent.name) for p in sorted(store.asset_dir("gallery").glob("*/index.html"), reverse=True)[:8]]
     listed += [("Kaggle submission", p, p.stem) for p in sorted(store.asset_dir("submission").glob("*.csv"), reverse=True)[:8]]
     rows = [f'<li><a href="{escape(store.url(path))}">{escape(label)} {escape(week)}</a></li>' for label, path, week in listed]
     body = "\n".join(rows) or "<li>nothing materialized yet</li>"
-    return f"<!doctype html><title>hm-recs</title><h1>hm-recs</h1><p>Store: {escape(str(store.root))}</p><ul>{body}</ul>"
+    return (
+        f"<!doctype html><title>hm-recs store</title><h1>hm-recs store</h1><p>Store: {escape(str(store.root))}</p>"
+        f'<ul>{body}</ul><p><a href="/">Recommendations</a></p>'
+    )
 
 
-def create_app(store: HMStore) -> FastAPI:
-    app = FastAPI(title="hm-recs", description="Files of the hm-recs store over http.")
+class Purchase(BaseModel):
+    """A purchase made just now: ``articles`` (or one ``article``), 10-digit ids as in the Kaggle files."""
 
-    @app.get("/healthz", response_class=PlainTextResponse)
-    def healthz() -> str:
-        return "ok"
+    model_config = ConfigDict(extra="forbid")
+    articles: list[str | int] | None = None
+    article: str | int | None = None
+    event_id: str | None = Field(None, min_length=1, max_length=128, description="idempotency key")
+    price: float | None = Field(None, ge=0)
+    sales_channel_id: int | None = Field(None, ge=1, le=2)
+
+    def article_ids(self) -> list[str | int]:
+        if self.articles is not None and self.article is not None:
+            raise ServiceError(422, "give either 'articles' or 'article', not both")
+        return list(self.articles or ([] if self.article is None else [self.article]))
+
+
+def attribute_query(*extra: str) -> Callable[..., dict]:
+    """A dependency: the customer attributes given as query parameters (overrides for a known
+    customer, the profile of a new one); any other parameter than these and ``extra`` is an error."""
+    allowed = (*extra, *ATTRIBUTES)
+
+    async def overrides(  # async: no blocking work, so no hop to the thread pool
+        request: Request,
+        age: float | None = Query(None, ge=0, le=130),
+        postal_code: str | None = Query(None, min_length=1, max_length=128),
+        club_member_status: str | None = Query(None, min_length=1, max_length=32),
+        fashion_news_frequency: str | None = Query(None, min_length=1, max_length=32),
+        fn: int | None = Query(None, ge=0, le=1),
+        active: int | None = Query(None, ge=0, le=1),
+    ) -> dict:
+        unknown = sorted(set(request.query_params) - set(allowed))
+        if unknown:
+            raise ServiceError(422, f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
+        given = {"age": age, "postal_code": postal_code, "club_member_status": club_member_status,
+                 "fashion_news_frequency": fashion_news_frequency, "fn": fn, "active": active}
+        return {name: value for name, value in given.items() if value is not None}
+
+    return overrides
+
+
+def _validation_message(errors: list[dict]) -> str:
+    parts = []
+    for error in errors:
+        where, *path = error.get("loc", ("request",))
+        name = ".".join(str(p) for p in path) or "(whole)"
+        parts.append(f"{where} {'parameter ' if where in ('query', 'path') else ''}{name}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def create_app(store: HMStore, week: str | None = None, reload_seconds: float = 0.0, threads: int | None = None) -> FastAPI:
+    """The service over ``store``. The week is loaded at start-up (the app's lifespan; uvicorn and
+    ``with TestClient(app)`` run it): until then, and on a store without recommendations, only the
+    files are served. ``threads``: the pool that runs the blocking endpoints (anyio's default: 40)."""
+    metrics = ServiceMetrics()
+    service = RecommendationService(store, week=week, reload_seconds=reload_seconds, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if threads:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        await run_in_threadpool(service.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop)
+
+    app = FastAPI(title="hm-recs", description="Real-time recommendations and the files of the hm-recs store.",
+                  lifespan=lifespan)
+    app.state.service = service
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        return JSONResponse({"detail": _validation_message(errors), "errors": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404 and request.url.path.startswith("/customers//"):
+            return JSONResponse({"detail": "customer id is empty: /customers/{customer_id}/…"}, status_code=422)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    # ---- pages and files -------------------------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
-        return index_page(store)
+        return (STATIC / "index.html").read_text()
+
+    @app.get("/static/app.js")
+    def script() -> Response:
+        return Response((STATIC / "app.js").read_text(), media_type="text/javascript")
+
+    @app.get("/store", response_class=HTMLResponse)
+    def listing() -> str:
+        return store_page(store)
 
     @app.get("/files/{relative:path}")
     def files(relative: str) -> FileResponse:
         return FileResponse(served_file(store, relative))
+
+    @app.get("/images/{article_id}")
+    def image(article_id: str) -> FileResponse:
+        return FileResponse(service.image(article_id), media_type="image/jpeg",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    # ---- operations ------------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return service.health()
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=metrics.content_type)
+
+    @app.post("/admin/reload")
+    def reload(week: str | None = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$")) -> dict:
+        """Serve ``week`` now (and stay on it), or without it the newest week (and follow new ones)."""
+        return service.choose(week)
+
+    # ---- recommendations -------------------------------------------------------------------
+
+    @app.get("/customers/{customer_id}/recommendations")
+    async def recommendations(
+        customer_id: str, k: int = Query(K, ge=1, le=100), overrides: dict = Depends(attribute_query("k"))
+    ) -> JSONResponse:
+        # The stored list is a binary search: answered here, on the event loop, so that it never
+        # queues behind on-demand computations in the thread pool.
+        answer = service.stored_recommendations(customer_id, k, overrides)
+        if answer is None:
+            answer = await run_in_threadpool(service.recommendations, customer_id, k, overrides)
+        return JSONResponse(answer)
+
+    @app.post("/customers/{customer_id}/purchases")
+    def purchases(
+        customer_id: str, body: Purchase, k: int = Query(K, ge=1, le=100), overrides: dict = Depends(attribute_query("k"))
+    ) -> JSONResponse:
+        return JSONResponse(service.purchase(
+            customer_id, body.article_ids(), event_id=body.event_id, price=body.price,
+            sales_channel_id=body.sales_channel_id, k=k, overrides=overrides,
+        ))
+
+    @app.get("/customers/{customer_id}/recommendations/{article_id}/why")
+    def why(customer_id: str, article_id: str, overrides: dict = Depends(attribute_query())) -> JSONResponse:
+        return JSONResponse(service.why(customer_id, article_id, overrides))
+
+    @app.get("/customers/{customer_id}/history")
+    def history(customer_id: str, overrides: dict = Depends(attribute_query())) -> JSONResponse:
+        # The page passes a new customer's attributes along; the history does not depend on them.
+        return JSONResponse(service.history(customer_id))
+
+    @app.get("/examples")
+    async def examples() -> dict:
+        return service.examples()
 
     return app

@@ -1,0 +1,705 @@
+"""The recommendation service behind ``hm-recs serve``: one served week at a time, its stored lists
+in memory, the on-demand recommender for everything else, purchases recorded in the event log.
+
+A week's state (``WeekState``) is built off the request path and replaces the served one in a single
+reference swap; requests that hold the old state (a lease) finish on it, and it is closed once the
+last of them is done. Which list a customer gets:
+
+* a known customer without online purchases since the week's cut-off and without attribute
+  overrides: the week's stored list (``source: stored``), looked up by binary search;
+* a known customer with online purchases, or with attribute overrides: the on-demand recommender
+  with those purchases (``source: online``);
+* an unknown customer: the cold-start list for the given attributes (``source: cold_start``), or
+  ``online`` once they have bought something.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from hm_assets.data_contract import format_article_id
+from hm_assets.on_demand import (
+    ARTICLE_COLUMNS,
+    OnDemandRecommender,
+    customer_key_from_id,
+    newest_recommendation_week,
+    recent_purchases,
+)
+from hm_assets.serving.events import EventLog, PurchaseEvent, event_log_path, new_event_id
+from hm_assets.serving.metrics import ServiceMetrics
+from hm_assets.store import HMStore
+
+log = logging.getLogger("hm_assets.serving")
+
+CUSTOMER_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+ARTICLE_ID = re.compile(r"\d{1,10}")
+# The spellings ``find_customer`` resolves without a table scan: a 64-hex customer_id, a customer_key.
+HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+KEY = re.compile(r"-?\d+")
+INT64 = (-(2**63), 2**63 - 1)
+ATTRIBUTES = ("age", "postal_code", "club_member_status", "fashion_news_frequency", "fn", "active")
+ONLINE_CHANNEL = 2  # sales_channel_id of an online purchase in the H&M data
+K = 12
+HISTORY_SIZE = 12
+EXAMPLE_CUSTOMERS = 6
+CUSTOMER_LOCKS = 512
+
+
+class ServiceError(Exception):
+    """A request the service cannot answer, with the http status and a message that names the problem."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def check_customer_id(customer_id: str) -> str:
+    if not CUSTOMER_ID.fullmatch(customer_id):
+        shown = customer_id if len(customer_id) <= 40 else customer_id[:40] + "…"
+        problem = "is empty" if not customer_id else f"{shown!r} is malformed"
+        raise ServiceError(
+            422, f"customer id {problem}: expected 1 to 128 characters from A-Z, a-z, 0-9, '_' and '-' "
+                 f"(a 64-hex customer_id, a customer_key, or a new customer's id of your choice)"
+        )
+    return customer_id
+
+
+def parse_article(value: str | int) -> int:
+    text = str(value).strip()
+    if not ARTICLE_ID.fullmatch(text):
+        raise ServiceError(422, f"malformed article id {text[:40]!r}: expected up to 10 digits, e.g. 0108775015")
+    return int(text)
+
+
+def direct_key(customer_id: str) -> int | None:
+    """The customer_key of a 64-hex id or of a customer_key given as digits (``find_customer``'s rules);
+    None for any other id (a new customer's own id)."""
+    if HEX64.fullmatch(customer_id):
+        return customer_key_from_id(customer_id.lower())
+    if KEY.fullmatch(customer_id):
+        key = int(customer_id)
+        if not INT64[0] <= key <= INT64[1]:
+            raise ServiceError(422, f"customer id {customer_id[:40]!r}: a customer_key must fit in 64 bits")
+        return key
+    return None
+
+
+def _number(value: object) -> float | None:
+    """A JSON number: numpy scalars as Python floats, NaN (fallback fill, no value) as None."""
+    if value is None or value is pd.NA:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+# ------------------------------------------------------------------------------------------------
+# A week's tables, in memory.
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredLists:
+    """A week's stored recommendations by customer: rows sorted by (customer_key, rank); customer
+    ``keys[i]`` owns rows ``starts[i]:starts[i + 1]``. ``proposed`` is a bitmask over ``retrievers``
+    (bit i: ``retrievers[i]`` proposed the pair), taken from the week's candidates once at load."""
+
+    keys: np.ndarray
+    starts: np.ndarray
+    ranks: np.ndarray
+    articles: np.ndarray
+    scores: np.ndarray
+    proposed: np.ndarray
+    retrievers: tuple[str, ...]
+    _names: dict[int, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def load(cls, store: HMStore, week: str) -> StoredLists:
+        recs = store.require("recommendations", week)
+        candidates = store.optional("candidates", week)
+        names = [c.removeprefix("score_") for c in pq.read_schema(candidates).names if c.startswith("score_")] if candidates else []
+        if len(names) > 32:
+            raise ValueError(f"{len(names)} retrievers in {candidates}: the stored lists keep at most 32 per pair")
+        mask = " + ".join(f'(CASE WHEN c."score_{n}" IS NULL THEN 0 ELSE {1 << i} END)' for i, n in enumerate(names))
+        join = f"LEFT JOIN read_parquet('{candidates}') c USING (customer_key, article_id)" if names else ""
+        con = store.connect()
+        try:
+            columns = con.execute(
+                f"""
+                SELECT r.customer_key, CAST(r.rank AS SMALLINT) AS rank, r.article_id,
+                       coalesce(CAST(r.score AS FLOAT), 'NaN'::FLOAT) AS score,
+                       CAST({mask or 0} AS UINTEGER) AS proposed
+                FROM read_parquet('{recs}') r {join}
+                ORDER BY r.customer_key, r.rank
+                """
+            ).fetchnumpy()
+        finally:
+            con.close()
+        all_keys = np.asarray(columns["customer_key"], dtype=np.int64)
+        keys, first = np.unique(all_keys, return_index=True)
+        return cls(
+            keys=keys,
+            starts=np.append(first, len(all_keys)).astype(np.int64),
+            ranks=np.asarray(columns["rank"], dtype=np.int16),
+            articles=np.asarray(columns["article_id"], dtype=np.int32),
+            scores=np.asarray(columns["score"], dtype=np.float32),
+            proposed=np.asarray(columns["proposed"], dtype=np.uint32),
+            retrievers=tuple(names),
+        )
+
+    def rows(self, key: int) -> range | None:
+        i = int(np.searchsorted(self.keys, key))
+        if i == len(self.keys) or self.keys[i] != key:
+            return None
+        return range(int(self.starts[i]), int(self.starts[i + 1]))
+
+    def names(self, mask: int) -> tuple[str, ...]:
+        if mask not in self._names:
+            self._names[mask] = tuple(n for i, n in enumerate(self.retrievers) if mask >> i & 1)
+        return self._names[mask]
+
+
+@dataclass(frozen=True)
+class CustomerIndex:
+    """The customers table's ids and ages by customer_key, for lookups without a table scan."""
+
+    keys: np.ndarray
+    ids: np.ndarray
+    ages: np.ndarray
+
+    @classmethod
+    def of(cls, customers: pd.DataFrame) -> CustomerIndex:
+        order = np.argsort(customers["customer_key"].to_numpy(dtype=np.int64), kind="stable")
+        ages = pd.to_numeric(customers["age"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return cls(
+            customers["customer_key"].to_numpy(dtype=np.int64)[order],
+            customers["customer_id"].to_numpy(dtype=object)[order],
+            ages[order],
+        )
+
+    def position(self, key: int) -> int | None:
+        i = int(np.searchsorted(self.keys, key))
+        return i if i < len(self.keys) and self.keys[i] == key else None
+
+    def customer_id(self, key: int) -> str | None:
+        i = self.position(key)
+        return None if i is None else str(self.ids[i])
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Article names and image files, by article_id."""
+
+    names: dict[int, tuple[str, str, str, str]]  # (10-digit id, prod_name, product_type_name, colour_group_name)
+    images: dict[int, Path]
+
+    @classmethod
+    def of(cls, articles: pd.DataFrame, store: HMStore) -> Catalogue:
+        frame = articles[ARTICLE_COLUMNS]
+        names = {
+            int(a): (format_article_id(int(a)), str(p), str(t), str(c))
+            for a, p, t, c in frame.itertuples(index=False, name=None)
+        }
+        images: dict[int, Path] = {}
+        catalogue = store.optional("article_images")
+        if catalogue is not None:
+            table = pd.read_parquet(catalogue, columns=["article_id", "path", "exists", "readable"])
+            usable = table[table["exists"] & table["readable"]]
+            images = {int(a): Path(p) for a, p in zip(usable["article_id"], usable["path"])}
+        return cls(names, images)
+
+    def __contains__(self, article_id: int) -> bool:
+        return article_id in self.names
+
+    def item(self, article_id: int, **fields: object) -> dict:
+        """An article as the API shows it: ``fields`` (rank …) first, then its names and picture."""
+        text, prod, kind, colour = self.names.get(article_id) or (format_article_id(article_id), "", "", "")
+        return {
+            **{k: v for k, v in fields.items() if k == "rank"},
+            "article_id": text,
+            "prod_name": prod,
+            "product_type_name": kind,
+            "colour_group_name": colour,
+            **{k: v for k, v in fields.items() if k != "rank"},
+            "image_url": f"/images/{text}" if article_id in self.images else None,
+        }
+
+
+def example_customers(store: HMStore, week: str, customers: CustomerIndex, stored: StoredLists) -> list[dict]:
+    """A few known customers who bought several articles in the four weeks before the cut-off
+    (a deterministic pick, the same at every load of the week), for the page to offer."""
+    files = [store.require("transactions", w) for w in store.partitions("transactions") if w < week][-4:]
+    if not files:
+        return []
+    listing = "[" + ", ".join(f"'{f}'" for f in files) + "]"
+    con = store.connect()
+    try:
+        rows = con.execute(
+            f"SELECT customer_key, count(*) AS n FROM read_parquet({listing}) GROUP BY 1 HAVING count(*) >= 3 "
+            f"ORDER BY hash(customer_key), customer_key LIMIT {EXAMPLE_CUSTOMERS * 4}"
+        ).fetchall()
+    finally:
+        con.close()
+    chosen = []
+    for key, count in rows:
+        i = customers.position(int(key))
+        if i is None or stored.rows(int(key)) is None:
+            continue
+        age = customers.ages[i]
+        chosen.append({"customer_id": str(customers.ids[i]), "customer_key": int(key), "purchases_4_weeks": int(count),
+                       "age": None if np.isnan(age) else int(age)})
+        if len(chosen) == EXAMPLE_CUSTOMERS:
+            break
+    return chosen
+
+
+class WeekState:
+    """Everything the service answers from for one week; ``online`` is the one part that changes."""
+
+    def __init__(self, recommender: OnDemandRecommender, stored: StoredLists, customers: CustomerIndex,
+                 catalogue: Catalogue, examples: list[dict]) -> None:
+        self.recommender = recommender
+        self.week: str = recommender.week
+        self.cutoff: date = recommender.cutoff
+        self.stored = stored
+        self.customers = customers
+        self.catalogue = catalogue
+        self.examples = examples
+        # customer_key -> articles bought online since the cut-off, in log order. Entries are replaced,
+        # never mutated, so that a reader without the customer's lock sees a consistent tuple.
+        self.online: dict[int, tuple[int, ...]] = {}
+        self.loaded_at = time.time()
+        self._users = 0
+        self._retired = False
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            self._users += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            done = self._retired and self._users == 0
+        if done:
+            self._close()
+
+    def retire(self) -> None:
+        """No new requests will use this state; it closes when the last one leaves."""
+        with self._lock:
+            self._retired = True
+            done = self._users == 0
+        if done:
+            self._close()
+
+    def _close(self) -> None:
+        self.recommender.close()
+        log.info("week %s: retired", self.week)
+
+
+@dataclass(frozen=True)
+class Who:
+    key: int
+    customer_id: str
+    known: bool
+
+
+# ------------------------------------------------------------------------------------------------
+# The service.
+# ------------------------------------------------------------------------------------------------
+
+
+class RecommendationService:
+    """The served week, online purchases, reloads; every answer is a JSON-ready dict.
+
+    ``week``: the week to serve (default: the newest with recommendations). A chosen week stays
+    served; otherwise the service follows the store: every ``reload_seconds`` (0: never) a poller
+    thread looks for a newer week with recommendations and swaps it in.
+    """
+
+    def __init__(self, store: HMStore, week: str | None = None, reload_seconds: float = 0.0,
+                 metrics: ServiceMetrics | None = None) -> None:
+        self.store = store
+        self.pinned_week = week
+        self.reload_seconds = float(reload_seconds)
+        self.metrics = metrics or ServiceMetrics()
+        self.events = EventLog(event_log_path(store))
+        self._state: WeekState | None = None
+        self._state_lock = threading.Lock()  # the reference swap vs taking a lease
+        self._log_lock = threading.Lock()  # appending + recording an event vs replaying the log and swapping
+        self._reload_lock = threading.RLock()  # one reload at a time; choose() holds it across reload + pin
+        self._customer_locks = [threading.Lock() for _ in range(CUSTOMER_LOCKS)]
+        self._event_ids: set[str] = set()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the week (if the store has one) and start the poller."""
+        try:
+            self.reload(self.pinned_week)
+        except ServiceError as exc:
+            if self.pinned_week is not None:
+                raise
+            log.warning("%s; serving files only until a week is materialized", exc.message)
+        if self.reload_seconds > 0:
+            self._stop.clear()
+            self._poller = threading.Thread(target=self._poll, name="hm-serve-reload", daemon=True)
+            self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=60)
+            self._poller = None
+        with self._state_lock:
+            state, self._state = self._state, None
+        if state is not None:
+            state.retire()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.reload_seconds):
+            try:
+                self.reload(newer_only=True)
+            except ServiceError as exc:  # nothing materialized yet
+                log.debug("%s", exc.message)
+            except Exception:  # a week that fails to load is retried at the next poll
+                log.exception("reload failed; still serving %s", self.week)
+
+    @property
+    def week(self) -> str | None:
+        state = self._state
+        return state.week if state is not None else None
+
+    @contextmanager
+    def lease(self) -> Iterator[WeekState]:
+        """The served state, kept open until the caller is done with it."""
+        with self._state_lock:
+            state = self._state
+            if state is None:
+                raise ServiceError(503, f"no week is served yet: nothing under {self.store.asset_dir('recommendations')} "
+                                        f"(materialize a week; the service picks it up)")
+            state.enter()
+        try:
+            yield state
+        finally:
+            state.leave()
+
+    # ---- reloads ---------------------------------------------------------------------------
+
+    def choose(self, week: str | None = None) -> dict:
+        """``POST /admin/reload``: serve ``week`` and stay on it, or (None) the newest week and follow
+        the newer ones from then on."""
+        with self._reload_lock:
+            answer = self.reload(week)
+            self.pinned_week = week
+        return answer
+
+    def reload(self, week: str | None = None, newer_only: bool = False) -> dict:
+        """Serve ``week`` (default: the newest with recommendations) if it is not served already.
+        Building the new state happens while the old one keeps answering. ``newer_only`` (the
+        poller): only a week newer than the served one, and none while a week is chosen."""
+        with self._reload_lock:
+            previous = self.week
+            if newer_only and self.pinned_week is not None:
+                return {"week": previous, "previous": previous, "reloaded": False}
+            available = self.store.partitions("recommendations")
+            if week is not None and week not in available:
+                raise ServiceError(404, f"week {week} has no recommendations in {self.store.asset_dir('recommendations')}"
+                                        f" (materialized: {', '.join(available) or 'none'})")
+            if week is None:
+                if not available:
+                    raise ServiceError(503, f"no recommendations under {self.store.asset_dir('recommendations')} yet")
+                week = newest_recommendation_week(self.store)
+            if week == previous or (newer_only and previous is not None and week < previous):
+                return {"week": previous, "previous": previous, "reloaded": False}
+            started = time.perf_counter()
+            try:
+                fresh = self._build(week)
+            except Exception:
+                self.metrics.reloads.labels("failed").inc()
+                raise
+            with self._log_lock:
+                self._replay(fresh)
+                with self._state_lock:
+                    old, self._state = self._state, fresh
+            if old is not None:
+                old.retire()
+            seconds = time.perf_counter() - started
+            self.metrics.reloads.labels("loaded").inc()
+            self.metrics.served(week, len(fresh.online))
+            log.info("serving week %s (was %s), loaded in %.1f s", week, previous, seconds)
+            return {"week": week, "previous": previous, "reloaded": True, "seconds": round(seconds, 3)}
+
+    def _build(self, week: str) -> WeekState:
+        recommender = OnDemandRecommender(self.store, week)
+        try:
+            stored = StoredLists.load(self.store, week)
+            customers = CustomerIndex.of(recommender.customers)
+            catalogue = Catalogue.of(recommender.articles, self.store)
+            examples = example_customers(self.store, week, customers, stored)
+            # The recommender's global steps (co-purchase pairs, factors, indexes …) are computed on
+            # their first use: one known and one new customer here, so that no request pays for them.
+            if examples:
+                recommender.recommend(examples[0]["customer_id"])
+            recommender.recommend("warm-up", age=30)
+        except BaseException:
+            recommender.close()
+            raise
+        return WeekState(recommender, stored, customers, catalogue, examples)
+
+    def _replay(self, state: WeekState) -> None:
+        """The online purchases since ``state``'s cut-off, from the event log (caller holds the log lock)."""
+        online: dict[int, list[int]] = {}
+        ids: set[str] = set()
+        for event in self.events.read():
+            ids.add(event.event_id)
+            article = int(event.article_id)
+            if event.t_dat < state.cutoff:
+                continue
+            if article not in state.catalogue:
+                log.warning("event %s: article %s is not in the articles table; ignored", event.event_id, article)
+                continue
+            online.setdefault(int(event.customer_key), []).append(article)
+        state.online = {key: tuple(articles) for key, articles in online.items()}
+        self._event_ids = ids
+
+    # ---- customers -------------------------------------------------------------------------
+
+    def _customer_lock(self, customer_id: str) -> threading.Lock:
+        key = direct_key(customer_id)
+        return self._customer_locks[hash(customer_id if key is None else key) % CUSTOMER_LOCKS]
+
+    @staticmethod
+    def _split(overrides: dict) -> tuple[float | None, dict]:
+        attributes = dict(overrides)
+        age = attributes.pop("age", None)
+        return age, attributes
+
+    def _who(self, state: WeekState, customer_id: str, overrides: dict) -> Who:
+        age, attributes = self._split(overrides)
+        try:
+            found = state.recommender.customer(customer_id, age=age, attributes=attributes)
+        except ValueError as exc:
+            raise ServiceError(422, str(exc)) from None
+        return Who(int(found.key), str(found.customer_id), bool(found.known))
+
+    def _stored_answer(self, state: WeekState, customer_id: str, k: int) -> dict | None:
+        """The stored list, when it is the answer (known customer, no online purchase, k rows stored)."""
+        key = direct_key(customer_id)
+        if key is None or state.online.get(key):
+            return None
+        canonical = state.customers.customer_id(key)
+        rows = state.stored.rows(key)
+        if canonical is None or rows is None or len(rows) < k:
+            return None
+        stored = state.stored
+        items = [
+            state.catalogue.item(
+                int(stored.articles[i]), rank=int(stored.ranks[i]), score=_number(stored.scores[i]),
+                retrievers=list(stored.names(int(stored.proposed[i]))),
+            )
+            for i in rows[:k]
+        ]
+        return self._answer(state, Who(key, canonical, True), "stored", items)
+
+    def _answer(self, state: WeekState, who: Who, source: str, items: list[dict]) -> dict:
+        self.metrics.recommendations.labels(source).inc()
+        return {
+            "week": state.week,
+            "customer_id": who.customer_id,
+            "customer_key": who.key,
+            "known": who.known,
+            "source": source,
+            "bought_online": [format_article_id(a) for a in state.online.get(who.key, ())],
+            "items": items,
+        }
+
+    def _computed(self, state: WeekState, customer_id: str, k: int, overrides: dict) -> dict:
+        who = self._who(state, customer_id, overrides)
+        bought = state.online.get(who.key, ())
+        age, attributes = self._split(overrides)
+        try:
+            frame = state.recommender.recommend(customer_id, bought=bought, age=age, attributes=attributes, k=k)
+        except ValueError as exc:
+            raise ServiceError(422, str(exc)) from None
+        items = [
+            state.catalogue.item(
+                int(row.article_id), rank=int(row.rank), score=_number(row.score),
+                retrievers=[n for n in str(row.retrievers).split(", ") if n],
+            )
+            for row in frame.itertuples(index=False)
+        ]
+        source = "online" if who.known or bought else "cold_start"
+        return self._answer(state, who, source, items)
+
+    # ---- the API ---------------------------------------------------------------------------
+
+    def stored_recommendations(self, customer_id: str, k: int, overrides: dict) -> dict | None:
+        """The stored list if that is the answer, else None (then ``recommendations`` computes it):
+        no blocking work, callable on the event loop."""
+        check_customer_id(customer_id)
+        if overrides:
+            return None
+        with self.lease() as state:
+            return self._stored_answer(state, customer_id, k)
+
+    def recommendations(self, customer_id: str, k: int = K, overrides: dict | None = None) -> dict:
+        check_customer_id(customer_id)
+        overrides = overrides or {}
+        with self.lease() as state:
+            if not overrides:
+                stored = self._stored_answer(state, customer_id, k)
+                if stored is not None:
+                    return stored
+            return self._computed(state, customer_id, k, overrides)
+
+    def purchase(self, customer_id: str, articles: Iterable[str | int], event_id: str | None = None,
+                 price: float | None = None, sales_channel_id: int | None = None, k: int = K,
+                 overrides: dict | None = None) -> dict:
+        """Record the purchases (appended to the event log before anything else) and answer the
+        customer's list recomputed with every online purchase since the cut-off. A repeated
+        ``event_id`` is not recorded again; the answer is the current list. Several articles under
+        one ``event_id`` are events ``<event_id>/0``, ``<event_id>/1`` …
+
+        The customer's lock spans the append and the recomputation: one customer's purchases are
+        applied, and answered, in log order; other customers' run in parallel."""
+        check_customer_id(customer_id)
+        overrides = overrides or {}
+        bought = [parse_article(a) for a in articles]
+        if not bought:
+            raise ServiceError(422, "no articles to record: give a non-empty 'articles' list (or one 'article')")
+        with self._customer_lock(customer_id):
+            while True:
+                with self.lease() as state:
+                    unknown = [a for a in bought if a not in state.catalogue]
+                    if unknown:
+                        raise ServiceError(422, f"unknown article(s): {', '.join(format_article_id(a) for a in unknown)}")
+                    who = self._who(state, customer_id, overrides)
+                    ids = [event_id] if event_id and len(bought) == 1 else [
+                        f"{event_id}/{i}" if event_id else new_event_id() for i in range(len(bought))
+                    ]
+                    with self._log_lock:
+                        if state is not self._state:
+                            continue  # a reload swapped weeks meanwhile: record against the new one
+                        if ids[0] in self._event_ids:
+                            self.metrics.duplicates.inc()
+                        else:
+                            self._record(state, who, bought, ids, price, sales_channel_id)
+                    answer = self._computed(state, customer_id, k, overrides)
+                    answer["source"] = "online"
+                    return answer
+
+    def _record(self, state: WeekState, who: Who, bought: list[int], ids: list[str], price: float | None,
+                sales_channel_id: int | None) -> None:
+        """Append the events durably, then count them as the customer's (caller holds the log lock)."""
+        recorded_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        events = [
+            PurchaseEvent(
+                event_id=event_id, customer_id=who.customer_id, customer_key=who.key, article_id=article,
+                t_dat=state.cutoff, price=price, sales_channel_id=sales_channel_id or ONLINE_CHANNEL,
+                week=state.week, recorded_at=recorded_at,
+            )
+            for event_id, article in zip(ids, bought)
+        ]
+        self.events.append(events)
+        self._event_ids.update(ids)
+        state.online[who.key] = (*state.online.get(who.key, ()), *bought)
+        self.metrics.purchases.inc(len(events))
+        self.metrics.online_customers.set(len(state.online))
+
+    def why(self, customer_id: str, article: str, overrides: dict | None = None) -> dict:
+        """Why ``article`` is (or is not) in the customer's list: the recommender's explanation."""
+        check_customer_id(customer_id)
+        overrides = overrides or {}
+        article_id = parse_article(article)
+        with self.lease() as state:
+            if article_id not in state.catalogue:
+                raise ServiceError(404, f"unknown article {format_article_id(article_id)}: not in the articles table")
+            who = self._who(state, customer_id, overrides)
+            explain = getattr(state.recommender, "explain", None)
+            if explain is None:
+                raise ServiceError(501, "this build's on-demand recommender has no explain(): explanations are unavailable")
+            age, attributes = self._split(overrides)
+            try:
+                reason = explain(customer_id, article_id, bought=state.online.get(who.key, ()), age=age, attributes=attributes)
+            except ValueError as exc:
+                raise ServiceError(404 if "unknown article" in str(exc) else 422, str(exc)) from None
+            return {
+                "week": state.week,
+                "customer_id": who.customer_id,
+                "customer_key": who.key,
+                "known": who.known,
+                "article": state.catalogue.item(article_id),
+                "rank": None if reason.get("rank") is None else int(reason["rank"]),
+                "score": _number(reason.get("score")),
+                "candidate": bool(reason.get("candidate")),
+                "retrievers": [
+                    {"retriever": str(r["retriever"]), "rank": None if r.get("rank") is None else int(r["rank"]),
+                     "score": _number(r.get("score"))}
+                    for r in reason.get("retrievers", [])
+                ],
+                "contributions": [
+                    {"feature": str(c["feature"]), "value": _number(c.get("value")), "contribution": _number(c["contribution"])}
+                    for c in reason.get("contributions", [])
+                ],
+                "bias": _number(reason.get("bias")),
+            }
+
+    def history(self, customer_id: str, limit: int = HISTORY_SIZE) -> dict:
+        """The customer's purchases, newest first: the online ones since the cut-off, then the newest
+        ``limit`` before it."""
+        check_customer_id(customer_id)
+        with self.lease() as state:
+            key = direct_key(customer_id)
+            canonical = state.customers.customer_id(key) if key is not None else None
+            who = Who(key, canonical, True) if canonical is not None else self._who(state, customer_id, {})
+            online = [
+                state.catalogue.item(a, t_dat=state.cutoff.isoformat(), online=True)
+                for a in reversed(state.online.get(who.key, ()))
+            ]
+            before = recent_purchases(self.store, state.week, who.key, limit) if who.known else pd.DataFrame()
+            earlier = [
+                state.catalogue.item(int(row.article_id), t_dat=pd.Timestamp(row.t_dat).date().isoformat(),
+                                     online=False, price=_number(row.price))
+                for row in before.itertuples(index=False)
+            ]
+            return {"week": state.week, "cutoff": state.cutoff.isoformat(), "customer_id": who.customer_id,
+                    "customer_key": who.key, "known": who.known, "purchases": online + earlier}
+
+    def examples(self) -> dict:
+        with self.lease() as state:
+            return {"week": state.week, "customers": state.examples}
+
+    def image(self, article: str) -> Path:
+        article_id = parse_article(article.removesuffix(".jpg"))
+        with self.lease() as state:
+            if article_id not in state.catalogue:
+                raise ServiceError(404, f"unknown article {format_article_id(article_id)}")
+            path = state.catalogue.images.get(article_id)
+        if path is None:
+            raise ServiceError(404, f"article {format_article_id(article_id)} has no image")
+        path = self.store.fetch(path)
+        if not path.is_file():
+            raise ServiceError(404, f"the image of article {format_article_id(article_id)} is gone ({path})")
+        return path
+
+    def health(self) -> dict:
+        state = self._state
+        return {"status": "ok", "week": state.week if state else None,
+                "cutoff": state.cutoff.isoformat() if state else None,
+                "loaded_at": datetime.fromtimestamp(state.loaded_at, timezone.utc).isoformat(timespec="seconds") if state else None}
