@@ -113,24 +113,72 @@ def _store_for(args: argparse.Namespace):
     return HMStore()
 
 
-def command_recommend(args: argparse.Namespace) -> int:
-    """The customer's 12 right now, recomputed on demand (optionally after new purchases)."""
-    try:
-        from hm_assets.on_demand import OnDemandRecommender, format_table
+def _from_service(args: argparse.Namespace) -> dict | None:
+    """The answer of a running ``hm-recs serve`` (the same on-demand path, with the week already
+    loaded), or None when none answers at ``--server`` or it serves another week."""
+    from urllib.error import URLError
+    from urllib.parse import quote, urlencode
+    from urllib.request import urlopen
 
-        started = time.perf_counter()
-        with OnDemandRecommender(_store_for(args), args.week) as recommender:
-            loaded = time.perf_counter() - started
-            recs = recommender.recommend(args.customer_id, bought=args.bought or (), age=args.age)
+    from hm_assets.settings import hm_serve_url
+
+    base = (args.server or hm_serve_url()).rstrip("/")
+    try:
+        with urlopen(f"{base}/healthz", timeout=0.5) as answer:
+            health = json.loads(answer.read())
+    except (URLError, OSError, ValueError):
+        return None
+    if not isinstance(health, dict) or not health.get("week") or (args.week and health["week"] != args.week):
+        return None
+    if Path(health.get("store", "")).resolve() != _store_for(args).root.resolve():
+        return None  # a service over another store
+    query = {"age": args.age} if args.age is not None else {}
+    if args.bought:
+        query["bought"] = ",".join(args.bought)
+    url = f"{base}/customers/{quote(str(args.customer_id), safe='')}/recommendations?{urlencode(query)}"
+    try:
+        with urlopen(url, timeout=30) as answer:
+            return json.loads(answer.read())
+    except URLError as exc:  # HTTPError: a 4xx names the problem
+        detail = getattr(exc, "read", lambda: b"")()
+        raise ValueError(json.loads(detail).get("detail", str(exc)) if detail else str(exc)) from None
+
+
+def command_recommend(args: argparse.Namespace) -> int:
+    """The customer's 12 right now, recomputed on demand (optionally after new purchases): asked of
+    a running ``hm-recs serve`` when one serves the week, else computed here after loading the week."""
+    import pandas as pd
+
+    from hm_assets.on_demand import format_table
+
+    started = time.perf_counter()
+    try:
+        answer = None if args.local else _from_service(args)
+        if answer is not None:
+            recs = pd.DataFrame(answer["items"])
+            recs["article_id"] = recs["article_id"].astype(int)
+            recs["score"] = recs["score"].astype(float)
+            recs["retrievers"] = recs["retrievers"].map(", ".join)
+            recs = recs[["rank", "article_id", "prod_name", "product_type_name", "colour_group_name", "score", "retrievers"]]
+            week, known, customer_id, key = answer["week"], answer["known"], answer["customer_id"], answer["customer_key"]
+            how = f"answered by the service at {(args.server or os.environ.get('HM_SERVE_URL') or 'http://127.0.0.1:8000')}"
+        else:
+            from hm_assets.on_demand import OnDemandRecommender
+
+            with OnDemandRecommender(_store_for(args), args.week) as recommender:
+                loaded = time.perf_counter() - started
+                recs = recommender.recommend(args.customer_id, bought=args.bought or (), age=args.age)
+            week, known, customer_id, key = recs.attrs["week"], recs.attrs["known"], recs.attrs["customer_id"], recs.attrs["customer_key"]
+            how = f"week loaded here in {loaded:.2f} s (start hm-recs serve to keep it loaded)"
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    who = "known customer" if recs.attrs["known"] else "new customer (cold start)"
-    print(f"week {recs.attrs['week']} · {who} {recs.attrs['customer_id']} (customer_key {recs.attrs['customer_key']})")
-    if recs.attrs["bought"]:
-        print("after buying: " + " ".join(f"{a:010d}" for a in recs.attrs["bought"]))
+    who = "known customer" if known else "new customer (cold start)"
+    print(f"week {week} · {who} {customer_id} (customer_key {key})")
+    if args.bought:
+        print("after buying: " + " ".join(f"{int(a):010d}" for a in args.bought))
     print(format_table(recs))
-    print(f"week loaded in {loaded:.2f} s (history, features, fitted retriever states); recommended in {recs.attrs['seconds']:.2f} s")
+    print(f"{how}; answered in {time.perf_counter() - started:.2f} s")
     return 0
 
 
@@ -212,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--bought", nargs="+", metavar="ARTICLE_ID", help="articles bought just now (before the week)")
     recommend.add_argument("--age", type=float, help="the customer's age (new customers; overrides a known one's)")
     recommend.add_argument("--home", help="output folder (default: $HM_HOME)")
+    recommend.add_argument("--server", help="a running hm-recs serve to ask (default: $HM_SERVE_URL or http://127.0.0.1:8000)")
+    recommend.add_argument("--local", action="store_true", help="load the week here even when a service answers")
     recommend.set_defaults(handler=command_recommend)
     show = sub.add_parser("show", help="a customer's recent purchases and stored recommendations")
     show.add_argument("customer_id", help="the 64-hex customer_id (or customer_key)")

@@ -23,7 +23,7 @@ from hm_assets.retrievers.registry import RETRIEVERS
 from hm_assets.sql import load_sql
 from hm_assets.store import HMStore, write_parquet
 from hm_assets.taste import read_article_taste
-from hm_assets_tests.test_on_demand import _customers_with_history, recs_run  # noqa: F401  (the shared tiny run)
+from hm_assets_tests.tiny_run import customers_with_history
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_retrieve_for_one_customer_is_their_part_of_the_batch(retriever, store, 
         batch = ranked_candidates(view.con, retriever.retrieve(ctx, config, state), config.max_candidates).df()
     # the stored state reproduces the asset's own output
     pd.testing.assert_frame_equal(batch, stored)
-    customers = _customers_with_history(store, week, 6) + [int(k) for k in keys[:2]]
+    customers = customers_with_history(store, week, 6) + [int(k) for k in keys[:2]]
     proposed = 0
     for key in customers:
         with _week_view(store, week) as view:
@@ -75,7 +75,7 @@ def test_online_list_after_a_purchase_equals_the_batch_stage_given_that_history(
     """The batch stage (every retriever's retrieve for every customer, the union, rules, cap, pair
     features and the ranker) over the week's history plus one purchase, against the on-demand path."""
     week = recs_run.week
-    key = _customers_with_history(store, week, 6)[2]
+    key = customers_with_history(store, week, 6)[2]
     with OnDemandRecommender(store, week) as recommender:
         history = pd.concat(pd.read_parquet(p) for p in sorted(store.asset_dir("transactions").glob("*.parquet")) if p.stem < week)
         article = int(history["article_id"].value_counts().index[4])

@@ -124,3 +124,15 @@ def with_next_week(run: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Ti
         _RUNS["tiny+1"] = TinyRun(run.data, run.truth, home, week, {}, round(time.perf_counter() - started, 1))
         print(f"\nweek {week} materialized in {_RUNS['tiny+1'].seconds} s under {home}")
     return _RUNS["tiny+1"]
+
+
+def customers_with_history(store, week: str, count: int) -> list[int]:
+    """``count`` customers (spread over the key range) who bought something before ``week``."""
+    import numpy as np
+    import pandas as pd
+
+    history = pd.concat(
+        pd.read_parquet(p, columns=["customer_key"]) for p in sorted(store.asset_dir("transactions").glob("*.parquet")) if p.stem < week
+    )
+    keys = np.sort(history["customer_key"].unique())
+    return [int(k) for k in keys[:: max(len(keys) // count, 1)][:count]]

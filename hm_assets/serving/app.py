@@ -193,13 +193,17 @@ def create_app(store: HMStore, week: str | None = None, reload_seconds: float = 
 
     @app.get("/customers/{customer_id}/recommendations")
     async def recommendations(
-        customer_id: str, k: int = Query(K, ge=1, le=100), overrides: dict = Depends(attribute_query("k"))
+        customer_id: str,
+        k: int = Query(K, ge=1, le=100),
+        bought: str | None = Query(None, description="what if: comma-separated article ids imagined bought (nothing is recorded)"),
+        overrides: dict = Depends(attribute_query("k", "bought")),
     ) -> JSONResponse:
+        what_if = [a for a in (bought or "").split(",") if a.strip()]
         # The stored list is a binary search: answered here, on the event loop, so that it never
         # queues behind on-demand computations in the thread pool.
-        answer = service.stored_recommendations(customer_id, k, overrides)
+        answer = None if what_if else service.stored_recommendations(customer_id, k, overrides)
         if answer is None:
-            answer = await run_in_threadpool(service.recommendations, customer_id, k, overrides)
+            answer = await run_in_threadpool(service.recommendations, customer_id, k, overrides, what_if)
         return JSONResponse(answer)
 
     @app.post("/customers/{customer_id}/purchases")

@@ -529,9 +529,9 @@ class RecommendationService:
             "items": items,
         }
 
-    def _computed(self, state: WeekState, customer_id: str, k: int, overrides: dict) -> dict:
+    def _computed(self, state: WeekState, customer_id: str, k: int, overrides: dict, what_if: tuple[int, ...] = ()) -> dict:
         who = self._who(state, customer_id, overrides)
-        bought = state.online.get(who.key, ())
+        bought = (*state.online.get(who.key, ()), *what_if)
         age, attributes = self._split(overrides)
         try:
             frame = state.recommender.recommend(customer_id, bought=bought, age=age, attributes=attributes, k=k)
@@ -544,7 +544,7 @@ class RecommendationService:
             )
             for row in frame.itertuples(index=False)
         ]
-        source = "online" if who.known or bought else "cold_start"
+        source = "what_if" if what_if else "online" if who.known or bought else "cold_start"
         return self._answer(state, who, source, items)
 
     # ---- the API ---------------------------------------------------------------------------
@@ -558,15 +558,23 @@ class RecommendationService:
         with self.lease() as state:
             return self._stored_answer(state, customer_id, k)
 
-    def recommendations(self, customer_id: str, k: int = K, overrides: dict | None = None) -> dict:
+    def recommendations(
+        self, customer_id: str, k: int = K, overrides: dict | None = None, what_if: Iterable[str | int] = ()
+    ) -> dict:
+        """The customer's list; ``what_if``: articles imagined bought after the online ones (the
+        answer's source is then ``what_if``; nothing is recorded)."""
         check_customer_id(customer_id)
         overrides = overrides or {}
+        imagined = tuple(parse_article(a) for a in what_if)
         with self.lease() as state:
-            if not overrides:
+            unknown = [a for a in imagined if a not in state.catalogue]
+            if unknown:
+                raise ServiceError(422, f"unknown article(s): {', '.join(format_article_id(a) for a in unknown)}")
+            if not overrides and not imagined:
                 stored = self._stored_answer(state, customer_id, k)
                 if stored is not None:
                     return stored
-            return self._computed(state, customer_id, k, overrides)
+            return self._computed(state, customer_id, k, overrides, imagined)
 
     def purchase(self, customer_id: str, articles: Iterable[str | int], event_id: str | None = None,
                  price: float | None = None, sales_channel_id: int | None = None, k: int = K,
@@ -700,6 +708,6 @@ class RecommendationService:
 
     def health(self) -> dict:
         state = self._state
-        return {"status": "ok", "week": state.week if state else None,
+        return {"status": "ok", "store": str(self.store.root), "week": state.week if state else None,
                 "cutoff": state.cutoff.isoformat() if state else None,
                 "loaded_at": datetime.fromtimestamp(state.loaded_at, timezone.utc).isoformat(timespec="seconds") if state else None}
