@@ -448,6 +448,81 @@ def test_uvicorn_process_over_loopback(recs_run, tmp_path, capsys, monkeypatch):
     assert process.returncode in (0, -signal.SIGTERM), output[-3000:]
 
 
+def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    """``hm-recs serve`` over ``home`` in its own process group, answering; (process, base url)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("HM_HOME", "DAGSTER_HOME")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hm_assets.cli", "serve", "--home", str(home), "--port", str(port), "--reload-seconds", "0"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as answer:
+                if json.load(answer).get("week"):
+                    return process, base
+        except OSError:
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError(f"hm-recs serve did not come up (exit code {process.poll()})")
+
+
+def test_acknowledged_purchases_survive_kill_9_of_the_service(recs_run, tmp_path):
+    """Purchases answered 200 are in the event log even when the service is killed with SIGKILL
+    while purchases are arriving: each is appended and fsync'd before its answer."""
+    home = copy_home(recs_run.home, tmp_path / "home")
+    process, base = _start_server(home)
+    customers = pd.read_parquet(home / "assets" / "customers.parquet")["customer_id"].tolist()[:40]
+    article = f"{int(pd.read_parquet(home / 'assets' / 'recommendations' / f'{recs_run.week}.parquet')['article_id'].iloc[0]):010d}"
+    acknowledged: list[str] = []
+    killed = threading.Event()
+
+    def buy(buyer: int) -> None:
+        for n in range(10_000):
+            event_id = f"kill-test-{buyer}-{n}"
+            request = urllib.request.Request(
+                f"{base}/customers/{customers[n % len(customers)]}/purchases", method="POST",
+                headers={"Content-Type": "application/json"},
+                data=json.dumps({"articles": [article], "event_id": event_id}).encode(),
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as answer:
+                    if answer.status == 200:
+                        acknowledged.append(event_id)
+            except OSError:
+                if killed.is_set():
+                    return
+                raise
+
+    buyers = [threading.Thread(target=buy, args=(b,)) for b in range(2)]
+    try:
+        for buyer in buyers:
+            buyer.start()
+        deadline = time.monotonic() + 120
+        while len(acknowledged) < 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed.set()
+        os.killpg(process.pid, signal.SIGKILL)  # its own group: the server and nothing else
+        process.wait(timeout=30)
+        for buyer in buyers:
+            buyer.join(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert len(acknowledged) >= 12 and process.returncode == -signal.SIGKILL
+    logged = [event.event_id for event in EventLog(event_log_path(HMStore(home=str(home)))).read()]
+    assert set(acknowledged) <= set(logged) and len(logged) == len(set(logged))
+    # the service comes back on the same log: every purchase still counts for its customer
+    process, base = _start_server(home)
+    try:
+        with urllib.request.urlopen(f"{base}/customers/{customers[0]}/recommendations", timeout=60) as answer:
+            assert json.load(answer)["bought_online"]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
 def test_page_in_headless_chromium(own_store, tmp_path):
     """The page: pick an example customer, the pictures load, "buy" changes the list and the
     purchase is in the event log; a new customer of a given age gets a list too."""
