@@ -34,4 +34,6 @@ def test_store_files_are_served_over_http_and_nothing_outside_assets(tmp_path, m
     page = client.get("/store").text  # the page with the links; / is the recommendations page
     assert store.url(gallery) in page and store.url(submission) in page
     assert store.url(gallery) not in client.get("/").text
-    assert client.get("/healthz").json() == {"status": "ok", "week": None, "cutoff": None, "loaded_at": None}
+    assert client.get("/healthz").json() == {
+        "status": "ok", "store": str(store.root), "week": None, "cutoff": None, "loaded_at": None
+    }
