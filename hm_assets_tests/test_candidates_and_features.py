@@ -9,10 +9,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from hm_assets.candidates import apply_rules, build_union, filtered_candidates
-from hm_assets.filters import RULE_NAMES, prepare_rule_inputs, rules_by_name
-from hm_assets.quality_checks import leakage_problems
-from hm_assets.sql import load_sql
+from hm_assets.pipeline.evaluation.quality_checks import leakage_problems
+from hm_assets.pipeline.ranking.candidates import apply_rules, build_union, filtered_candidates
+from hm_assets.pipeline.ranking.filters import RULE_NAMES, prepare_rule_inputs, rules_by_name
+from hm_assets.platform.sql import load_sql
 from hm_assets_tests.builders import articles_frame, customers_frame, transactions_frame, week_connection
 
 CUTOFF = date(2020, 9, 23)
@@ -130,7 +130,7 @@ def test_leakage_check_fails_on_a_planted_leak(world, tmp_path):
 
 
 def test_calibration_measures_hit_rate_per_retriever_and_rank_band(tmp_path):
-    from hm_assets.candidates import PRIOR_STRENGTH, calibrate
+    from hm_assets.pipeline.ranking.candidates import PRIOR_STRENGTH, calibrate
 
     # Week W-1: retriever "strong" hit 2 of its 2 rank-1 candidates, "weak" 0 of 2; customer 9 bought nothing.
     strong = write(candidates_frame([(7, 1, 1.0, 1), (8, 2, 1.0, 1), (9, 3, 1.0, 1)]), tmp_path / "strong.parquet")
@@ -147,7 +147,7 @@ def test_calibration_measures_hit_rate_per_retriever_and_rank_band(tmp_path):
 
 
 def test_calibrated_cap_keeps_the_likelier_candidates_not_the_best_ranks(world, tmp_path):
-    from hm_assets.candidates import RetrieverCalibration
+    from hm_assets.pipeline.ranking.candidates import RetrieverCalibration
 
     articles, customers, txns = world
     con = week_connection(txns, articles, customers, CUTOFF)

@@ -16,8 +16,8 @@ import time
 
 import dagster as dg
 
-from hm_assets import guards
-from hm_assets.settings import LOCAL_INSTANCE_CONFIG
+from hm_assets.platform import guards
+from hm_assets.platform.settings import LOCAL_INSTANCE_CONFIG
 from hm_assets_tests.test_reliability import (
     FAST,
     baseline,
@@ -52,7 +52,7 @@ def test_four_weeks_at_once_match_one_by_one():
     week W-1's retriever outputs to calibrate the cap; Dagster orders that dependency in a backfill,
     the two phases do here.)"""
     from hm_assets.definitions import defs
-    from hm_assets.runner import training_side_keys
+    from hm_assets.defs.runner import training_side_keys
 
     base = baseline()
     root = work_root()

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_assets.embeddings.index import load_index, save_index
-from hm_assets.retrievers import attribute_similar, image_similar, text_similar
-from hm_assets.retrievers.base import CANDIDATE_COLUMNS, RetrievalContext, finalize_candidates
+from hm_assets.pipeline.features.embeddings.index import load_index, save_index
+from hm_assets.pipeline.retrieval import attribute_similar, image_similar, text_similar
+from hm_assets.pipeline.retrieval.base import CANDIDATE_COLUMNS, RetrievalContext, finalize_candidates
 
 CUTOFF = date(2020, 9, 16)
 MODULES = [image_similar, text_similar, attribute_similar]

@@ -9,8 +9,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from hm_assets.data_contract import InputDataError, load_articles, load_customers, load_transactions
-from hm_assets.ingest import normalised_articles, normalised_customers
+from hm_assets.pipeline.ingest.data_contract import InputDataError, load_articles, load_customers, load_transactions
+from hm_assets.pipeline.ingest.ingest import normalised_articles, normalised_customers
 
 
 def test_real_sample_rows_are_ingested(real_sample: Path):

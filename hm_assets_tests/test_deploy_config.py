@@ -29,7 +29,7 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import ConfigurableClassData
 
-from hm_assets.settings import PROJECT_ROOT
+from hm_assets.platform.settings import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 PROFILES = ["dagster.yaml", "dagster-celery.yaml"]

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from hm_assets.data_contract import image_path
-from hm_assets.embeddings.attributes import attribute_table, encode_attributes
-from hm_assets.embeddings.cache import embed_with_cache, read_embeddings, write_embeddings
-from hm_assets.embeddings.image import (
+from hm_assets.pipeline.features.embeddings.attributes import attribute_table, encode_attributes
+from hm_assets.pipeline.features.embeddings.cache import embed_with_cache, read_embeddings, write_embeddings
+from hm_assets.pipeline.ingest.data_contract import image_path
+from hm_assets.pipeline.features.embeddings.image import (
     SOURCE_CHECKPOINT,
     SOURCE_TRAINED,
     ImageSettings,
@@ -24,9 +24,9 @@ from hm_assets.embeddings.image import (
     run_image_embeddings,
     to_tensor,
 )
-from hm_assets.embeddings.index import load_index, save_index
-from hm_assets.embeddings.text import article_texts, encode_texts, load_text_model, model_identity, resolve_model_path, text_hashes
-from hm_assets.ingest import catalogue_images
+from hm_assets.pipeline.features.embeddings.index import load_index, save_index
+from hm_assets.pipeline.features.embeddings.text import article_texts, encode_texts, load_text_model, model_identity, resolve_model_path, text_hashes
+from hm_assets.pipeline.ingest.ingest import catalogue_images
 
 torch.set_num_threads(1)  # one thread: the machine is shared, and 2 threads under contention are far slower
 
@@ -288,9 +288,9 @@ def test_configured_checkpoint_is_loaded(tmp_path, planted):
 def test_materialize_content_assets(tmp_path, planted):
     import dagster as dg
 
-    from hm_assets.assets.content import ImageEmbeddingConfig, content_assets
-    from hm_assets.assets.ingest import article_images, articles as articles_asset
-    from hm_assets.resources import HMDataset, HMStore
+    from hm_assets.defs.assets.content import ImageEmbeddingConfig, content_assets
+    from hm_assets.defs.assets.ingest import article_images, articles as articles_asset
+    from hm_assets.defs.resources import HMDataset, HMStore
 
     articles, data_dir = planted
     kaggle = articles.assign(article_id=articles["article_id"].map("{:010d}".format))

@@ -18,11 +18,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from hm_assets.assets.ingest import articles, customers, transactions
-from hm_assets.ingest import staged_transactions, write_week
-from hm_assets.on_demand import customer_key_from_id
-from hm_assets.resources import HMDataset, HMStore
-from hm_assets.runner import RANGE_END_TAG, RANGE_START_TAG
+from hm_assets.defs.assets.ingest import articles, customers, transactions
+from hm_assets.defs.resources import HMDataset, HMStore
+from hm_assets.defs.runner import RANGE_END_TAG, RANGE_START_TAG
+from hm_assets.pipeline.ingest.ingest import staged_transactions, write_week
+from hm_assets.serving.on_demand import customer_key_from_id
 from hm_assets.serving.events import (
     EventLog,
     EventLogError,
@@ -31,9 +31,9 @@ from hm_assets.serving.events import (
     new_event_id,
     read_events_frame,
 )
-from hm_assets.settings import PROJECT_ROOT
-from hm_assets.store import write_parquet
-from hm_assets.weeks import WEEK, scan_data_range
+from hm_assets.platform.settings import PROJECT_ROOT
+from hm_assets.platform.store import write_parquet
+from hm_assets.platform.weeks import WEEK, scan_data_range
 
 HEX_CUSTOMER = "0" * 49 + "123456789abcdef"
 

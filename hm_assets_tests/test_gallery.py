@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_assets.settings import hm_serve_url
+from hm_assets.platform.settings import hm_serve_url
 from hm_assets_tests.chromium import headless_chromium, missing_reason
 from hm_assets_tests.servers import serving
 from hm_assets_tests.tiny_run import TinyRun
@@ -36,7 +36,7 @@ def test_gallery_asset_metadata_and_files(recs_run):
 
 
 def test_sample_is_deterministic_and_prefers_buyers():
-    from hm_assets.assets.gallery import sample_customers
+    from hm_assets.defs.assets.gallery import sample_customers
 
     keys = np.arange(1, 201, dtype=np.int64)
     counts = pd.Series(np.arange(200) % 17, index=keys)
@@ -51,7 +51,7 @@ def test_sample_is_deterministic_and_prefers_buyers():
 
 
 def test_placeholder_for_articles_without_image():
-    from hm_assets.gallery import Tile, render_tile
+    from hm_assets.serving.gallery import Tile, render_tile
 
     html = render_tile(Tile(108775015, "Strap top", "Vest top · Black", image=None, rank=1, score=0.5), "rec")
     assert "<img" not in html and 'class="placeholder"' in html and 'data-article="0108775015"' in html
@@ -70,8 +70,8 @@ def test_gallery_in_headless_chromium(recs_run, tmp_path):
     images = pd.read_parquet(home / "article_images.parquet")
     with_image = set(images.loc[images["exists"] & images["readable"], "article_id"].astype(int))
 
+    from hm_assets.platform.store import HMStore
     from hm_assets.serving.app import create_app
-    from hm_assets.store import HMStore
 
     app = create_app(HMStore(home=str(recs_run.home)))
     with serving(app) as base, headless_chromium(tmp_path / "chromium-profile") as browser:

@@ -16,8 +16,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from hm_assets.resources import HMDataset, HMStore
-from hm_assets.weeks import WEEK
+from hm_assets.defs.resources import HMDataset, HMStore
+from hm_assets.platform.weeks import WEEK
 from hm_assets_tests.test_reliability import (
     Baseline,
     World,
@@ -115,8 +115,8 @@ def test_catalogue_vectors_snapshotted_after_ingest_do_not_leak_future_weeks(pla
     """attribute_embeddings is a catalogue (unpartitioned) asset: by default it uses no transactions,
     so a catalogue snapshotted after later weeks were ingested leaves W's candidates unchanged. Its
     opt-in price bands read every ingested week, which is why they are off by default: shown here."""
-    from hm_assets.assets.content import content_assets
-    from hm_assets.assets.retrieval import candidate_assets
+    from hm_assets.defs.assets.content import content_assets
+    from hm_assets.defs.assets.retrieval import candidate_assets
 
     base, world, _, _ = planted
     snapshot = [a for a in content_assets if {k.to_user_string() for k in a.keys} & {"attribute_embeddings", "attribute_index"}]

@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from hm_assets.metrics import average_precision, map_at_k, recall
+from hm_assets.pipeline.evaluation.metrics import average_precision, map_at_k, recall
 
 
 def recs(rows):

@@ -12,9 +12,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from hm_assets.object_store import ObjectStore, object_store_for
-from hm_assets.resources import HMDataset, HMStore
-from hm_assets.store import atomic_path
+from hm_assets.defs.resources import HMDataset, HMStore
+from hm_assets.platform.object_store import ObjectStore, object_store_for
+from hm_assets.platform.store import atomic_path
 from hm_assets_tests.test_reliability import baseline, work_root
 
 WEEK_OUTPUTS = {

@@ -19,14 +19,14 @@ from hm_assets_tests.tiny_run import customers_with_history
 
 @pytest.fixture(scope="module")
 def store(recs_run):
-    from hm_assets.store import HMStore
+    from hm_assets.platform.store import HMStore
 
     return HMStore(home=str(recs_run.home))
 
 
 @pytest.fixture(scope="module")
 def recommender(store, recs_run):
-    from hm_assets.on_demand import OnDemandRecommender
+    from hm_assets.serving.on_demand import OnDemandRecommender
 
     started = time.perf_counter()
     with OnDemandRecommender(store, recs_run.week) as loaded:
@@ -66,7 +66,7 @@ def test_reproduces_the_stored_recommendations(recommender, store, stored, recs_
 def _style_walkers(store, recs_run, count: int) -> pd.DataFrame:
     """Customers with history and a consistent style (under the generator's latent taste their
     first style cluster carries most of their purchases), steadiest first."""
-    from hm_assets.on_demand import customer_key_from_id
+    from hm_assets.serving.on_demand import customer_key_from_id
 
     truth = pd.read_csv(recs_run.truth / "customers_truth.csv")
     truth["customer_key"] = truth["customer_id"].map(customer_key_from_id)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_assets.baselines import trending
-from hm_assets.metrics import map_at_k
+from hm_assets.pipeline.evaluation.baselines import trending
+from hm_assets.pipeline.evaluation.metrics import map_at_k
 from hm_assets.synthetic import generate
 from hm_assets.synthetic.generator import ORACLE_FILE, WORLDS
 from hm_assets.synthetic.transactions import follow_share_by_gap

@@ -12,9 +12,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from hm_assets.quality_checks import recommendation_problems
-from hm_assets.runner import run_weeks
-from hm_assets.weeks import WEEK, scan_data_range
+from hm_assets.defs.runner import run_weeks
+from hm_assets.pipeline.evaluation.quality_checks import recommendation_problems
+from hm_assets.platform.weeks import WEEK, scan_data_range
 
 FAST = {
     "ops": {
@@ -112,8 +112,8 @@ def test_candidate_metadata_reports_recall(tiny_run):
 
 def test_customer_shards_give_the_same_results_as_one_shard(tiny_run, tmp_path):
     """The per-customer steps run shard by shard; any shard size gives identical outputs."""
-    from hm_assets.assets.ranking import candidates, pair_features, recommendations
-    from hm_assets.resources import HMDataset, HMStore
+    from hm_assets.defs.assets.ranking import candidates, pair_features, recommendations
+    from hm_assets.defs.resources import HMDataset, HMStore
 
     home, data_range, _, _ = tiny_run
     week = data_range.newest_week_with_truth.isoformat()
@@ -138,10 +138,10 @@ def test_customer_shards_give_the_same_results_as_one_shard(tiny_run, tmp_path):
 
 
 def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run):
-    from hm_assets.ablation import ablation
-    from hm_assets.partitions import history_week_keys
-    from hm_assets.resources import HMStore
-    from hm_assets.retrievers.registry import retriever_names
+    from hm_assets.defs.partitions import history_week_keys
+    from hm_assets.defs.resources import HMStore
+    from hm_assets.pipeline.evaluation.ablation import ablation
+    from hm_assets.pipeline.retrieval.registry import retriever_names
 
     home, data_range, _, _ = tiny_run
     week = data_range.newest_week_with_truth.isoformat()
@@ -161,8 +161,8 @@ def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run
 def test_ranker_fails_clearly_without_the_training_weeks_it_was_asked_for(tiny_run, tmp_path):
     """Asked for more labelled weeks than exist, the ranker stops naming what is missing; it does
     not train a smaller model, and the week's previous ranker files stay as they were."""
-    from hm_assets.assets.ranking import ranker
-    from hm_assets.resources import HMDataset, HMStore
+    from hm_assets.defs.assets.ranking import ranker
+    from hm_assets.defs.resources import HMDataset, HMStore
 
     home, data_range, _, _ = tiny_run
     week = data_range.newest_week_with_truth.isoformat()

@@ -34,7 +34,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hm_assets.settings import PROJECT_ROOT
+from hm_assets.platform.settings import PROJECT_ROOT
 
 DEPLOY_PROFILE = PROJECT_ROOT / "deploy" / "dagster.yaml"
 SHARD_SIZE = 400  # the tiny preset's 1,500 customers in 4 shards
@@ -253,7 +253,7 @@ def test_deploy_profile_opens_on_postgres_with_its_queue_and_pools(postgres, tmp
 
 
 def test_a_week_on_postgres_with_the_multiprocess_executor_matches_the_plain_run(postgres, tmp_path):
-    from hm_assets.runner import PipelineRunner, training_side_keys
+    from hm_assets.defs.runner import PipelineRunner, training_side_keys
     from hm_assets_tests.test_reliability import (
         FAST,
         baseline,
@@ -271,7 +271,7 @@ def test_a_week_on_postgres_with_the_multiprocess_executor_matches_the_plain_run
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     try:
         started = time.monotonic()
-        # The earlier weeks, in process as hm_assets.runner does, recorded on the PostgreSQL instance.
+        # The earlier weeks, in process as hm_assets.defs.runner does, recorded on the PostgreSQL instance.
         defs = project_defs(Path(os.environ["HM_DATA_DIR"]), home)
         runner = PipelineRunner(defs, instance, FAST)
         prerequisite_runs = [runner.ingest_weeks(base.data_range.first_week, week)]

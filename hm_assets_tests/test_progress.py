@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hm_assets.progress import Progress, duration
+from hm_assets.platform.progress import Progress, duration
 
 
 def test_progress_reports_counts_rate_and_time_left_at_most_every_interval():

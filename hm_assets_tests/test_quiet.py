@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from hm_assets.settings import PROJECT_ROOT
+from hm_assets.platform.settings import PROJECT_ROOT
 
 LOAD = """
 import torch  # the embedding steps load it: DuckDB's teardown must not depend on it
@@ -36,8 +36,8 @@ def test_tools_that_import_the_assets_directly_are_quiet_too(tiny_data, tmp_path
     env = {**os.environ, "HM_DATA_DIR": str(tiny_data), "HM_HOME": str(tmp_path / "home")}
     env.pop("PYTHONWARNINGS", None)
     for command in (
-        ["-c", "import hm_assets.assets.ranking, hm_assets.assets.checks, hm_assets.on_demand; print('loaded')"],
-        ["-m", "hm_assets.ablation", "--help"],
+        ["-c", "import hm_assets.defs.assets.ranking, hm_assets.defs.assets.checks, hm_assets.serving.on_demand; print('loaded')"],
+        ["-m", "hm_assets.pipeline.evaluation.ablation", "--help"],
     ):
         done = subprocess.run([sys.executable, *command], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]

@@ -6,7 +6,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from hm_assets import ranker as ranking
+from hm_assets.pipeline.ranking import ranker as ranking
 
 
 def trained_booster(seed: int = 0):

@@ -28,11 +28,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from hm_assets import guards
-from hm_assets.assets.ingest import article_images, articles, customers, transactions
-from hm_assets.resources import HMDataset, HMStore
-from hm_assets.runner import PipelineRunner, training_side_keys
-from hm_assets.weeks import WEEK, DataRange, scan_data_range
+from hm_assets.defs.assets.ingest import article_images, articles, customers, transactions
+from hm_assets.defs.resources import HMDataset, HMStore
+from hm_assets.defs.runner import PipelineRunner, training_side_keys
+from hm_assets.platform import guards
+from hm_assets.platform.weeks import WEEK, DataRange, scan_data_range
 
 # Quick models: the guarantees do not depend on model quality.
 FAST = {
@@ -97,7 +97,7 @@ def project_defs(data_dir: Path, home: Path) -> dg.Definitions:
 
 def recommendation_path_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
     """A week's graph from the features to the evaluation (the weekly ancestors of ``evaluation``)."""
-    from hm_assets.runner import weekly_ancestors
+    from hm_assets.defs.runner import weekly_ancestors
 
     return weekly_ancestors(defs, "evaluation")
 
@@ -193,7 +193,7 @@ def baseline() -> Baseline:
 # `hm-recs run` does (HMStore/HMDataset from HM_HOME/HM_DATA_DIR, the instance from DAGSTER_HOME).
 # With "stall_rename_to" it stops, for good, just before renaming that output into place: the
 # temporary file is then complete on disk and the target untouched (a test-only patch of this child's
-# `hm_assets.store.os`; the project has no hook).
+# `hm_assets.platform.store.os`; the project has no hook).
 CHILD_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
@@ -201,7 +201,7 @@ CHILD_SCRIPT = textwrap.dedent(
 
     args = json.loads(sys.argv[1])
     if args.get("stall_rename_to"):
-        import hm_assets.store as store_module
+        import hm_assets.platform.store as store_module
 
         real_os = store_module.os
 
@@ -219,8 +219,8 @@ CHILD_SCRIPT = textwrap.dedent(
 
     import dagster as dg
     from hm_assets.definitions import defs
-    from hm_assets.runner import PipelineRunner, dagster_instance, training_side_keys
-    from hm_assets.weeks import parse_week
+    from hm_assets.defs.runner import PipelineRunner, dagster_instance, training_side_keys
+    from hm_assets.platform.weeks import parse_week
 
     instance = dagster_instance() if args.get("persistent_instance") else dg.DagsterInstance.ephemeral()
     runner = PipelineRunner(defs, instance, args.get("run_config"))
@@ -560,11 +560,11 @@ def test_rematerializing_a_week_in_a_fresh_process_gives_identical_outputs():
 def test_retrievers_do_not_depend_on_the_order_of_the_history_rows():
     """DuckDB returns rows of a GROUP BY/DISTINCT in an order that varies with its threads once a
     week spans several row groups; no retriever may depend on it (the seeded popularity model did)."""
-    from hm_assets.assets.weekly import FEATURE_TABLES
-    from hm_assets.history import open_week, register_parquet
-    from hm_assets.partitions import history_week_keys
-    from hm_assets.retrievers.base import RetrievalContext, finalize_candidates
-    from hm_assets.retrievers.registry import RETRIEVERS
+    from hm_assets.defs.assets.weekly import FEATURE_TABLES
+    from hm_assets.defs.partitions import history_week_keys
+    from hm_assets.pipeline.retrieval.base import RetrievalContext, finalize_candidates
+    from hm_assets.pipeline.retrieval.registry import RETRIEVERS
+    from hm_assets.platform.history import open_week, register_parquet
 
     base = baseline()
     store = HMStore(home=str(base.home))
@@ -601,8 +601,8 @@ def test_retrievers_do_not_depend_on_the_order_of_the_history_rows():
 def test_content_indexes_are_rebuilt_identically():
     """The catalogue's hnswlib indexes, built twice from the same embeddings, give the same
     neighbours (a graph built on several threads depends on their timing)."""
-    from hm_assets.assets.content import content_assets
-    from hm_assets.embeddings.index import load_index
+    from hm_assets.defs.assets.content import content_assets
+    from hm_assets.pipeline.features.embeddings.index import load_index
 
     base = baseline()
     indexes = [a for a in content_assets if a.key.to_user_string().endswith("_index")]
@@ -635,7 +635,7 @@ def _failure_causes(result: dg.ExecuteInProcessResult) -> dict[str, tuple[str, s
 
 
 def test_too_small_duckdb_budget_fails_with_a_clear_error_and_changes_nothing():
-    from hm_assets.assets.features import feature_assets
+    from hm_assets.defs.assets.features import feature_assets
 
     base = baseline()
     home = base.copy_home()
@@ -672,7 +672,7 @@ def test_too_small_duckdb_budget_during_ingest_is_not_reported_as_bad_input(tiny
 PROCESS_BUDGET_SCRIPT = textwrap.dedent(
     """
     import os, numpy as np
-    from hm_assets.guards import PROCESS_BUDGET_ENV, ResourceBudgetError, install_process_memory_budget, process_memory_budget
+    from hm_assets.platform.guards import PROCESS_BUDGET_ENV, ResourceBudgetError, install_process_memory_budget, process_memory_budget
 
     def address_space():
         return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))

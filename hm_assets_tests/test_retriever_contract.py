@@ -11,18 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_assets.assets.weekly import FEATURE_TABLES
-from hm_assets.candidates import previous_week_calibration
-from hm_assets.filters import RULES
-from hm_assets.history import open_week, register_parquet
-from hm_assets.on_demand import OnDemandRecommender
-from hm_assets.partitions import history_week_keys
-from hm_assets.ranking_stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, recommend_lists, select_candidates
-from hm_assets.retrievers.base import RetrievalContext, load_state, ranked_candidates, retriever_inputs, state_path
-from hm_assets.retrievers.registry import RETRIEVERS
-from hm_assets.sql import load_sql
-from hm_assets.store import HMStore, write_parquet
-from hm_assets.taste import read_article_taste
+from hm_assets.defs.assets.weekly import FEATURE_TABLES
+from hm_assets.defs.partitions import history_week_keys
+from hm_assets.pipeline.features.taste import read_article_taste
+from hm_assets.pipeline.ranking.candidates import previous_week_calibration
+from hm_assets.pipeline.ranking.filters import RULES
+from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, recommend_lists, select_candidates
+from hm_assets.pipeline.retrieval.base import RetrievalContext, load_state, ranked_candidates, retriever_inputs, state_path
+from hm_assets.pipeline.retrieval.registry import RETRIEVERS
+from hm_assets.platform.history import open_week, register_parquet
+from hm_assets.platform.sql import load_sql
+from hm_assets.platform.store import HMStore, write_parquet
+from hm_assets.serving.on_demand import OnDemandRecommender
 from hm_assets_tests.tiny_run import customers_with_history
 
 

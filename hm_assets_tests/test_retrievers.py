@@ -5,12 +5,12 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from hm_assets.retrievers import also_bought, popularity_model, purchase_history_similar, repurchase
-from hm_assets.retrievers.also_bought import AlsoBoughtConfig
-from hm_assets.retrievers.base import finalize_candidates
-from hm_assets.retrievers.popularity_model import PopularityModelConfig
-from hm_assets.retrievers.purchase_history_similar import PurchaseHistoryConfig
-from hm_assets.retrievers.repurchase import RepurchaseConfig
+from hm_assets.pipeline.retrieval import also_bought, popularity_model, purchase_history_similar, repurchase
+from hm_assets.pipeline.retrieval.also_bought import AlsoBoughtConfig
+from hm_assets.pipeline.retrieval.base import finalize_candidates
+from hm_assets.pipeline.retrieval.popularity_model import PopularityModelConfig
+from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistoryConfig
+from hm_assets.pipeline.retrieval.repurchase import RepurchaseConfig
 from hm_assets_tests.builders import (
     articles_frame,
     customers_frame,

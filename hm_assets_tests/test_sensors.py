@@ -7,12 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from hm_assets.assets.ingest import articles, customers
-from hm_assets.partitions import weekly_partitions_def
-from hm_assets.resources import HMDataset, HMStore
-from hm_assets.runner import LAUNCHED_BY_TAG, RANGE_END_TAG, RANGE_START_TAG
-from hm_assets.sensors import live_week_after_ingest, new_transactions
-from hm_assets.weeks import TRANSACTIONS_FILE, WEEK, scan_data_range
+from hm_assets.defs.assets.ingest import articles, customers
+from hm_assets.defs.partitions import weekly_partitions_def
+from hm_assets.defs.resources import HMDataset, HMStore
+from hm_assets.defs.runner import LAUNCHED_BY_TAG, RANGE_END_TAG, RANGE_START_TAG
+from hm_assets.defs.sensors import live_week_after_ingest, new_transactions
+from hm_assets.platform.weeks import TRANSACTIONS_FILE, WEEK, scan_data_range
 
 
 def drop_last_week(data_dir: Path) -> list[str]:

@@ -28,11 +28,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hm_assets.cli import main as cli_main
-from hm_assets.on_demand import stored_recommendations
+from hm_assets.platform.settings import PROJECT_ROOT
+from hm_assets.platform.store import HMStore
 from hm_assets.serving.app import create_app
 from hm_assets.serving.events import EventLog, event_log_path
-from hm_assets.settings import PROJECT_ROOT
-from hm_assets.store import HMStore
+from hm_assets.serving.on_demand import stored_recommendations
 from hm_assets_tests.chromium import headless_chromium, missing_reason
 from hm_assets_tests.servers import free_port, serving
 from hm_assets_tests.tiny_run import TinyRun, with_next_week

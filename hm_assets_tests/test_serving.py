@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from hm_assets.platform.store import HMStore
 from hm_assets.serving.app import create_app
-from hm_assets.store import HMStore
 
 
 def test_store_files_are_served_over_http_and_nothing_outside_assets(tmp_path, monkeypatch):

@@ -10,9 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from hm_assets.retrievers.purchase_history_similar import PurchaseHistoryConfig
-from hm_assets.sql import load_sql
-from hm_assets.taste import (
+from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistoryConfig
+from hm_assets.platform.sql import load_sql
+from hm_assets.pipeline.features.taste import (
     CANDIDATE_CUSTOMERS,
     LONG_HALF_LIFE_DAYS,
     RECENT_HALF_LIFE_DAYS,

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hm_assets.settings import LOCAL_INSTANCE_CONFIG, PROJECT_ROOT
+from hm_assets.platform.settings import LOCAL_INSTANCE_CONFIG, PROJECT_ROOT
 
 START_TIMEOUT_S = 240
 STOP_TIMEOUT_S = 30
@@ -101,7 +101,7 @@ def _stop_group(server: subprocess.Popen) -> str:
 
 
 def test_webserver_serves_the_asset_graph_and_weekly_partitions(tiny_data, tmp_path):
-    from hm_assets.weeks import WEDNESDAY, parse_week, scan_data_range
+    from hm_assets.platform.weeks import WEDNESDAY, parse_week, scan_data_range
 
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
@@ -110,7 +110,7 @@ def test_webserver_serves_the_asset_graph_and_weekly_partitions(tiny_data, tmp_p
     import dagster as dg
 
     from hm_assets.definitions import defs
-    from hm_assets.runner import PipelineRunner
+    from hm_assets.defs.runner import PipelineRunner
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         cli_run = PipelineRunner(defs, instance).backtest_report()

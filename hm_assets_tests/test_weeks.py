@@ -3,7 +3,7 @@ from datetime import date, datetime
 import dagster as dg
 import pytest
 
-from hm_assets.weeks import (
+from hm_assets.platform.weeks import (
     DataRange,
     first_built_week,
     follows_calendar,
@@ -29,8 +29,8 @@ def test_real_range_partitions_end_with_the_competition_week():
 
 
 def test_partitions_follow_the_session_data(tiny_data):
-    from hm_assets.partitions import transaction_weeks_def, weekly_partitions_def
-    from hm_assets.settings import BUILT_WEEKS
+    from hm_assets.defs.partitions import transaction_weeks_def, weekly_partitions_def
+    from hm_assets.platform.settings import BUILT_WEEKS
 
     data_range = scan_data_range(tiny_data)
     history = transaction_weeks_def.get_partition_keys()
@@ -65,7 +65,7 @@ def test_first_built_week_counts_back_from_the_live_week():
 
 
 def test_partition_time_window_is_wednesday_to_wednesday(tiny_data):
-    from hm_assets.partitions import weekly_partitions_def
+    from hm_assets.defs.partitions import weekly_partitions_def
 
     key = weekly_partitions_def.get_partition_keys()[3]
     window = weekly_partitions_def.time_window_for_partition_key(key)

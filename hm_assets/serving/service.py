@@ -30,17 +30,17 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from hm_assets.data_contract import format_article_id
-from hm_assets.on_demand import (
+from hm_assets.pipeline.ingest.data_contract import format_article_id
+from hm_assets.serving.on_demand import (
     ARTICLE_COLUMNS,
     OnDemandRecommender,
     customer_key_from_id,
     newest_recommendation_week,
     recent_purchases,
 )
+from hm_assets.platform.store import HMStore
 from hm_assets.serving.events import EventLog, PurchaseEvent, event_log_path, new_event_id
 from hm_assets.serving.metrics import ServiceMetrics
-from hm_assets.store import HMStore
 
 log = logging.getLogger("hm_assets.serving")
 
