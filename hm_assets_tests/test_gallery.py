@@ -36,7 +36,7 @@ def test_gallery_asset_metadata_and_files(recs_run):
 
 
 def test_sample_is_deterministic_and_prefers_buyers():
-    from hm_assets.defs.assets.gallery import sample_customers
+    from hm_assets.serving.gallery import sample_customers
 
     keys = np.arange(1, 201, dtype=np.int64)
     counts = pd.Series(np.arange(200) % 17, index=keys)
