@@ -190,8 +190,8 @@ def command_show(args: argparse.Namespace) -> int:
         from hm_assets.serving.on_demand import (
             find_customer,
             format_table,
+            newest_purchases,
             newest_recommendation_week,
-            recent_purchases,
             stored_recommendations,
         )
 
@@ -199,7 +199,7 @@ def command_show(args: argparse.Namespace) -> int:
         week = args.week or newest_recommendation_week(store)
         customers = pd.read_parquet(store.require("customers"), columns=["customer_key", "customer_id"])
         who = find_customer(customers, args.customer_id)
-        purchases = recent_purchases(store, week, who.key, args.purchases)
+        purchases = newest_purchases(store, week, who.key, args.purchases)
         recs = stored_recommendations(store, week, who.key)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,7 +6,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from hm_assets.pipeline.ranking import ranker as ranking
+from hm_assets.pipeline.ranking import ranker
 
 
 def trained_booster(seed: int = 0):
@@ -23,24 +23,24 @@ def trained_booster(seed: int = 0):
     )
     pairs.loc[rng.random(len(pairs)) < 0.2, "rank_a"] = pd.NA  # retriever did not propose it
     bought = pairs[(pairs["score_a"] > 1.0) | (pairs["pref"] > 0.95)][["customer_key", "article_id"]]
-    rows = ranking.training_rows(pairs, bought, 10, seed)
-    settings = ranking.RankerSettings(boost_rounds=30, num_leaves=7, min_data_in_leaf=5)
-    return ranking.train(ranking.stack_weeks([rows]), settings), pairs
+    rows = ranker.training_rows(pairs, bought, 10, seed)
+    settings = ranker.RankerSettings(boost_rounds=30, num_leaves=7, min_data_in_leaf=5)
+    return ranker.train(ranker.stack_weeks([rows]), settings), pairs
 
 
 def test_compiled_scores_equal_lightgbm_and_are_cached(tmp_path):
     booster, pairs = trained_booster()
-    scorer = ranking.PairScorer(booster, tmp_path)
+    scorer = ranker.PairScorer(booster, tmp_path)
     assert scorer.compiled is not None, "lleaves is a pinned dependency: compilation must work"
-    np.testing.assert_allclose(scorer(pairs), ranking.predict(booster, pairs), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(scorer(pairs), ranker.predict(booster, pairs), rtol=0, atol=1e-9)
     compiled = sorted(tmp_path.glob("ranker-*.o"))
     assert len(compiled) == 1
     stamp = compiled[0].stat().st_mtime_ns
-    again = ranking.PairScorer(booster, tmp_path)  # loads the cached object, compiles nothing
+    again = ranker.PairScorer(booster, tmp_path)  # loads the cached object, compiles nothing
     assert sorted(tmp_path.glob("ranker-*.o")) == compiled and compiled[0].stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(again(pairs), scorer(pairs))
     other, _ = trained_booster(seed=1)
-    ranking.PairScorer(other, tmp_path)
+    ranker.PairScorer(other, tmp_path)
     assert len(list(tmp_path.glob("ranker-*.o"))) == 2  # one object per model
 
 
@@ -51,8 +51,8 @@ def test_training_sample_read_from_file_equals_the_in_memory_sample(tmp_path):
     path = tmp_path / "pairs.parquet"
     pairs.to_parquet(path, index=False)
     truth = pairs[pairs["score_a"] > 1.2][["customer_key", "article_id"]].iloc[::2]
-    in_memory = ranking.training_rows(pd.read_parquet(path), truth, 5, seed=3)
-    from_file = ranking.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
+    in_memory = ranker.training_rows(pd.read_parquet(path), truth, 5, seed=3)
+    from_file = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
     assert 0 < in_memory["label"].sum() < len(in_memory)
     pd.testing.assert_frame_equal(from_file, in_memory, check_dtype=False)
 
@@ -63,12 +63,12 @@ def test_training_rows_within_a_budget_keep_whole_customers(tmp_path):
     path = tmp_path / "pairs.parquet"
     pairs.to_parquet(path, index=False)
     truth = pairs[pairs["score_a"] > 1.0][["customer_key", "article_id"]]
-    whole = ranking.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
+    whole = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
     budget = len(whole) // 3
-    kept = ranking.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=budget)
+    kept = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=budget)
     assert budget - 20 < len(kept) <= budget  # whole customers, as many as fit
     per_customer = whole.groupby("customer_key").size()
     assert kept.groupby("customer_key").size().equals(per_customer.loc[kept["customer_key"].unique()])
     assert kept["label"].sum() > 0
-    unbounded = ranking.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=len(whole))
+    unbounded = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=len(whole))
     pd.testing.assert_frame_equal(unbounded, whole)

@@ -113,23 +113,6 @@ class ParquetAppender:
             self.writer.close()
 
 
-@contextmanager
-def parquet_appender(target: Path) -> Iterator[ParquetAppender]:
-    """Write a Parquet file piece by piece; it replaces ``target`` atomically once complete."""
-    with atomic_path(target) as temporary:
-        appender = ParquetAppender(temporary)
-        try:
-            yield appender
-        finally:
-            appender.close()
-        if appender.writer is None:
-            raise ValueError(f"nothing was written to {target}")
-
-
-def parquet_rows(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
-
-
 class HMStore(dg.ConfigurableResource):
     """The project's output folder and the DuckDB engine settings used over it."""
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from hm_assets.pipeline.ingest.data_contract import TRANSACTIONS_FILE
+
 WEDNESDAY = 2  # date.weekday() of Wednesday
 DAGSTER_WEDNESDAY = 3  # WeeklyPartitionsDefinition.day_offset counts from Sunday
 WEEK = timedelta(days=7)
-TRANSACTIONS_FILE = "transactions_train.csv"
 
 
 def week_start(day: date) -> date:
@@ -131,12 +132,6 @@ def first_built_week(data_range: DataRange, built_weeks: int, configured: str = 
     earliest = data_range.first_week + WEEK
     wanted = parse_week(configured) if configured else data_range.live_week - (built_weeks - 1) * WEEK
     return max(earliest, min(wanted, data_range.live_week))
-
-
-def partition_days(key: str) -> tuple[date, date]:
-    """[first day, first day after] of a partition's target week."""
-    start = parse_week(key)
-    return start, start + WEEK
 
 
 def env_data_range(data_dir: Path) -> DataRange:

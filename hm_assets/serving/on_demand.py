@@ -48,8 +48,8 @@ import pandas as pd
 from hm_assets.defs.assets.weekly import FEATURE_TABLES
 from hm_assets.pipeline.evaluation.baselines import last_week_top
 from hm_assets.pipeline.features.taste import read_article_taste
-from hm_assets.pipeline.ingest.data_contract import format_article_id
-from hm_assets.pipeline.ranking import ranker as ranking
+from hm_assets.pipeline.ingest.data_contract import K, format_article_id
+from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES, prepare_rule_inputs
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, recommend_lists, select_candidates
@@ -61,7 +61,6 @@ from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import parse_week
 
 
-K = ranking.K
 FALLBACK_SIZE = 24  # as the recommendations asset
 ARTICLE_COLUMNS = ["article_id", "prod_name", "product_type_name", "colour_group_name"]
 DEFAULT_ATTRIBUTES = {
@@ -132,7 +131,7 @@ def find_customer(customers: pd.DataFrame, customer: str | int) -> Customer:
     return Customer(int(key), text, False, {})
 
 
-def recent_purchases(store: HMStore, week: str, customer_key: int, limit: int = 12) -> pd.DataFrame:
+def newest_purchases(store: HMStore, week: str, customer_key: int, limit: int = 12) -> pd.DataFrame:
     """The customer's newest purchases before the week's cut-off (newest first), with article names."""
     cutoff = parse_week(week)
     files = [store.require("transactions", w) for w in weeks_with(store, "transactions") if parse_week(w) < cutoff]
@@ -305,8 +304,8 @@ class OnDemandRecommender:
         self.customers = con.sql("SELECT * FROM h_customers").df()
         self._article_ids = set(self.articles["article_id"].tolist())
         info = json.loads(store.require("ranker", self.week, ".json").read_text())
-        self.booster = ranking.load(store.require("ranker", self.week, ".txt")) if info.get("trained") else None
-        self.scorer = ranking.PairScorer(self.booster, store.scratch_dir() / "compiled") if self.booster else None
+        self.booster = ranker.load(store.require("ranker", self.week, ".txt")) if info.get("trained") else None
+        self.scorer = ranker.PairScorer(self.booster, store.scratch_dir() / "compiled") if self.booster else None
         self.calibration = previous_week_calibration(store, self.week, [r.name for r in self.retrievers])
         self.article_taste = read_article_taste(store.require("article_taste", self.week))
         full = self._full_cursor()
@@ -480,7 +479,7 @@ class OnDemandRecommender:
         return Ranked(who, bought_ids, candidates, pairs, recs, timings)
 
     def _score(self, pairs: pd.DataFrame) -> np.ndarray:
-        return self.scorer(pairs) if self.scorer is not None else ranking.heuristic_score(pairs)
+        return self.scorer(pairs) if self.scorer is not None else ranker.heuristic_score(pairs)
 
     def recommend(
         self,
@@ -580,8 +579,8 @@ __all__ = [
     "Ranked",
     "find_customer",
     "format_table",
+    "newest_purchases",
     "newest_recommendation_week",
-    "recent_purchases",
     "retriever_names_of",
     "stored_recommendations",
 ]

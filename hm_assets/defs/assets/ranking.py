@@ -10,7 +10,6 @@ from hm_assets.defs.assets.features import article_taste, feature_assets
 from hm_assets.defs.assets.retrieval import candidate_assets
 from hm_assets.defs.assets.weekly import HISTORY, previous_weeks, this_and_previous_week, week_view
 from hm_assets.pipeline.evaluation.baselines import last_week_top
-from hm_assets.pipeline.ranking import ranker as ranking
 from hm_assets.pipeline.ranking.candidates import (
     add_effects,
     effects_table,
@@ -21,19 +20,27 @@ from hm_assets.pipeline.ranking.candidates import (
 from hm_assets.defs.partitions import weekly_partitions_def
 from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.features.taste import read_article_taste
-from hm_assets.pipeline.ingest.data_contract import format_article_id
 from hm_assets.pipeline.ranking.filters import RULE_NAMES, rules_by_name
-from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, recommend_lists, select_candidates
+from hm_assets.pipeline.ranking.ranker import (
+    MAX_TRAINING_WEEKS,
+    K,
+    RankerSettings,
+    importances,
+    labelled_weeks,
+    save,
+    stored_scorer,
+    stored_training_rows,
+    train,
+)
+from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, kaggle_submission, recommend_lists, select_candidates
 from hm_assets.pipeline.ranking.stage import pair_features as pair_features_of
 from hm_assets.pipeline.retrieval.registry import retriever_names
 from hm_assets.platform.fanout import ShardOutputs, ShardTask, sharded_asset
 from hm_assets.platform.metadata import markdown_table, stopwatch
 from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
 from hm_assets.platform.store import atomic_path, write_parquet
-from hm_assets.platform.weeks import WEEK, parse_week
 
 GROUP = "ranking"
-MAX_TRAINING_WEEKS = 8
 
 
 class CandidateFilterConfig(dg.Config):
@@ -190,9 +197,9 @@ class RankerConfig(dg.Config):
     min_data_in_leaf: int = 50
     seed: int = 0
 
-    def settings(self, seed: int | None = None) -> ranking.RankerSettings:
+    def settings(self, seed: int | None = None) -> RankerSettings:
         """The LightGBM settings (with another seed for an ablation's repeats)."""
-        return ranking.RankerSettings(
+        return RankerSettings(
             objective=self.objective,
             boost_rounds=self.boost_rounds,
             learning_rate=self.learning_rate,
@@ -204,32 +211,7 @@ class RankerConfig(dg.Config):
     def training_rows(self, store: HMStore, weeks: list[str], seed: int | None = None) -> pd.DataFrame:
         """The labelled weeks' training rows (buyers' positives and sampled negatives), stacked."""
         seed = self.seed if seed is None else seed
-        frames = []
-        con = store.connect()
-        for week in weeks:
-            truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
-            frames.append(
-                ranking.training_rows_from_file(
-                    con, store.require("pair_features", week), truth, self.negatives_per_customer, seed, self.max_rows_per_week
-                )
-            )
-        con.close()
-        return ranking.stack_weeks(frames)
-
-
-def labelled_weeks(store: HMStore, week_key: str, wanted: int) -> list[str]:
-    """The most recent earlier weeks (up to ``wanted``) whose pair features and truth both exist."""
-    start = parse_week(week_key)
-    found: list[str] = []
-    if wanted <= 0:
-        return found
-    for offset in range(1, MAX_TRAINING_WEEKS + 1):
-        earlier = (start - offset * WEEK).isoformat()
-        if store.exists("pair_features", earlier) and store.exists("transactions", earlier):
-            found.append(earlier)
-        if len(found) == wanted:
-            break
-    return found
+        return stored_training_rows(store, weeks, self.negatives_per_customer, seed, self.max_rows_per_week)
 
 
 @dg.asset(
@@ -267,12 +249,12 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
         metadata["trained"] = False
         return dg.MaterializeResult(metadata=metadata)
     with stopwatch() as watch:
-        booster = ranking.train(rows, config.settings(), context.log.info)
+        booster = train(rows, config.settings(), context.log.info)
     with atomic_path(model_path) as tmp:
-        ranking.save(booster, tmp)
+        save(booster, tmp)
     with atomic_path(info_path) as tmp:
         tmp.write_text(json.dumps({"trained": True, "weeks": weeks, "features": booster.feature_name()}))
-    importance = ranking.importances(booster)
+    importance = importances(booster)
     metadata.update(
         {
             "trained": True,
@@ -289,16 +271,6 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
     return dg.MaterializeResult(metadata=metadata)
 
 
-def pair_scorer(store: HMStore, key: str):
-    """The week's ranker as a function of pair features (or the fallback when it has no model),
-    and the feature columns it reads."""
-    info = json.loads(store.require("ranker", key, ".json").read_text())
-    if info.get("trained"):
-        scorer = ranking.PairScorer(ranking.load(store.require("ranker", key, ".txt")), store.scratch_dir() / "compiled")
-        return scorer, scorer.features
-    return ranking.heuristic_score, list(ranking.HEURISTIC_FEATURES)
-
-
 def popular_fallback(context: dg.OpExecutionContext, store: HMStore, config) -> pd.DataFrame:
     """Last week's bestsellers: fill lists the ranker leaves short."""
     with week_view(context, store, with_features=False) as view:
@@ -308,7 +280,7 @@ def popular_fallback(context: dg.OpExecutionContext, store: HMStore, config) -> 
 def recommendations_shard(context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
     key = context.partition_key
     pairs_path = store.require("pair_features", key)
-    score, features = pair_scorer(store, key)
+    score, features = stored_scorer(store, key)
     columns = ", ".join(["customer_key", "article_id", *features])
     where = task.shard.where()
     with week_view(context, store, with_features=False) as view:
@@ -328,7 +300,7 @@ def recommendations_metadata(context, store: HMStore, config, shards: list[dict]
     rows = sum(s["rows"] for s in shards)
     return {
         "dagster/row_count": rows,
-        "customers": rows // ranking.K,
+        "customers": rows // K,
         "share_from_ranker": round(sum(s["from_ranker"] for s in shards) / max(rows, 1), 4),
         "submission_csv": dg.MetadataValue.path(store.relative(files["submission"])),
         "submission_url": dg.MetadataValue.url(store.url(files["submission"])),
@@ -352,15 +324,6 @@ recommendations = sharded_asset(
     kinds={"lightgbm", "parquet", "csv"},
     partitions_def=weekly_partitions_def,
 )
-
-
-def kaggle_submission(recs: pd.DataFrame, customers_frame: pd.DataFrame) -> pd.DataFrame:
-    ordered = recs.sort_values(["customer_key", "rank"], kind="mergesort")
-    ordered = ordered.assign(article=ordered["article_id"].map(format_article_id))
-    lists = ordered.groupby("customer_key", sort=False)["article"].agg(" ".join)
-    out = customers_frame[["customer_key", "customer_id"]].copy()
-    out["prediction"] = out["customer_key"].map(lists).fillna("")
-    return out[["customer_id", "prediction"]]
 
 
 ranking_assets = [candidates, pair_features, ranker, recommendations]

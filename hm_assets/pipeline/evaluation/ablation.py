@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hm_assets.defs.assets.ranking import RankerConfig, labelled_weeks
+from hm_assets.defs.assets.ranking import RankerConfig
 from hm_assets.defs.assets.weekly import FEATURE_TABLES
 from hm_assets.pipeline.evaluation.metrics import map_at_k
 from hm_assets.pipeline.features.taste import read_article_taste
-from hm_assets.pipeline.ranking import ranker as ranking
+from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, select_candidates
@@ -81,21 +81,21 @@ def map_with(
     pairs, truth = buyers_pairs(store, week, retrievers, week_keys, max_per_customer, calibrated)
     maps = []
     for seed in seeds:
-        rows = ranking.stack_weeks(
+        rows = ranker.stack_weeks(
             [
-                ranking.within_budget(ranking.training_rows(p, t, RANKER.negatives_per_customer, seed), RANKER.max_rows_per_week, seed)
+                ranker.within_budget(ranker.training_rows(p, t, RANKER.negatives_per_customer, seed), RANKER.max_rows_per_week, seed)
                 for p, t in labelled
             ]
         )
-        booster = ranking.train(rows, RANKER.settings(seed))
+        booster = ranker.train(rows, RANKER.settings(seed))
         scored = pd.DataFrame(
             {
                 "customer_key": pairs["customer_key"],
                 "article_id": pairs["article_id"],
-                "score": ranking.PairScorer(booster, store.scratch_dir() / "compiled")(pairs),
+                "score": ranker.PairScorer(booster, store.scratch_dir() / "compiled")(pairs),
             }
         )
-        maps.append(map_at_k(ranking.top_k(scored), truth))
+        maps.append(map_at_k(ranker.top_k(scored), truth))
     return maps
 
 
@@ -145,7 +145,7 @@ def feature_ablation(store: HMStore, week: str, groups: dict[str, list[str]], se
     """Per named group of pair features: MAP@12 of ``week`` with the ranker retrained (per seed) on
     the stored pair features of its training weeks with and without those columns. Reads the
     pipeline's outputs only; nothing upstream of the ranker is rebuilt."""
-    weeks = labelled_weeks(store, week, RANKER.training_weeks)
+    weeks = ranker.labelled_weeks(store, week, RANKER.training_weeks)
     if len(weeks) < RANKER.training_weeks:
         raise ValueError(f"{week} needs pair features and transactions of {RANKER.training_weeks} earlier weeks; found {weeks}")
     truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
@@ -161,14 +161,14 @@ def feature_ablation(store: HMStore, week: str, groups: dict[str, list[str]], se
     for seed in seeds:
         rows = RANKER.training_rows(store, weeks, seed)
         for label, dropped in configurations.items():
-            unknown = sorted(set(dropped) - set(ranking.feature_columns(rows)))
+            unknown = sorted(set(dropped) - set(ranker.feature_columns(rows)))
             if unknown:
                 raise ValueError(f"no such pair feature(s) {unknown}; see the pair_features asset's columns")
-            booster = ranking.train(rows.drop(columns=dropped), RANKER.settings(seed))
+            booster = ranker.train(rows.drop(columns=dropped), RANKER.settings(seed))
             scored = pd.DataFrame(
-                {"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": ranking.predict(booster, pairs)}
+                {"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": ranker.predict(booster, pairs)}
             )
-            maps[label].append(map_at_k(ranking.top_k(scored), truth))
+            maps[label].append(map_at_k(ranker.top_k(scored), truth))
     full = np.array(maps["nothing"])
     rows_out = []
     for label, dropped in groups.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-K = 12
+from hm_assets.pipeline.ingest.data_contract import K
 
 
 def true_pairs(truth: pd.DataFrame) -> pd.DataFrame:

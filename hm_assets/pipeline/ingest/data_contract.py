@@ -21,6 +21,8 @@ ARTICLES_FILE = "articles.csv"
 CUSTOMERS_FILE = "customers.csv"
 TRANSACTIONS_FILE = "transactions_train.csv"
 IMAGES_DIR = "images"
+# Articles per customer in a submission, scored by MAP@12: every list the pipeline and the service make.
+K = 12
 
 
 class InputDataError(ValueError):

@@ -15,10 +15,14 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from hm_assets.pipeline.ingest.data_contract import K
 from hm_assets.platform.progress import Progress
+from hm_assets.platform.store import HMStore
+from hm_assets.platform.weeks import WEEK, parse_week
 
 NON_FEATURES = ("customer_key", "article_id", "label", "query")
-K = 12
+# The earliest week a ranker may learn from: this many weeks before its own.
+MAX_TRAINING_WEEKS = 8
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
@@ -98,6 +102,37 @@ def stack_weeks(frames: list[pd.DataFrame]) -> pd.DataFrame:
     stacked = stacked.sort_values(["_week", "customer_key", "article_id"], kind="mergesort")
     stacked["query"] = stacked.groupby(["_week", "customer_key"], sort=False).ngroup()
     return stacked.drop(columns="_week").reset_index(drop=True)
+
+
+def labelled_weeks(store: HMStore, week_key: str, wanted: int) -> list[str]:
+    """The most recent earlier weeks (up to ``wanted``) whose pair features and truth both exist."""
+    start = parse_week(week_key)
+    found: list[str] = []
+    if wanted <= 0:
+        return found
+    for offset in range(1, MAX_TRAINING_WEEKS + 1):
+        earlier = (start - offset * WEEK).isoformat()
+        if store.exists("pair_features", earlier) and store.exists("transactions", earlier):
+            found.append(earlier)
+        if len(found) == wanted:
+            break
+    return found
+
+
+def stored_training_rows(
+    store: HMStore, weeks: list[str], negatives_per_customer: int, seed: int, max_rows_per_week: int = 0
+) -> pd.DataFrame:
+    """The labelled weeks' training rows (buyers' positives and sampled negatives) from their stored
+    pair features and transactions, stacked."""
+    frames = []
+    con = store.connect()
+    for week in weeks:
+        truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
+        frames.append(
+            training_rows_from_file(con, store.require("pair_features", week), truth, negatives_per_customer, seed, max_rows_per_week)
+        )
+    con.close()
+    return stack_weeks(frames)
 
 
 @dataclass
@@ -219,6 +254,16 @@ def heuristic_score(pairs: pd.DataFrame) -> np.ndarray:
     return pairs["n_retrievers"].to_numpy(np.float64) - pairs["best_rank"].to_numpy(np.float64) / 1000.0
 
 
+def stored_scorer(store: HMStore, week: str) -> tuple[Callable[[pd.DataFrame], np.ndarray], list[str]]:
+    """The week's ranker as a function of pair features (or the fallback when it has no model),
+    and the feature columns it reads."""
+    info = json.loads(store.require("ranker", week, ".json").read_text())
+    if info.get("trained"):
+        scorer = PairScorer(load(store.require("ranker", week, ".txt")), store.scratch_dir() / "compiled")
+        return scorer, scorer.features
+    return heuristic_score, list(HEURISTIC_FEATURES)
+
+
 def importances(booster: lgb.Booster) -> pd.DataFrame:
     gain = booster.feature_importance(importance_type="gain")
     frame = pd.DataFrame({"feature": booster.feature_name(), "gain": gain})
@@ -258,7 +303,3 @@ def fill_to_k(recommendations: pd.DataFrame, customer_keys: np.ndarray, fallback
     return combined.astype({"customer_key": "int64", "article_id": "int32", "rank": "int8", "score": "float32"}).reset_index(
         drop=True
     )
-
-
-def write_feature_list(path: Path, features: list[str]) -> None:
-    path.write_text(json.dumps(features, indent=1))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from hm_assets.pipeline.ingest.data_contract import format_article_id
 from hm_assets.pipeline.features.taste import CANDIDATE_CUSTOMERS, ArticleTaste, register_taste
 from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import RetrieverCalibration, RuleEffect, apply_rules, build_union, filtered_candidates
@@ -87,3 +88,14 @@ def recommend_lists(
         scored = scored[~scored["article_id"].isin(dropped)]
         fallback = [a for a in fallback if a not in dropped]
     return ranker.fill_to_k(ranker.top_k(scored, k), customer_keys, fallback, k)
+
+
+def kaggle_submission(recs: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """The Kaggle submission rows (customer_id, prediction: the list's article ids, best first) of
+    ``customers`` (customer_key, customer_id), an empty prediction for a customer without a list."""
+    ordered = recs.sort_values(["customer_key", "rank"], kind="mergesort")
+    ordered = ordered.assign(article=ordered["article_id"].map(format_article_id))
+    lists = ordered.groupby("customer_key", sort=False)["article"].agg(" ".join)
+    out = customers[["customer_key", "customer_id"]].copy()
+    out["prediction"] = out["customer_key"].map(lists).fillna("")
+    return out[["customer_id", "prediction"]]

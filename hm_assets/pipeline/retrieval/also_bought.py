@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, recency_weight, recent_purchases
+from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, recency_weight, recent_purchase_seeds
 
 
 class AlsoBoughtConfig(RetrieverConfig):
@@ -46,7 +46,7 @@ def co_purchase_pairs(ctx: RetrievalContext, config: AlsoBoughtConfig) -> pd.Dat
 def also_bought_candidates(ctx: RetrievalContext, config: AlsoBoughtConfig, pairs: pd.DataFrame) -> pd.DataFrame:
     """``pairs``: the week's ``co_purchase_pairs`` (the fitted state)."""
     pairs = pairs.rename(columns={"article_id": "seed_id", "partner_id": "article_id"})
-    seeds = recent_purchases(ctx, config.lookback_weeks, config.seed_articles)
+    seeds = recent_purchase_seeds(ctx, config.lookback_weeks, config.seed_articles)
     seeds = seeds.assign(weight=recency_weight(seeds["days_ago"], config.half_life_days)).rename(
         columns={"article_id": "seed_id"}
     )

@@ -67,7 +67,7 @@ RetrieveFn = Callable[[RetrievalContext, Any, Any], "RawCandidates"]
 STATE_SUFFIX = ".state.pkl"
 
 
-def recent_purchases(ctx: RetrievalContext, lookback_weeks: int, per_customer: int) -> pd.DataFrame:
+def recent_purchase_seeds(ctx: RetrievalContext, lookback_weeks: int, per_customer: int) -> pd.DataFrame:
     """customer_key, article_id, days_ago: each customer's most recent distinct purchases in the
     lookback window (at most ``per_customer``) — the seeds of the similarity retrievers."""
     return ctx.con.execute(

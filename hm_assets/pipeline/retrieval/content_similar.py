@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.features.embeddings.index import ContentIndex, load_index
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, recent_purchases
+from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, recent_purchase_seeds
 
 
 class ContentSimilarConfig(RetrieverConfig):
@@ -57,7 +57,7 @@ def empty_candidates() -> pd.DataFrame:
 
 def recent_seeds(ctx: RetrievalContext, config: ContentSimilarConfig) -> pd.DataFrame:
     """customer_key, article_id, days_ago: each customer's most recent distinct purchases."""
-    return recent_purchases(ctx, config.lookback_weeks, config.max_seeds)
+    return recent_purchase_seeds(ctx, config.lookback_weeks, config.max_seeds)
 
 
 def on_sale_articles(ctx: RetrievalContext, weeks: int) -> np.ndarray:

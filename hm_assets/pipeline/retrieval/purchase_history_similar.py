@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, recency_weight, recent_purchases
+from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, recency_weight, recent_purchase_seeds
 
 
 class PurchaseHistoryConfig(RetrieverConfig):
@@ -115,7 +115,7 @@ def fit_neighbours(ctx: RetrievalContext, config: PurchaseHistoryConfig) -> Arti
 def purchase_history_candidates(ctx: RetrievalContext, config: PurchaseHistoryConfig, state: ArticleNeighbours) -> pd.DataFrame:
     if state.index is None:
         return pd.DataFrame(columns=["customer_key", "article_id", "score"])
-    seeds = recent_purchases(ctx, config.lookback_weeks, config.seed_articles)
+    seeds = recent_purchase_seeds(ctx, config.lookback_weeks, config.seed_articles)
     seeds["weight"] = recency_weight(seeds["days_ago"], config.half_life_days)
     seeds = seeds[seeds["article_id"].isin(state.ids)]
     neighbours = state.nearest(seeds["article_id"].unique(), config.neighbours)
