@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 # DuckDB's types appear in annotations only (strings here, resolved by type checkers): a DuckDB
 # type held at run time by an annotation object (a union alias, a resolved return type) kept
 # DuckDB's module alive to interpreter exit when torch was loaded too, and nanobind printed
-# "leaked 27 instances" after every hm-recs command (hm_assets_tests/test_quiet.py checks it).
+# "leaked 27 instances" after every hm-recs command (hm_assets_tests/integration/test_quiet.py checks it).
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection as DuckDBConnection
 

@@ -16,7 +16,7 @@ cut-off, in memory), the stored feature tables, the trained ranker and the fallb
    history plus the new purchases.
 
 Without ``bought`` the list is the stored recommendation of the week, give or take float rounding
-(see ``hm_assets_tests/test_on_demand.py``). What is *not* updated by ``bought``: the article-level
+(see ``hm_assets_tests/integration/test_on_demand.py``). What is *not* updated by ``bought``: the article-level
 statistics (``article_features``, ``article_transaction_stats``) and the global models above, which
 one purchase would move by a negligible amount. Articles bought just now are left out of the list
 by default (``exclude_bought``).

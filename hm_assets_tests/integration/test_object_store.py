@@ -15,7 +15,7 @@ import pytest
 from hm_assets.defs.resources import HMDataset, HMStore
 from hm_assets.platform.object_store import ObjectStore, object_store_for
 from hm_assets.platform.store import atomic_path
-from hm_assets_tests.test_reliability import baseline, work_root
+from hm_assets_tests.integration.test_reliability import baseline, work_root
 
 WEEK_OUTPUTS = {
     "candidates": ".parquet",

@@ -18,7 +18,7 @@ import dagster as dg
 
 from hm_assets.platform import guards
 from hm_assets.platform.settings import LOCAL_INSTANCE_CONFIG
-from hm_assets_tests.test_reliability import (
+from hm_assets_tests.integration.test_reliability import (
     FAST,
     baseline,
     child_failure,

@@ -8,6 +8,7 @@ The run (``recs_run``, see ``hm_assets_tests/tiny_run.py``) is shared with ``tes
 from __future__ import annotations
 
 import os
+import pickle
 import time
 
 import numpy as np
@@ -141,6 +142,24 @@ def test_rejects_unknown_articles_and_attributes(recommender):
         recommender.recommend("someone", bought=["0000000001"])
     with pytest.raises(ValueError, match="attribute"):
         recommender.recommend("someone", attributes={"shoe_size": 38})
+
+
+# A state pickled before the package layout changed: its class under the old module path.
+OLD_LAYOUT_STATE = b"chm_assets.retrievers.popularity_model\nPopularityState\n)\x81."
+
+
+def test_a_state_pickled_under_old_module_paths_is_fitted_again(recommender, monkeypatch, caplog):
+    """A stored state this code cannot unpickle is fitted again, with a warning, as a missing one is."""
+    from hm_assets.pipeline.retrieval.popularity_model import RETRIEVER, PopularityState
+    from hm_assets.serving import on_demand
+
+    with pytest.raises(ModuleNotFoundError):
+        pickle.loads(OLD_LAYOUT_STATE)
+    monkeypatch.setattr(on_demand, "load_state", lambda path: pickle.loads(OLD_LAYOUT_STATE))
+    with caplog.at_level("WARNING", logger="hm_assets.serving.on_demand"):
+        state = recommender._state(RETRIEVER)
+    assert isinstance(state, PopularityState)
+    assert "unreadable stored state" in caplog.text
 
 
 def test_cli_recommend_and_show(recs_run, stored, capsys):

@@ -254,7 +254,7 @@ def test_deploy_profile_opens_on_postgres_with_its_queue_and_pools(postgres, tmp
 
 def test_a_week_on_postgres_with_the_multiprocess_executor_matches_the_plain_run(postgres, tmp_path):
     from hm_assets.defs.runner import PipelineRunner, training_side_keys
-    from hm_assets_tests.test_reliability import (
+    from hm_assets_tests.integration.test_reliability import (
         FAST,
         baseline,
         copy_catalogue,
