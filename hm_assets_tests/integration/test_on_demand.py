@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import time
 
 import numpy as np
@@ -144,8 +145,10 @@ def test_rejects_unknown_articles_and_attributes(recommender):
         recommender.recommend("someone", attributes={"shoe_size": 38})
 
 
-# A state pickled before the package layout changed: its class under the old module path.
-OLD_LAYOUT_STATE = b"chm_assets.retrievers.popularity_model\nPopularityState\n)\x81."
+# A state pickled before the package layout changed: its class under the old module path
+# (GLOBAL module name, NEWOBJ with no arguments).
+OLD_MODULE = ".".join(["hm_assets", "retrievers", "popularity_model"])
+OLD_LAYOUT_STATE = b"c" + OLD_MODULE.encode() + b"\nPopularityState\n)\x81."
 
 
 def test_a_state_pickled_under_old_module_paths_is_fitted_again(recommender, monkeypatch, caplog):
@@ -153,6 +156,8 @@ def test_a_state_pickled_under_old_module_paths_is_fitted_again(recommender, mon
     from hm_assets.pipeline.retrieval.popularity_model import RETRIEVER, PopularityState
     from hm_assets.serving import on_demand
 
+    # The old package must be absent even where an editable install of an older checkout provides it.
+    monkeypatch.setitem(sys.modules, OLD_MODULE.rpartition(".")[0], None)
     with pytest.raises(ModuleNotFoundError):
         pickle.loads(OLD_LAYOUT_STATE)
     monkeypatch.setattr(on_demand, "load_state", lambda path: pickle.loads(OLD_LAYOUT_STATE))
