@@ -49,11 +49,11 @@ test: install
 
 # The production storage on a local PostgreSQL server (Debian's postgresql package; skips without it).
 test-postgres: install
-	$(BIN)/pytest hm_assets_tests/test_postgres_instance.py
+	$(BIN)/pytest hm_assets_tests/integration/test_postgres_instance.py
 
 # deploy/*.yaml against Dagster's schemas (the class checks need: pip install -e '.[deploy]').
 test-deploy: install
-	$(BIN)/pytest hm_assets_tests/test_deploy_config.py
+	$(BIN)/pytest hm_assets_tests/unit/test_deploy_config.py
 
 # The UI and, beside it, the http service its gallery and submission links open in (stopped with it).
 # `dagster dev` warns that `dg dev` supersedes it; this project is not a `dg` project, so that one

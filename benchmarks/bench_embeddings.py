@@ -63,7 +63,7 @@ def timed(fn, repeat: int = 1) -> float:
 def bench_images(n: int, batch: int, rows: list) -> None:
     import torch
 
-    from hm_assets.embeddings.image import ImageSettings, create_model, load_image, normalisation, to_tensor, train_on_catalogue
+    from hm_assets.pipeline.features.embeddings.image import ImageSettings, create_model, load_image, normalisation, to_tensor, train_on_catalogue
 
     jpegs = synthetic_jpegs(n)
     seconds = timed(lambda: [load_image(io.BytesIO(b), 64) for b in jpegs])
@@ -110,7 +110,7 @@ def bench_images(n: int, batch: int, rows: list) -> None:
 
 
 def bench_texts(n: int, rows: list) -> None:
-    from hm_assets.embeddings.text import encode_texts, load_text_model, resolve_model_path
+    from hm_assets.pipeline.features.embeddings.text import encode_texts, load_text_model, resolve_model_path
 
     rng = np.random.default_rng(0)
     words = "slim wide high waist cotton linen jersey knit soft ribbed cuffs pockets zip fly buttons collar".split()
@@ -128,8 +128,8 @@ def bench_texts(n: int, rows: list) -> None:
 
 
 def bench_attributes_and_index(n_index: int, rows: list) -> None:
-    from hm_assets.embeddings.attributes import attribute_table, encode_attributes
-    from hm_assets.embeddings.index import build_hnsw
+    from hm_assets.pipeline.features.embeddings.attributes import attribute_table, encode_attributes
+    from hm_assets.pipeline.features.embeddings.index import build_hnsw
 
     rng = np.random.default_rng(0)
     n = 105_000

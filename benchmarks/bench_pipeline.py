@@ -23,7 +23,7 @@ import psutil
 
 from host import machine, tree_rss
 
-from hm_assets.settings import DEFAULT_TRAINING_WEEKS
+from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
 
 
 def sample(process: psutil.Process, samples: list[tuple[float, int]], stop: threading.Event) -> None:

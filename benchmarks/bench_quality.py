@@ -69,8 +69,8 @@ def ranking_ceiling(home: Path, data_dir: Path, week: str) -> float:
     what retrieval kept (the ranking stage's ceiling on this data)."""
     import duckdb
 
-    from hm_assets.evaluation import load_oracle
-    from hm_assets.metrics import map_at_k
+    from hm_assets.pipeline.evaluation.evaluation import load_oracle
+    from hm_assets.pipeline.evaluation.metrics import map_at_k
 
     assets = home / "assets"
     con = duckdb.connect()

@@ -52,8 +52,8 @@ def main() -> int:
     import dagster as dg
 
     from hm_assets.definitions import defs
-    from hm_assets.partitions import data_range
-    from hm_assets.runner import RANGE_END_TAG, RANGE_START_TAG
+    from hm_assets.defs.partitions import data_range
+    from hm_assets.defs.runner import RANGE_END_TAG, RANGE_START_TAG
 
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("weekly_recommendations")

@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from hm_assets.taste import customer_taste, vector_column
+from hm_assets.pipeline.features.taste import customer_taste, vector_column
 
 rng = np.random.default_rng(0)
 n_articles, n_customers, per = 105_000, 100_000, 105

@@ -49,7 +49,7 @@ def command_run(args: argparse.Namespace) -> int:
     os.environ["HM_DATA_DIR"] = str(data_dir)
     if args.home:
         os.environ["HM_HOME"] = str(Path(args.home).expanduser().resolve())
-    from hm_assets.settings import hm_home
+    from hm_assets.platform.settings import hm_home
 
     home = hm_home()
     if home == data_dir or data_dir in home.parents:
@@ -57,18 +57,18 @@ def command_run(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     try:
-        from hm_assets.guards import install_process_memory_budget
+        from hm_assets.platform.guards import install_process_memory_budget
 
         install_process_memory_budget()  # HM_MEMORY_BUDGET, when set: a clear MemoryError, not an OOM kill
-        from hm_assets.data_contract import TRANSACTIONS_FILE, InputDataError
-        from hm_assets.weeks import scan_data_range
+        from hm_assets.pipeline.ingest.data_contract import TRANSACTIONS_FILE, InputDataError
+        from hm_assets.platform.weeks import scan_data_range
 
         data_range = scan_data_range(data_dir)
         if data_range is None:
             raise InputDataError(data_dir / TRANSACTIONS_FILE, "missing or unreadable: cannot tell the data's date range")
-        from hm_assets.runner import dagster_instance, plan_weeks, run_weeks, target_week
-        from hm_assets.settings import BUILT_WEEKS, DEFAULT_TRAINING_WEEKS, hm_first_week
-        from hm_assets.weeks import first_built_week
+        from hm_assets.defs.runner import dagster_instance, plan_weeks, run_weeks, target_week
+        from hm_assets.platform.settings import BUILT_WEEKS, DEFAULT_TRAINING_WEEKS, hm_first_week
+        from hm_assets.platform.weeks import first_built_week
 
         target = target_week(data_range, args.week)
         backtest_weeks = args.backtest_weeks
@@ -108,7 +108,7 @@ def command_run(args: argparse.Namespace) -> int:
 def _store_for(args: argparse.Namespace):
     if args.home:
         os.environ["HM_HOME"] = str(Path(args.home).expanduser().resolve())
-    from hm_assets.store import HMStore
+    from hm_assets.platform.store import HMStore
 
     return HMStore()
 
@@ -120,7 +120,7 @@ def _from_service(args: argparse.Namespace) -> dict | None:
     from urllib.parse import quote, urlencode
     from urllib.request import urlopen
 
-    from hm_assets.settings import hm_serve_url
+    from hm_assets.platform.settings import hm_serve_url
 
     base = (args.server or hm_serve_url()).rstrip("/")
     try:
@@ -149,7 +149,7 @@ def command_recommend(args: argparse.Namespace) -> int:
     a running ``hm-recs serve`` when one serves the week, else computed here after loading the week."""
     import pandas as pd
 
-    from hm_assets.on_demand import format_table
+    from hm_assets.serving.on_demand import format_table
 
     started = time.perf_counter()
     try:
@@ -163,7 +163,7 @@ def command_recommend(args: argparse.Namespace) -> int:
             week, known, customer_id, key = answer["week"], answer["known"], answer["customer_id"], answer["customer_key"]
             how = f"answered by the service at {(args.server or os.environ.get('HM_SERVE_URL') or 'http://127.0.0.1:8000')}"
         else:
-            from hm_assets.on_demand import OnDemandRecommender
+            from hm_assets.serving.on_demand import OnDemandRecommender
 
             with OnDemandRecommender(_store_for(args), args.week) as recommender:
                 loaded = time.perf_counter() - started
@@ -187,11 +187,11 @@ def command_show(args: argparse.Namespace) -> int:
     try:
         import pandas as pd
 
-        from hm_assets.on_demand import (
+        from hm_assets.serving.on_demand import (
             find_customer,
             format_table,
+            newest_purchases,
             newest_recommendation_week,
-            recent_purchases,
             stored_recommendations,
         )
 
@@ -199,7 +199,7 @@ def command_show(args: argparse.Namespace) -> int:
         week = args.week or newest_recommendation_week(store)
         customers = pd.read_parquet(store.require("customers"), columns=["customer_key", "customer_id"])
         who = find_customer(customers, args.customer_id)
-        purchases = recent_purchases(store, week, who.key, args.purchases)
+        purchases = newest_purchases(store, week, who.key, args.purchases)
         recs = stored_recommendations(store, week, who.key)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -237,7 +237,7 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hm_assets.settings import DEFAULT_TRAINING_WEEKS
+    from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
 
     parser = argparse.ArgumentParser(prog="hm-recs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -24,7 +24,7 @@ os.environ["HM_PARTITION_END"] = "data"
 os.environ.setdefault("DAGSTER_HOME", str(SESSION_ROOT / "dagster"))
 Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
 
-from hm_assets.settings import PROJECT_ROOT  # noqa: E402
+from hm_assets.platform.settings import PROJECT_ROOT  # noqa: E402
 from hm_assets.synthetic import generate  # noqa: E402
 
 from hm_assets_tests import TEST_END_DATE  # noqa: E402

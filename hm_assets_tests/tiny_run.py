@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hm_assets.settings import PROJECT_ROOT
+from hm_assets.platform.settings import PROJECT_ROOT
 from hm_assets_tests import TEST_END_DATE
 
 # The ranker of every week materialized for the tests: small, so that a week takes seconds.
@@ -35,10 +35,10 @@ generate(data, preset="tiny", seed=0, end_date=sys.argv[5], truth_dir=truth)
 os.environ.update(HM_DATA_DIR=str(data), HM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
 import dagster as dg
 from hm_assets.definitions import defs
-from hm_assets.runner import dagster_instance, run_weeks
-from hm_assets.weeks import scan_data_range
-from hm_assets.resources import HMStore
-from hm_assets.assets.gallery import gallery
+from hm_assets.defs.assets.gallery import gallery
+from hm_assets.defs.resources import HMStore
+from hm_assets.defs.runner import dagster_instance, run_weeks
+from hm_assets.platform.weeks import scan_data_range
 
 data_range = scan_data_range(data)
 week = data_range.newest_week_with_truth
@@ -60,8 +60,8 @@ from pathlib import Path
 data, home = map(Path, sys.argv[1:3])
 os.environ.update(HM_DATA_DIR=str(data), HM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
 from hm_assets.definitions import defs
-from hm_assets.runner import PipelineRunner, dagster_instance, weekly_keys
-from hm_assets.weeks import parse_week
+from hm_assets.defs.runner import PipelineRunner, dagster_instance, weekly_keys
+from hm_assets.platform.weeks import parse_week
 runner = PipelineRunner(defs, dagster_instance(), {"ops": {"ranker": {"config": json.loads(sys.argv[4])}}})
 runner.materialize_week(parse_week(sys.argv[3]), weekly_keys(defs))
 """
@@ -109,7 +109,7 @@ def with_next_week(run: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Ti
     if "tiny+1" not in _RUNS:
         from datetime import timedelta
 
-        from hm_assets.weeks import parse_week
+        from hm_assets.platform.weeks import parse_week
 
         home = tmp_path_factory.mktemp("recs_run_next") / "home"
         shutil.copytree(run.home, home, ignore=shutil.ignore_patterns("tmp"))

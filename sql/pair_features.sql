@@ -2,7 +2,7 @@
 -- Inputs: the view `candidates` (customer_key, article_id, score_<retriever>, rank_<retriever>,
 -- n_retrievers, best_rank), the week's history `transactions`, `articles`, the four feature
 -- tables and the taste vectors `article_taste` (article_id, vector) and `customer_taste`
--- (customer_key, taste_long, taste_recent), unit vectors (hm_assets/taste.py). Parameter: $cutoff (DATE).
+-- (customer_key, taste_long, taste_recent), unit vectors (hm_assets/pipeline/features/taste.py). Parameter: $cutoff (DATE).
 WITH history AS (
     SELECT t.customer_key, t.article_id, t.t_dat, a.product_code, a.product_type_no, a.product_group_name,
            a.colour_group_code, a.graphical_appearance_no, a.section_no, a.department_no, a.garment_group_no, a.index_group_no

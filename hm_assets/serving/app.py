@@ -33,9 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hm_assets.platform.store import HMStore
 from hm_assets.serving.metrics import MetricsMiddleware, ServiceMetrics
 from hm_assets.serving.service import ATTRIBUTES, K, RecommendationService, ServiceError
-from hm_assets.store import HMStore
 
 SERVED_FOLDER = "assets"
 STATIC = resources.files("hm_assets.serving") / "static"

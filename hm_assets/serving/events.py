@@ -3,7 +3,7 @@
 One JSON object per line (the fields of ``PurchaseEvent``) in ``events/purchases.jsonl`` under the
 store's root. An append is one write of whole lines followed by an fsync, under a lock that holds
 across threads and processes, so an acknowledged event survives a kill -9 or a power cut. The next
-weekly ``transactions`` partition ingests the events (``hm_assets.ingest.write_week``).
+weekly ``transactions`` partition ingests the events (``hm_assets.pipeline.ingest.ingest.write_week``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hm_assets.store import HMStore
+from hm_assets.platform.store import HMStore
 
 EVENTS_FILE = "events/purchases.jsonl"
 SALES_CHANNELS = (1, 2)

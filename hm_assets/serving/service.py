@@ -30,17 +30,17 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from hm_assets.data_contract import format_article_id
-from hm_assets.on_demand import (
+from hm_assets.pipeline.ingest.data_contract import K, format_article_id
+from hm_assets.platform.store import HMStore
+from hm_assets.serving.on_demand import (
     ARTICLE_COLUMNS,
     OnDemandRecommender,
     customer_key_from_id,
+    newest_purchases,
     newest_recommendation_week,
-    recent_purchases,
 )
 from hm_assets.serving.events import EventLog, PurchaseEvent, event_log_path, new_event_id
 from hm_assets.serving.metrics import ServiceMetrics
-from hm_assets.store import HMStore
 
 log = logging.getLogger("hm_assets.serving")
 
@@ -52,7 +52,6 @@ KEY = re.compile(r"-?\d+")
 INT64 = (-(2**63), 2**63 - 1)
 ATTRIBUTES = ("age", "postal_code", "club_member_status", "fashion_news_frequency", "fn", "active")
 ONLINE_CHANNEL = 2  # sales_channel_id of an online purchase in the H&M data
-K = 12
 HISTORY_SIZE = 12
 EXAMPLE_CUSTOMERS = 6
 CUSTOMER_LOCKS = 512
@@ -680,7 +679,7 @@ class RecommendationService:
                 state.catalogue.item(a, t_dat=state.cutoff.isoformat(), online=True)
                 for a in reversed(state.online.get(who.key, ()))
             ]
-            before = recent_purchases(self.store, state.week, who.key, limit) if who.known else pd.DataFrame()
+            before = newest_purchases(self.store, state.week, who.key, limit) if who.known else pd.DataFrame()
             earlier = [
                 state.catalogue.item(int(row.article_id), t_dat=pd.Timestamp(row.t_dat).date().isoformat(),
                                      online=False, price=_number(row.price))

@@ -56,9 +56,6 @@ class Timeline:
     def dates(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range(self.n_days)]
 
-    def day_of_year(self) -> np.ndarray:
-        return np.array([x.timetuple().tm_yday for x in self.dates()], dtype=np.int32)
-
     def week_day_of_year(self) -> np.ndarray:
         """Day of year of the middle (Saturday) of each week."""
         first_wed = self.start - timedelta(days=self.week0_offset)

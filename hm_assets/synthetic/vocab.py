@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-import numpy as np
 import pandas as pd
 
 INDEX_GROUPS = ["Ladieswear", "Divided", "Menswear", "Baby/Children", "Sport"]
@@ -159,7 +158,3 @@ def load_vocab() -> Vocab:
 
 def silhouette_of(type_name: str, group_name: str) -> str:
     return SILHOUETTE_BY_TYPE.get(type_name) or SILHOUETTE_BY_GROUP.get(group_name, "blob")
-
-
-def colour_rgb(name: str) -> np.ndarray:
-    return np.array(COLOUR_RGB.get(name, (128, 128, 128)), dtype=np.float32)

@@ -1,0 +1,73 @@
+"""Feature tables per target week, computed in DuckDB from the SQL files in ``sql/``."""
+
+
+import dagster as dg
+import numpy as np
+
+from hm_assets.defs.assets.ingest import articles, customers
+from hm_assets.defs.assets.weekly import FEATURE_TABLES, HISTORY, week_view
+from hm_assets.defs.partitions import weekly_partitions_def
+from hm_assets.defs.resources import HMStore
+from hm_assets.pipeline.features import taste
+from hm_assets.pipeline.retrieval.base import RetrievalContext
+from hm_assets.platform.metadata import preview, stopwatch
+from hm_assets.platform.sql import load_sql
+from hm_assets.platform.store import write_parquet
+
+GROUP = "features"
+
+DESCRIPTIONS = {
+    "customer_features": "Customer attributes (age, club status, news frequency, postal code size), channel preference, activity.",
+    "customer_transaction_stats": "Per customer over last week / 4 weeks / all: counts, median price, days since last purchase.",
+    "article_features": "Article attributes as codes, price level, days since launch.",
+    "article_transaction_stats": "Per article: sales last week / 4 weeks / all, trend, recency, buyers' mean age, channel mix.",
+}
+
+
+def build_feature_asset(name: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        group_name=GROUP,
+        kinds={"duckdb", "sql", "parquet"},
+        partitions_def=weekly_partitions_def,
+        deps=[HISTORY, articles, customers],
+        description=DESCRIPTIONS[name] + f" SQL: sql/{name}.sql.",
+    )
+    def _feature_table(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
+        with stopwatch() as watch, week_view(context, store, with_features=False) as view:
+            relation = view.con.sql(load_sql(name), params={"cutoff": view.cutoff})
+            target = store.asset_path(name, context.partition_key)
+            rows = write_parquet(relation, target)
+            sample = view.con.sql(f"SELECT * FROM read_parquet('{target}') LIMIT 5").df()
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": rows, "cutoff": str(view.cutoff), "seconds": watch.seconds, "preview": preview(sample)}
+        )
+
+    return _feature_table
+
+
+feature_assets = [build_feature_asset(name) for name in FEATURE_TABLES]
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"implicit", "parquet"},
+    partitions_def=weekly_partitions_def,
+    deps=[HISTORY],
+    description=(
+        "Unit ALS factor vectors of the articles bought in the 16 weeks before the cut-off (the factorisation "
+        "purchase_history_similar uses), fitted once per week: the pair features' customer x article taste "
+        "(hm_assets/pipeline/features/taste.py)."
+    ),
+)
+def article_taste(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
+    with stopwatch() as watch, week_view(context, store, with_features=False) as view:
+        retrieval = RetrievalContext(
+            con=view.con, cutoff=view.cutoff, week_key=context.partition_key, customer_keys=np.zeros(0, np.int64), log=context.log
+        )
+        table = taste.article_taste(retrieval)
+        rows = write_parquet(table, store.asset_path("article_taste", context.partition_key))
+    dimensions = len(table.column("vector")[0]) if rows else 0
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": rows, "dimensions": dimensions, "cutoff": str(view.cutoff), "seconds": watch.seconds}
+    )

@@ -1,0 +1,329 @@
+"""Filtered union of candidates -> pair features -> LightGBM ranker -> 12 recommendations each."""
+
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from hm_assets.defs.assets.features import article_taste, feature_assets
+from hm_assets.defs.assets.retrieval import candidate_assets
+from hm_assets.defs.assets.weekly import HISTORY, previous_weeks, this_and_previous_week, week_view
+from hm_assets.pipeline.evaluation.baselines import last_week_top
+from hm_assets.pipeline.ranking.candidates import (
+    add_effects,
+    effects_table,
+    found_true_pairs,
+    previous_week_calibration,
+    RetrieverCalibration,
+)
+from hm_assets.defs.partitions import weekly_partitions_def
+from hm_assets.defs.resources import HMStore
+from hm_assets.pipeline.features.taste import read_article_taste
+from hm_assets.pipeline.ranking.filters import RULE_NAMES, rules_by_name
+from hm_assets.pipeline.ranking.ranker import (
+    MAX_TRAINING_WEEKS,
+    K,
+    RankerSettings,
+    importances,
+    labelled_weeks,
+    save,
+    stored_scorer,
+    stored_training_rows,
+    train,
+)
+from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, kaggle_submission, recommend_lists, select_candidates
+from hm_assets.pipeline.ranking.stage import pair_features as pair_features_of
+from hm_assets.pipeline.retrieval.registry import retriever_names
+from hm_assets.platform.fanout import ShardOutputs, ShardTask, sharded_asset
+from hm_assets.platform.metadata import markdown_table, stopwatch
+from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
+from hm_assets.platform.store import atomic_path, write_parquet
+
+GROUP = "ranking"
+
+
+class CandidateFilterConfig(dg.Config):
+    rules: list[str] = list(RULE_NAMES)
+    max_per_customer: int = DEFAULT_MAX_PER_CUSTOMER
+    # Empty: every registered retriever. A subset serves ablations and cheaper runs; the ranker
+    # must then be trained on weeks built with the same subset.
+    retrievers: list[str] = []
+
+
+def selected_retrievers(config: CandidateFilterConfig) -> list[str]:
+    names = config.retrievers or retriever_names()
+    unknown = sorted(set(names) - set(retriever_names()))
+    if unknown:
+        raise ValueError(f"unknown retriever(s) {unknown}; registered: {retriever_names()}")
+    return names
+
+
+def candidates_calibration(context: dg.OpExecutionContext, store: HMStore, config: CandidateFilterConfig):
+    calibration = previous_week_calibration(store, context.partition_key, selected_retrievers(config))
+    if calibration is None:
+        context.log.warning("no earlier week with retriever outputs and purchases: the cap keeps the best ranks")
+    return calibration
+
+
+def candidates_shard(context: dg.OpExecutionContext, store: HMStore, config: CandidateFilterConfig, task: ShardTask) -> dict:
+    key = context.partition_key
+    names = selected_retrievers(config)
+    sources = {name: store.require(name, key) for name in names}
+    where = task.shard.where()
+    with week_view(context, store, with_truth=True) as view:
+        selection = select_candidates(
+            view.con, sources, rules_by_name(config.rules), view.cutoff, config.max_per_customer, task.shared, where, view.has_truth
+        )
+        rows = write_parquet(view.con.sql("SELECT * FROM candidates"), task.part("candidates", ".parquet"))
+        summary = {
+            "rows": rows,
+            "union_rows": selection.union_rows,
+            "customers": view.con.execute("SELECT count(DISTINCT customer_key) FROM candidates").fetchall()[0][0],
+            "effects": selection.effects,
+            "has_truth": view.has_truth,
+        }
+        if view.has_truth:
+            summary["found_union"] = found_true_pairs(view.con, "union_candidates")
+            summary["found_kept"] = found_true_pairs(view.con, "candidates")
+            summary["purchases"] = view.con.execute(
+                f"SELECT count(*) FROM (SELECT DISTINCT customer_key, article_id FROM truth WHERE {where})"
+            ).fetchall()[0][0]
+    return summary
+
+
+def candidates_metadata(
+    context, store: HMStore, config: CandidateFilterConfig, shards: list[dict], files: dict, calibration: RetrieverCalibration | None
+) -> dict:
+    rows = sum(s["rows"] for s in shards)
+    customers_n = sum(s["customers"] for s in shards)
+    effects: list = []
+    for shard in shards:
+        effects = add_effects(effects, shard["effects"])
+    metadata: dict = {
+        "dagster/row_count": rows,
+        "union_rows": sum(s["union_rows"] for s in shards),
+        "customers": int(customers_n),
+        "candidates_per_customer_mean": round(rows / max(customers_n, 1), 2),
+        "rules_enabled": ", ".join(config.rules) or "none",
+        "cap_order": f"hit rate per retriever and rank band on {calibration.week}" if calibration else "best rank",
+        "rule_effects": markdown_table(effects_table(effects)),
+    }
+    if calibration is not None:
+        metadata["cap_calibration"] = markdown_table(calibration.by_band(), floatfmt=".4f")
+    for effect in effects:
+        metadata[f"removed_by_{effect.rule}"] = effect.removed
+        if effect.removed_true is not None:
+            metadata[f"true_purchases_removed_by_{effect.rule}"] = effect.removed_true
+    if shards and shards[0]["has_truth"]:
+        purchases = sum(s["purchases"] for s in shards)
+        metadata["recall_union"] = round(sum(s["found_union"] for s in shards) / max(purchases, 1), 4)
+        metadata["recall_after_filters"] = round(sum(s["found_kept"] for s in shards) / max(purchases, 1), 4)
+    return metadata
+
+
+candidates = sharded_asset(
+    name="candidates",
+    description=(
+        "Union of every retriever's candidates (their scores and ranks as columns), minus the business "
+        "rules (each named and switchable), capped per customer: the candidates most likely to be bought "
+        "first, by each retriever's hit rate per rank band on the previous week. One step per customer shard."
+    ),
+    # The previous week's retriever outputs calibrate the cap (see hm_assets/pipeline/ranking/candidates.py).
+    deps=[HISTORY, *feature_assets, *(dg.AssetDep(a, partition_mapping=this_and_previous_week()) for a in candidate_assets)],
+    outputs=ShardOutputs({"candidates": ".parquet"}),
+    prepare=candidates_calibration,
+    run_shard=candidates_shard,
+    finish=candidates_metadata,
+    config_class=CandidateFilterConfig,
+    group_name=GROUP,
+    kinds={"duckdb", "parquet"},
+    partitions_def=weekly_partitions_def,
+)
+
+
+def pair_features_shard(context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
+    source = store.require("candidates", context.partition_key)
+    with week_view(context, store) as view:
+        view.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{source}') WHERE {task.shard.where()}"
+        )
+        taste = read_article_taste(store.require("article_taste", context.partition_key))
+        rows = write_parquet(pair_features_of(view.con, view.cutoff, taste), task.part("pair_features", ".parquet"))
+    return {"rows": rows}
+
+
+def pair_features_metadata(context, store: HMStore, config, shards: list[dict], files: dict, shared) -> dict:
+    con = store.connect()
+    columns = con.sql(f"DESCRIBE SELECT * FROM read_parquet('{files['pair_features']}')").df()
+    con.close()
+    return {
+        "dagster/row_count": sum(s["rows"] for s in shards),
+        "features": len(columns) - 2,
+        "columns": dg.MetadataValue.md(", ".join(f"`{c}`" for c in columns["column_name"])),
+    }
+
+
+pair_features = sharded_asset(
+    name="pair_features",
+    description=(
+        "Features of every surviving (customer, candidate): customer and article features, their transaction "
+        "statistics, the customer's preference shares for the candidate's attributes, consistency (price, age, "
+        "channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql. One step per customer shard."
+    ),
+    deps=[HISTORY, *feature_assets, article_taste, candidates],
+    outputs=ShardOutputs({"pair_features": ".parquet"}),
+    run_shard=pair_features_shard,
+    finish=pair_features_metadata,
+    group_name=GROUP,
+    kinds={"duckdb", "sql", "parquet"},
+    partitions_def=weekly_partitions_def,
+)
+
+
+class RankerConfig(dg.Config):
+    # binary, 400 rounds, 80 negatives beat lambdarank, 150, 30 on both seeds of world-loyal (as binary did
+    # for several top H&M teams); see the README's quality section
+    objective: str = "binary"
+    # Fewer labelled weeks than this is an error, not a smaller model: 0 asks for the fallback scorer.
+    training_weeks: int = DEFAULT_TRAINING_WEEKS
+    negatives_per_customer: int = 80
+    # Rows read per labelled week at most (whole customers sampled beyond it): keeps the ranker's
+    # memory flat at full scale (~60k buyers a week, ~3M rows); the 16k-customer worlds read ~170k.
+    max_rows_per_week: int = 1_000_000
+    boost_rounds: int = 400
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 50
+    seed: int = 0
+
+    def settings(self, seed: int | None = None) -> RankerSettings:
+        """The LightGBM settings (with another seed for an ablation's repeats)."""
+        return RankerSettings(
+            objective=self.objective,
+            boost_rounds=self.boost_rounds,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_data_in_leaf=self.min_data_in_leaf,
+            seed=self.seed if seed is None else seed,
+        )
+
+    def training_rows(self, store: HMStore, weeks: list[str], seed: int | None = None) -> pd.DataFrame:
+        """The labelled weeks' training rows (buyers' positives and sampled negatives), stacked."""
+        seed = self.seed if seed is None else seed
+        return stored_training_rows(store, weeks, self.negatives_per_customer, seed, self.max_rows_per_week)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"lightgbm"},
+    partitions_def=weekly_partitions_def,
+    deps=[
+        dg.AssetDep(pair_features, partition_mapping=previous_weeks(MAX_TRAINING_WEEKS)),
+        dg.AssetDep("transactions", partition_mapping=previous_weeks(MAX_TRAINING_WEEKS)),
+    ],
+)
+def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConfig) -> dg.MaterializeResult:
+    """LightGBM ranker (lambdarank, or binary) trained on the previous weeks: their candidates and
+    pair features as of their own cut-offs, labelled with what was bought in those weeks."""
+    key = context.partition_key
+    weeks = labelled_weeks(store, key, config.training_weeks)
+    if len(weeks) < config.training_weeks:
+        raise dg.Failure(
+            description=(
+                f"the ranker for {key} was asked to learn from {config.training_weeks} labelled week(s) but "
+                f"{len(weeks)} exist ({', '.join(weeks) or 'none'}): materialize pair_features (and transactions) "
+                f"for the {config.training_weeks} weeks before {key}, or set the ranker's training_weeks lower"
+            ),
+            metadata={"asked": config.training_weeks, "found": ", ".join(weeks) or "none"},
+        )
+    rows = config.training_rows(store, weeks)
+    model_path = store.asset_path("ranker", key, ".txt")
+    info_path = store.asset_path("ranker", key, ".json")
+    metadata: dict = {"training_weeks": ", ".join(weeks) or "none", "objective": config.objective}
+    if rows.empty or rows["label"].sum() == 0:
+        context.log.warning("no labelled candidates to learn from: recommendations fall back to retriever agreement")
+        model_path.unlink(missing_ok=True)
+        with atomic_path(info_path) as tmp:
+            tmp.write_text(json.dumps({"trained": False, "weeks": weeks}))
+        metadata["trained"] = False
+        return dg.MaterializeResult(metadata=metadata)
+    with stopwatch() as watch:
+        booster = train(rows, config.settings(), context.log.info)
+    with atomic_path(model_path) as tmp:
+        save(booster, tmp)
+    with atomic_path(info_path) as tmp:
+        tmp.write_text(json.dumps({"trained": True, "weeks": weeks, "features": booster.feature_name()}))
+    importance = importances(booster)
+    metadata.update(
+        {
+            "trained": True,
+            "training_rows": len(rows),
+            "training_queries": int(rows["query"].nunique()),
+            "max_rows_per_week": config.max_rows_per_week,
+            "positive_rate": round(float(rows["label"].mean()), 4),
+            "features": len(booster.feature_name()),
+            "feature_importance": markdown_table(importance.head(25), floatfmt=".3f"),
+            "model_path": store.relative(model_path),
+            "seconds": watch.seconds,
+        }
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def popular_fallback(context: dg.OpExecutionContext, store: HMStore, config) -> pd.DataFrame:
+    """Last week's bestsellers: fill lists the ranker leaves short."""
+    with week_view(context, store, with_features=False) as view:
+        return last_week_top(view.con, view.cutoff, 24)
+
+
+def recommendations_shard(context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
+    key = context.partition_key
+    pairs_path = store.require("pair_features", key)
+    score, features = stored_scorer(store, key)
+    columns = ", ".join(["customer_key", "article_id", *features])
+    where = task.shard.where()
+    with week_view(context, store, with_features=False) as view:
+        customers_frame = view.con.sql(
+            f"SELECT customer_key, customer_id FROM customers WHERE {where} ORDER BY customer_key"
+        ).df()
+        pairs = view.con.sql(f"SELECT {columns} FROM read_parquet('{pairs_path}') WHERE {where}").df()
+    recs = recommend_lists(pairs, score, customers_frame["customer_key"].to_numpy(), task.shared)
+    del pairs
+    rows = write_parquet(recs, task.part("recommendations", ".parquet"))
+    with atomic_path(task.part("submission", ".csv")) as csv:
+        kaggle_submission(recs, customers_frame).to_csv(csv, header=task.shard.index == 0, index=False)
+    return {"rows": rows, "from_ranker": int(recs["score"].notna().sum())}
+
+
+def recommendations_metadata(context, store: HMStore, config, shards: list[dict], files: dict, shared) -> dict:
+    rows = sum(s["rows"] for s in shards)
+    return {
+        "dagster/row_count": rows,
+        "customers": rows // K,
+        "share_from_ranker": round(sum(s["from_ranker"] for s in shards) / max(rows, 1), 4),
+        "submission_csv": dg.MetadataValue.path(store.relative(files["submission"])),
+        "submission_url": dg.MetadataValue.url(store.url(files["submission"])),
+    }
+
+
+recommendations = sharded_asset(
+    name="recommendations",
+    description=(
+        "Exactly 12 distinct articles for every customer in customers.csv, best first, plus the Kaggle "
+        "submission CSV (customer_id, prediction). One step per customer shard."
+    ),
+    deps=[HISTORY, pair_features, ranker],
+    outputs=ShardOutputs({"recommendations": ".parquet", "submission": ".csv"}),
+    prepare=popular_fallback,
+    run_shard=recommendations_shard,
+    finish=recommendations_metadata,
+    # Scoring holds a shard's pair features in pandas: a quarter of the usual shard size.
+    shard_size=lambda store: max(1, store.customers_per_shard // 4),
+    group_name=GROUP,
+    kinds={"lightgbm", "parquet", "csv"},
+    partitions_def=weekly_partitions_def,
+)
+
+
+ranking_assets = [candidates, pair_features, ranker, recommendations]

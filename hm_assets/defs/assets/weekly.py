@@ -1,0 +1,48 @@
+"""What every weekly asset shares: the dependency on past weeks and the week's DuckDB view."""
+
+
+import dagster as dg
+
+from hm_assets.defs.beta_apis import week_window
+from hm_assets.defs.partitions import history_week_keys
+from hm_assets.platform.history import WeekView, open_week, register_parquet
+from hm_assets.platform.store import HMStore
+
+FEATURE_TABLES = (
+    "customer_features",
+    "customer_transaction_stats",
+    "article_features",
+    "article_transaction_stats",
+)
+
+# Reaches back past the data's first week (the set may grow along the calendar; weeks that do not
+# exist are allowed).
+_ALL_EARLIER = -len(history_week_keys()) - 53
+
+# Partition W reads every week strictly before W (its history) ...
+HISTORY = dg.AssetDep("transactions", partition_mapping=week_window(_ALL_EARLIER, -1))
+# ... and evaluation also reads the target week itself, once it has been observed.
+HISTORY_AND_TARGET_WEEK = dg.AssetDep("transactions", partition_mapping=week_window(_ALL_EARLIER, 0))
+
+
+def previous_weeks(count: int) -> dg.TimeWindowPartitionMapping:
+    return week_window(-count, -1)
+
+
+def this_and_previous_week() -> dg.TimeWindowPartitionMapping:
+    return week_window(-1, 0)
+
+
+def week_view(
+    context: dg.AssetExecutionContext,
+    store: HMStore,
+    with_truth: bool = False,
+    with_features: bool = True,
+    week_key: str | None = None,
+) -> WeekView:
+    key = week_key or context.partition_key
+    view = open_week(store, key, history_week_keys(), with_truth=with_truth)
+    if with_features:
+        for table in FEATURE_TABLES:
+            register_parquet(view.con, table, store.require(table, key))
+    return view

@@ -1,0 +1,156 @@
+"""Taste vectors: where each article sits in the ALS factorisation of recent purchases, and where
+each customer's purchases put them.
+
+The article vectors are fitted once per week over every customer (the global part, the same ALS as
+``purchase_history_similar``'s); a customer's vector is the recency-weighted mean of the vectors of
+the articles they bought, so it depends only on the article vectors and that customer's own history
+and is computed the same way for one customer online as for every customer in the week's batch.
+The pair features then hold, for every candidate, the cosine of the article's vector with the
+customer's long-term and recent taste: a dense taste signal where a retriever's score exists only
+for its own candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from hm_assets.pipeline.retrieval.base import RetrievalContext
+from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistoryConfig, article_factors, purchase_matrix
+
+# A customer's long-term taste weighs a purchase 8 weeks old half as much as one made yesterday; the
+# recent taste, one a week old. Both read the ALS matrix's window (PurchaseHistoryConfig.matrix_weeks).
+LONG_HALF_LIFE_DAYS = 56.0
+RECENT_HALF_LIFE_DAYS = 7.0
+VECTOR_TYPE = pa.list_(pa.float32())
+# The customers whose taste the pair features need: those of the `candidates` view.
+CANDIDATE_CUSTOMERS = "SELECT DISTINCT customer_key FROM candidates"
+
+
+def _unit_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows scaled to length 1, and which rows had a length to scale."""
+    norms = np.linalg.norm(vectors, axis=1)
+    usable = norms > 0
+    out = np.zeros_like(vectors)
+    out[usable] = vectors[usable] / norms[usable, None]
+    return out.astype(np.float32), usable
+
+
+def vector_column(vectors: np.ndarray) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
+    offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32), type=pa.int32())
+    return pa.ListArray.from_arrays(offsets, flat, type=VECTOR_TYPE)
+
+
+def no_article_taste() -> pa.Table:
+    return pa.table({"article_id": pa.array([], pa.int32()), "vector": pa.array([], VECTOR_TYPE)})
+
+
+def article_taste(ctx: RetrievalContext, config: PurchaseHistoryConfig | None = None) -> pa.Table:
+    """(article_id, vector): unit ALS factor vectors of the articles bought in the matrix window
+    before the cut-off. Empty when fewer than two articles were bought."""
+    config = config or PurchaseHistoryConfig()
+    matrix = purchase_matrix(ctx, config)
+    if matrix["article_id"].nunique() < 2:
+        return no_article_taste()
+    ids, vectors = article_factors(matrix, config, ctx.seed)
+    vectors, usable = _unit_rows(vectors)
+    return pa.table({"article_id": pa.array(ids[usable], pa.int32()), "vector": vector_column(vectors[usable])})
+
+
+def vectors_of(articles: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted article ids, their vectors) of an ``article_taste`` table."""
+    ids = articles.column("article_id").to_numpy().astype(np.int32)
+    if len(ids) == 0:
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    values = articles.column("vector").combine_chunks().flatten().to_numpy()
+    vectors = values.reshape(len(ids), -1).astype(np.float32)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], vectors[order]
+
+
+@dataclass(frozen=True)
+class ArticleTaste:
+    """A week's article vectors, as stored and as arrays (converted once per reader)."""
+
+    table: pa.Table
+    ids: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table) -> "ArticleTaste":
+        return cls(table, *vectors_of(table))
+
+
+def read_article_taste(path: Path) -> ArticleTaste:
+    return ArticleTaste.of(pq.read_table(path))
+
+
+def customer_taste(
+    con: duckdb.DuckDBPyConnection,
+    cutoff: date,
+    article_ids: np.ndarray,
+    article_vectors: np.ndarray,
+    customers_sql: str,
+    matrix_weeks: int | None = None,
+) -> pa.Table:
+    """(customer_key, taste_long, taste_recent) for the customers ``customers_sql`` selects (a query
+    with a ``customer_key`` column) who bought an article with a vector in the window: unit
+    recency-weighted means of those articles' vectors, read from the ``transactions`` view."""
+    empty = pa.table(
+        {"customer_key": pa.array([], pa.int64()), "taste_long": pa.array([], VECTOR_TYPE), "taste_recent": pa.array([], VECTOR_TYPE)}
+    )
+    if len(article_ids) == 0:
+        return empty
+    weeks = matrix_weeks or PurchaseHistoryConfig().matrix_weeks
+    start = pd.Timestamp(cutoff) - pd.Timedelta(days=7 * weeks)
+    rows = con.execute(
+        f"""
+        SELECT customer_key, article_id, CAST($cutoff::DATE - t_dat AS DOUBLE) AS days
+        FROM transactions SEMI JOIN ({customers_sql}) USING (customer_key)
+        WHERE t_dat >= $start AND t_dat < $cutoff
+        """,
+        {"cutoff": cutoff, "start": start.date()},
+    ).fetchnumpy()
+    if len(rows["customer_key"]) == 0:
+        return empty
+    article = np.asarray(rows["article_id"], dtype=np.int64)
+    position = np.searchsorted(article_ids, article)
+    known = (position < len(article_ids)) & (article_ids[np.minimum(position, len(article_ids) - 1)] == article)
+    if not known.any():
+        return empty
+    customer_key = np.asarray(rows["customer_key"], dtype=np.int64)[known]
+    days = np.asarray(rows["days"], dtype=np.float64)[known]
+    keys, codes = np.unique(customer_key, return_inverse=True)
+    shape = (len(keys), len(article_ids))
+    columns: dict[str, pa.Array] = {}
+    usable_all = np.ones(len(keys), dtype=bool)
+    for name, half_life in (("taste_long", LONG_HALF_LIFE_DAYS), ("taste_recent", RECENT_HALF_LIFE_DAYS)):
+        weights = sp.csr_matrix((0.5 ** (days / half_life), (codes, position[known])), shape=shape)
+        profile, usable = _unit_rows(np.asarray(weights @ article_vectors, dtype=np.float64))
+        usable_all &= usable
+        columns[name] = profile
+    return pa.table(
+        {
+            "customer_key": pa.array(keys[usable_all], pa.int64()),
+            "taste_long": vector_column(columns["taste_long"][usable_all]),
+            "taste_recent": vector_column(columns["taste_recent"][usable_all]),
+        }
+    )
+
+
+def register_taste(con: duckdb.DuckDBPyConnection, cutoff: date, articles: ArticleTaste, customers_sql: str) -> None:
+    """The views ``article_taste`` and ``customer_taste`` that ``sql/pair_features.sql`` joins:
+    the week's article vectors (``read_article_taste``), and the taste of the customers
+    ``customers_sql`` selects computed from the connection's ``transactions`` view (the batch's
+    history, or online the history plus the purchases just made)."""
+    con.register("article_taste", articles.table)
+    con.register("customer_taste", customer_taste(con, cutoff, articles.ids, articles.vectors, customers_sql))

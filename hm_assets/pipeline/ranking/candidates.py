@@ -1,0 +1,223 @@
+"""The filtered union of all retrievers' candidates.
+
+One row per (customer, article) with every retriever's score and rank as columns (NULL when that
+retriever did not propose it), then the business rules, then a cap per customer.
+
+The cap keeps the candidates most likely to be bought. That likelihood is calibrated on the
+previous week, whose outcome is known at the cut-off: for each retriever and rank band, the share
+of its candidates for that week's buyers that were bought (``RetrieverCalibration``). A pair
+proposed by several retrievers gets their combined chance (noisy-or). Without a calibration week
+the cap falls back to the best rank of any retriever. Ranks of different retrievers are not
+comparable (rank 3 of a weak retriever is worth less than rank 40 of a strong one); the calibrated
+order lets a new retriever join without crowding out better candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from hm_assets.pipeline.ranking.filters import FilterRule
+from hm_assets.platform.store import HMStore
+from hm_assets.platform.weeks import WEEK, parse_week
+
+
+def source_sql(source: Path | str) -> str:
+    """A retriever's candidates: its Parquet file, or (a ``str``) a table or registered frame."""
+    return f"read_parquet('{source}')" if isinstance(source, Path) else source
+
+
+def union_sql(sources: dict[str, Path | str], where: str = "true") -> str:
+    parts = " UNION ALL ".join(
+        f"SELECT '{name}' AS retriever, customer_key, article_id, score, rank FROM {source_sql(source)} WHERE {where}"
+        for name, source in sources.items()
+    )
+    columns = ",\n".join(
+        f"max(score) FILTER (WHERE retriever = '{name}') AS score_{name},\n"
+        f"min(rank) FILTER (WHERE retriever = '{name}') AS rank_{name}"
+        for name in sources
+    )
+    return f"""
+        SELECT customer_key, article_id,
+               {columns},
+               CAST(count(DISTINCT retriever) AS TINYINT) AS n_retrievers,
+               CAST(min(rank) AS SMALLINT) AS best_rank
+        FROM ({parts})
+        GROUP BY customer_key, article_id
+    """
+
+
+@dataclass
+class RuleEffect:
+    rule: str
+    removed: int
+    removed_true: int | None
+
+
+def build_union(con: duckdb.DuckDBPyConnection, sources: dict[str, Path | str], where: str = "true") -> int:
+    """The union of the retrievers' candidates (of the customers matching ``where``) as ``union_candidates``."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE union_candidates AS {union_sql(sources, where)}")
+    return con.execute("SELECT count(*) FROM union_candidates").fetchall()[0][0]
+
+
+def apply_rules(
+    con: duckdb.DuckDBPyConnection, rules: list[FilterRule], cutoff, has_truth: bool
+) -> list[RuleEffect]:
+    """Mark removals of every enabled rule in ``removed_pairs``; counts per rule (overlaps counted in each)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE removed_pairs (customer_key BIGINT, article_id INTEGER, rule VARCHAR)")
+    effects = []
+    for rule in rules:
+        con.execute(
+            f"INSERT INTO removed_pairs SELECT DISTINCT customer_key, article_id, '{rule.name}' FROM ({rule.sql})",
+            {"cutoff": cutoff} if "$cutoff" in rule.sql else {},
+        )
+        removed = con.execute("SELECT count(*) FROM removed_pairs WHERE rule = ?", [rule.name]).fetchall()[0][0]
+        removed_true = None
+        if has_truth:
+            removed_true = con.execute(
+                "SELECT count(*) FROM removed_pairs r SEMI JOIN (SELECT DISTINCT customer_key, article_id FROM truth) t "
+                "USING (customer_key, article_id) WHERE r.rule = ?",
+                [rule.name],
+            ).fetchall()[0][0]
+        effects.append(RuleEffect(rule.name, int(removed), None if removed_true is None else int(removed_true)))
+    return effects
+
+
+# Upper bounds of the rank bands a retriever's hit rate is measured in; the last band is open.
+RANK_BANDS: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 30, 50, 100)
+OPEN_BAND = RANK_BANDS[-1] + 1
+# Pseudo-candidates pulling a thinly observed band towards the overall hit rate.
+PRIOR_STRENGTH = 200
+
+
+@dataclass(frozen=True)
+class RetrieverCalibration:
+    """P(bought | retriever, rank band), measured on one earlier week's buyers."""
+
+    week: str
+    table: pd.DataFrame  # retriever, band, proposed, bought, hit_rate
+
+    @cached_property
+    def _rates(self) -> dict[tuple[str, int], float]:
+        return {(r, int(b)): float(h) for r, b, h in zip(self.table["retriever"], self.table["band"], self.table["hit_rate"])}
+
+    def rate(self, retriever: str, band: int) -> float:
+        return self._rates.get((retriever, band), 0.0)
+
+    def by_band(self) -> pd.DataFrame:
+        """Hit rate by rank band (rows) and retriever (columns), for the UI."""
+        table = self.table.pivot(index="band", columns="retriever", values="hit_rate")
+        table.index = [f"> {RANK_BANDS[-1]}" if band == OPEN_BAND else f"<= {band}" for band in table.index]
+        return table.rename_axis("rank").reset_index()
+
+    def priority_sql(self, retrievers: list[str]) -> str:
+        """SQL for a union row's calibrated chance of being bought (noisy-or over its retrievers)."""
+        misses = []
+        for name in retrievers:
+            cases = " ".join(
+                f"WHEN rank_{name} <= {upper} THEN {self.rate(name, upper)!r}" for upper in RANK_BANDS
+            )
+            open_band = self.rate(name, OPEN_BAND)
+            misses.append(f"(1 - CAST(CASE WHEN rank_{name} IS NULL THEN 0.0 {cases} ELSE {open_band!r} END AS DOUBLE))")
+        return "1 - " + " * ".join(misses) if misses else "0.0::DOUBLE"
+
+
+def band_sql(column: str) -> str:
+    cases = " ".join(f"WHEN {column} <= {upper} THEN {upper}" for upper in RANK_BANDS)
+    return f"CASE {cases} ELSE {OPEN_BAND} END"
+
+
+def calibrate(con: duckdb.DuckDBPyConnection, week: str, sources: dict[str, Path], truth: Path) -> RetrieverCalibration | None:
+    """Hit rates per retriever and rank band of ``week``'s candidates among that week's buyers
+    (``sources``: the retrievers' outputs of that week; ``truth``: its transactions)."""
+    parts = " UNION ALL ".join(
+        f"SELECT '{name}' AS retriever, customer_key, article_id, rank FROM read_parquet('{path}')"
+        for name, path in sources.items()
+    )
+    table = con.sql(
+        f"""
+        WITH bought AS (SELECT DISTINCT customer_key, article_id FROM read_parquet('{truth}')),
+        proposed AS (
+            SELECT p.retriever, {band_sql('p.rank')} AS band, (b.article_id IS NOT NULL) AS hit
+            FROM ({parts}) p
+            SEMI JOIN (SELECT DISTINCT customer_key FROM bought) USING (customer_key)
+            LEFT JOIN bought b USING (customer_key, article_id)
+        )
+        SELECT retriever, CAST(band AS INTEGER) AS band, count(*) AS proposed, CAST(sum(hit::INTEGER) AS BIGINT) AS bought
+        FROM proposed GROUP BY ALL ORDER BY retriever, band
+        """
+    ).df()
+    if table.empty or table["bought"].sum() == 0:
+        return None
+    overall = table["bought"].sum() / table["proposed"].sum()
+    table["hit_rate"] = (table["bought"] + PRIOR_STRENGTH * overall) / (table["proposed"] + PRIOR_STRENGTH)
+    return RetrieverCalibration(week, table)
+
+
+def previous_week_calibration(store: HMStore, week: str, retrievers: list[str]) -> RetrieverCalibration | None:
+    """The calibration the cap of ``week`` uses: measured on the week before, when that week's
+    retriever outputs and transactions exist."""
+    earlier = (parse_week(week) - WEEK).isoformat()
+    truth = store.optional("transactions", earlier)
+    sources = {name: store.optional(name, earlier) for name in retrievers}
+    if truth is None or any(path is None for path in sources.values()):
+        return None
+    con = store.connect()
+    try:
+        return calibrate(con, earlier, sources, truth)
+    finally:
+        con.close()
+
+
+def filtered_candidates(
+    con: duckdb.DuckDBPyConnection,
+    max_per_customer: int,
+    calibration: RetrieverCalibration | None = None,
+    retrievers: list[str] | None = None,
+) -> duckdb.DuckDBPyRelation:
+    """Survivors of the rules; at most ``max_per_customer`` each, the most likely to be bought
+    first by ``calibration`` (of ``retrievers``, the union's sources), else by best rank."""
+    priority = calibration.priority_sql(retrievers or []) if calibration is not None else "0.0::DOUBLE"
+    return con.sql(
+        f"""
+        SELECT * EXCLUDE (priority) FROM (
+            SELECT u.*, {priority} AS priority FROM union_candidates u
+            ANTI JOIN removed_pairs r USING (customer_key, article_id)
+        )
+        QUALIFY row_number() OVER (
+            PARTITION BY customer_key ORDER BY priority DESC, best_rank, n_retrievers DESC, article_id
+        ) <= {int(max_per_customer)}
+        ORDER BY customer_key, best_rank, article_id
+        """
+    )
+
+
+def found_true_pairs(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """How many distinct (customer, article) purchases of the target week ``table`` contains."""
+    return con.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT customer_key, article_id FROM truth) t "
+        f"SEMI JOIN {table} c USING (customer_key, article_id)"
+    ).fetchall()[0][0]
+
+
+def add_effects(total: list[RuleEffect], shard: list[RuleEffect]) -> list[RuleEffect]:
+    if not total:
+        return shard
+    return [
+        RuleEffect(
+            a.rule,
+            a.removed + b.removed,
+            None if a.removed_true is None else a.removed_true + (b.removed_true or 0),
+        )
+        for a, b in zip(total, shard)
+    ]
+
+
+def effects_table(effects: list[RuleEffect]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"rule": e.rule, "removed_candidates": e.removed, "removed_true_purchases": e.removed_true} for e in effects]
+    )

@@ -1,0 +1,101 @@
+"""The ranking stage, one function per step, for every caller: the weekly assets (one customer
+shard at a time), the ablation (the week's buyers) and the online path (one customer).
+
+    select_candidates   union of the retrievers' candidates -> business rules -> calibrated cap,
+                        as the connection's temp table ``candidates``
+    pair_features       ``sql/pair_features.sql`` over ``candidates`` (with the taste views)
+    recommend_lists     score the pairs, keep the best k per customer, fill short lists
+
+Each works on a DuckDB connection whose views are the week's (``hm_assets.platform.history.open_week``
+plus the feature tables); the caller decides which customers those views hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from hm_assets.pipeline.ingest.data_contract import format_article_id
+from hm_assets.pipeline.features.taste import CANDIDATE_CUSTOMERS, ArticleTaste, register_taste
+from hm_assets.pipeline.ranking import ranker
+from hm_assets.pipeline.ranking.candidates import RetrieverCalibration, RuleEffect, apply_rules, build_union, filtered_candidates
+from hm_assets.pipeline.ranking.filters import FilterRule, prepare_rule_inputs
+from hm_assets.platform.sql import load_sql
+
+if TYPE_CHECKING:
+    import duckdb
+
+# Candidates kept per customer after the rules (CandidateFilterConfig's default).
+DEFAULT_MAX_PER_CUSTOMER = 120
+
+
+@dataclass(frozen=True)
+class Selection:
+    union_rows: int
+    effects: list[RuleEffect]
+
+
+def select_candidates(
+    con: duckdb.DuckDBPyConnection,
+    sources: dict[str, Path | str],
+    rules: list[FilterRule],
+    cutoff: date,
+    max_per_customer: int = DEFAULT_MAX_PER_CUSTOMER,
+    calibration: RetrieverCalibration | None = None,
+    where: str = "true",
+    has_truth: bool = False,
+    rule_inputs_ready: bool = False,
+) -> Selection:
+    """The filtered, capped union of ``sources`` (retriever -> its candidate file, or a table) for
+    the customers matching ``where``, as temp table ``candidates``; the rules' effects counted
+    against ``truth`` when ``has_truth``. ``rule_inputs_ready``: the week's ``rule_*`` tables exist
+    already (``prepare_rule_inputs``), else they are computed here from ``transactions``."""
+    if not rule_inputs_ready:
+        prepare_rule_inputs(con, cutoff)
+    union_rows = build_union(con, sources, where)
+    effects = apply_rules(con, rules, cutoff, has_truth)
+    kept = filtered_candidates(con, max_per_customer, calibration, list(sources)).sql_query()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {kept}")
+    return Selection(int(union_rows), effects)
+
+
+def pair_features(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste) -> duckdb.DuckDBPyRelation:
+    """Features of every (customer, article) of the temp table ``candidates``."""
+    register_taste(con, cutoff, taste, CANDIDATE_CUSTOMERS)
+    return con.sql(load_sql("pair_features"), params={"cutoff": cutoff})
+
+
+Scorer = Callable[[pd.DataFrame], np.ndarray]
+
+
+def recommend_lists(
+    pairs: pd.DataFrame, score: Scorer, customer_keys: np.ndarray, fallback: list[int], k: int = ranker.K,
+    exclude: Collection[int] = (),
+) -> pd.DataFrame:
+    """customer_key, article_id, score, rank: the best ``k`` scored pairs of every customer of
+    ``customer_keys``, filled from ``fallback`` (score NaN) where fewer survive. ``exclude``: articles
+    left out of every list (online: what the one customer just bought)."""
+    scores = score(pairs) if len(pairs) else np.zeros(0)
+    scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scores})
+    if len(exclude):
+        dropped = set(exclude)
+        scored = scored[~scored["article_id"].isin(dropped)]
+        fallback = [a for a in fallback if a not in dropped]
+    return ranker.fill_to_k(ranker.top_k(scored, k), customer_keys, fallback, k)
+
+
+def kaggle_submission(recs: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """The Kaggle submission rows (customer_id, prediction: the list's article ids, best first) of
+    ``customers`` (customer_key, customer_id), an empty prediction for a customer without a list."""
+    ordered = recs.sort_values(["customer_key", "rank"], kind="mergesort")
+    ordered = ordered.assign(article=ordered["article_id"].map(format_article_id))
+    lists = ordered.groupby("customer_key", sort=False)["article"].agg(" ".join)
+    out = customers[["customer_key", "customer_id"]].copy()
+    out["prediction"] = out["customer_key"].map(lists).fillna("")
+    return out[["customer_id", "prediction"]]

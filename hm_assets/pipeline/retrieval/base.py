@@ -1,0 +1,173 @@
+"""The retriever contract: ``fit`` once per week, ``retrieve`` for any set of customers.
+
+A retriever proposes candidate articles for customers as of a cut-off, in two steps:
+
+- ``fit(ctx, config) -> state``: the global part, computed once per week over every customer
+  (co-purchase pairs, ALS factors and their neighbour index, the popularity model and its pool,
+  department bestsellers, the on-sale set). The weekly asset stores the state beside the week's
+  candidates (``<retriever>/<week>.state.pkl``), so the online path loads it instead of fitting.
+- ``retrieve(ctx, config, state) -> candidates``: the per-customer part, reading only the
+  customers' own rows of the week's views plus the state — the same function for 1.37M customers
+  (the weekly asset) and for one (the on-demand recommender), so both give the same candidates.
+
+Candidates are rows of (customer_key, article_id, score) — higher score is better — as a DataFrame
+or a DuckDB relation (for outputs too large for pandas); the framework ranks them in DuckDB, keeps
+the best ``max_candidates`` per customer, and stores (customer_key, article_id, score, rank).
+
+Retrievers read the week's DuckDB views (``transactions`` strictly before the cut-off,
+``articles``, ``customers`` and the feature tables ``customer_features``,
+``customer_transaction_stats``, ``article_features``, ``article_transaction_stats``), and any
+extra upstream assets they declare in ``deps`` through ``RetrievalContext.inputs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+
+from hm_assets.pipeline.features.embeddings.index import companion_files
+from hm_assets.platform.store import HMStore, atomic_path
+
+CANDIDATE_COLUMNS = ["customer_key", "article_id", "score", "rank"]
+
+
+class RetrieverConfig(dg.Config):
+    """Settings every retriever has; a retriever may extend it with its own fields."""
+
+    max_candidates: int = 50
+    lookback_weeks: int = 8
+
+
+@dataclass
+class RetrievalContext:
+    con: duckdb.DuckDBPyConnection
+    cutoff: date
+    week_key: str
+    customer_keys: np.ndarray
+    inputs: dict[str, Path] = field(default_factory=dict)
+    seed: int = 0
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("hm_assets.pipeline.retrieval"))
+
+    def lookback_start(self, weeks: int) -> date:
+        return self.cutoff - pd.Timedelta(days=7 * weeks).to_pytimedelta()
+
+
+FitFn = Callable[[RetrievalContext, Any], Any]
+RetrieveFn = Callable[[RetrievalContext, Any, Any], "RawCandidates"]
+STATE_SUFFIX = ".state.pkl"
+
+
+def recent_purchase_seeds(ctx: RetrievalContext, lookback_weeks: int, per_customer: int) -> pd.DataFrame:
+    """customer_key, article_id, days_ago: each customer's most recent distinct purchases in the
+    lookback window (at most ``per_customer``) — the seeds of the similarity retrievers."""
+    return ctx.con.execute(
+        """
+        SELECT customer_key, article_id, ($cutoff::DATE - last_day) AS days_ago
+        FROM (
+            SELECT customer_key, article_id, max(t_dat) AS last_day
+            FROM transactions
+            WHERE t_dat >= $start AND t_dat < $cutoff
+            GROUP BY customer_key, article_id
+        )
+        QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY last_day DESC, article_id) <= $per_customer
+        ORDER BY customer_key, article_id
+        """,
+        {"cutoff": ctx.cutoff, "start": ctx.lookback_start(lookback_weeks), "per_customer": per_customer},
+    ).df()
+
+
+def recency_weight(days_ago: pd.Series, half_life_days: float) -> pd.Series:
+    return 0.5 ** (days_ago.astype("float64") / half_life_days)
+
+
+def no_state(ctx: RetrievalContext, config: RetrieverConfig) -> None:
+    """``fit`` of a retriever that is personal only (nothing global to learn)."""
+    return None
+
+
+@dataclass(frozen=True)
+class Retriever:
+    name: str
+    description: str
+    retrieve: RetrieveFn
+    fit: FitFn = no_state
+    config_class: type[RetrieverConfig] = RetrieverConfig
+    deps: tuple[str, ...] = ()
+    kinds: frozenset[str] = frozenset({"duckdb"})
+
+    def generate(self, ctx: RetrievalContext, config: RetrieverConfig) -> RawCandidates:
+        """Fit and retrieve in one go, for ``ctx``'s customers."""
+        return self.retrieve(ctx, config, self.fit(ctx, config))
+
+
+def state_path(store: HMStore, retriever: str, week: str) -> Path:
+    return store.asset_path(retriever, week, STATE_SUFFIX)
+
+
+def save_state(state: Any, target: Path) -> None:
+    """A fitted state as a pickle (the store's own artefact, read back by ``load_state``)."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(pickle.dumps(state, protocol=5))
+
+
+def load_state(path: Path) -> Any:
+    return pickle.loads(Path(path).read_bytes())
+
+
+def retriever_inputs(store: HMStore, retrievers: Iterable[Retriever]) -> dict[str, Path]:
+    """The unpartitioned upstream files the retrievers declare in ``deps`` (e.g. a content index
+    and the graph file it names), present locally."""
+    inputs = {}
+    for retriever in retrievers:
+        for dep in retriever.deps:
+            path = inputs[dep] = store.require(dep)
+            for companion in companion_files(path) if path.suffix == ".parquet" else []:
+                store.fetch(companion)
+    return inputs
+
+
+if TYPE_CHECKING:
+    # In annotations only: a union object holding a DuckDB type at run time kept DuckDB's module
+    # alive to interpreter exit with torch loaded (nanobind's "leaked instances"; see store.py).
+    RawCandidates = pd.DataFrame | duckdb.DuckDBPyRelation
+
+
+RANKING_SQL = """
+    SELECT CAST(customer_key AS BIGINT) AS customer_key, CAST(article_id AS INTEGER) AS article_id,
+           CAST(score AS FLOAT) AS score, CAST(rank AS SMALLINT) AS rank
+    FROM (
+        SELECT customer_key, article_id, score,
+               row_number() OVER (PARTITION BY customer_key ORDER BY score DESC, article_id) AS rank
+        FROM (SELECT customer_key, article_id, max(score) AS score FROM raw_candidates GROUP BY ALL)
+    )
+    WHERE rank <= {max_candidates}
+    ORDER BY customer_key, rank
+"""
+
+
+def ranked_candidates(con: duckdb.DuckDBPyConnection, raw: RawCandidates, max_candidates: int) -> duckdb.DuckDBPyRelation:
+    """Dedupe (keep the best score), rank per customer (1 = best), keep the top ``max_candidates``,
+    ordered by customer_key then rank."""
+    sql = RANKING_SQL.format(max_candidates=int(max_candidates))
+    if isinstance(raw, duckdb.DuckDBPyRelation):
+        return raw.query("raw_candidates", sql)
+    raw = raw.reindex(columns=["customer_key", "article_id", "score"])
+    raw = raw.astype({"customer_key": "int64", "article_id": "int32", "score": "float64"})
+    con.register("raw_candidates", raw)
+    return con.sql(sql)
+
+
+def finalize_candidates(raw: RawCandidates, max_candidates: int, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+    """``ranked_candidates`` as a DataFrame."""
+    con = con or duckdb.connect()
+    return ranked_candidates(con, raw, max_candidates).df()

@@ -1,0 +1,152 @@
+"""Asset files shared through an object store (file:// and S3 on a local moto server): a week's
+steps run on different "nodes" (separate HM_HOME caches) and give the single-node outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from hm_assets.defs.resources import HMDataset, HMStore
+from hm_assets.platform.object_store import ObjectStore, object_store_for
+from hm_assets.platform.store import atomic_path
+from hm_assets_tests.integration.test_reliability import baseline, work_root
+
+WEEK_OUTPUTS = {
+    "candidates": ".parquet",
+    "pair_features": ".parquet",
+    "recommendations": ".parquet",
+    "submission": ".csv",
+    "evaluation": ".json",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A local S3 (moto) on a loopback port, with dummy credentials in the usual AWS variables."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem().mkdir("hm-recs")
+    yield f"http://127.0.0.1:{port}"
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture(params=["file", "s3"])
+def object_store_uri(request, tmp_path) -> str:
+    if request.param == "file":
+        return f"file://{tmp_path / 'shared-bucket'}"
+    request.getfixturevalue("s3_endpoint")
+    return f"s3://hm-recs/{tmp_path.name}"
+
+
+def test_outputs_are_published_and_fetched_when_stale(object_store_uri, tmp_path):
+    node_a, node_b = (tmp_path / "a").resolve(), (tmp_path / "b").resolve()
+    store_a = object_store_for(object_store_uri, node_a)
+    target = node_a / "assets" / "things" / "2020-09-16.parquet"
+    with atomic_path(target) as temporary:
+        pd.DataFrame({"x": [1, 2, 3]}).to_parquet(temporary)
+    assert store_a.exists(target)
+
+    store_b = ObjectStore(object_store_uri, node_b)
+    copy = node_b / "assets" / "things" / "2020-09-16.parquet"
+    assert store_b.fetch(copy) and pd.read_parquet(copy)["x"].tolist() == [1, 2, 3]
+    fetched_at = copy.stat().st_mtime_ns
+    assert store_b.fetch(copy) and copy.stat().st_mtime_ns == fetched_at  # current: not downloaded again
+
+    with atomic_path(target) as temporary:  # node A rewrites it
+        pd.DataFrame({"x": [4]}).to_parquet(temporary)
+    assert store_b.fetch(copy) and pd.read_parquet(copy)["x"].tolist() == [4]
+
+    assert store_b.names(node_b / "assets" / "things") == ["2020-09-16.parquet"]
+    assert not store_b.fetch(node_b / "assets" / "things" / "2020-09-23.parquet")
+    assert not store_a.shares(node_a / "staging" / "transactions-x.parquet")  # node-local caches stay local
+    store_b.remove(copy)
+    assert not store_a.exists(target)
+
+
+def seed_object_store(source_home: Path, uri: str, week: str) -> None:
+    """The shared store as earlier runs left it: everything of the baseline except week W's outputs
+    from the candidates on."""
+    seeder_root = work_root().resolve()
+    seeder = ObjectStore(uri, seeder_root)
+    for path in sorted((source_home / "assets").rglob("*")):
+        relative = path.relative_to(source_home)
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if relative.parts[1] in WEEK_OUTPUTS and path.stem == week:
+            continue
+        local = seeder_root / relative
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(path.read_bytes())
+        seeder.upload(local)
+
+
+def materialize_on_node(assets: list[str], week: str, uri: str, data_dir: str, customers_per_shard: int) -> Path:
+    from hm_assets.definitions import defs
+
+    home = work_root().resolve()
+    store = HMStore(home=str(home), object_store=uri, customers_per_shard=customers_per_shard)
+    selection = [dg.AssetKey(a) for a in assets]
+    result = dg.materialize(
+        [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
+        partition_key=week,
+        resources={"store": store, "dataset": HMDataset(data_dir=data_dir)},
+        selection=selection,
+    )
+    assert result.success
+    return home
+
+
+def test_a_week_split_over_nodes_through_the_object_store_matches_one_node(object_store_uri):
+    base = baseline()
+    week = base.week.isoformat()
+    seed_object_store(base.home, object_store_uri, week)
+    data_dir = os.environ["HM_DATA_DIR"]
+
+    # Node A: the filtered union and the pair features, in 4+ customer shards.
+    materialize_on_node(["candidates", "pair_features"], week, object_store_uri, data_dir, 400)
+    # Node B, an empty cache: scoring and evaluation from what node A published.
+    materialize_on_node(["recommendations", "evaluation"], week, object_store_uri, data_dir, 100_000)
+
+    reader = HMStore(home=str(work_root().resolve()), object_store=object_store_uri)
+    for asset, suffix in WEEK_OUTPUTS.items():
+        fetched = reader.require(asset, week, suffix)
+        expected = base.home / "assets" / asset / f"{week}{suffix}"
+        if suffix == ".parquet":
+            pd.testing.assert_frame_equal(pd.read_parquet(fetched), pd.read_parquet(expected))
+        elif suffix == ".json":
+            ours, theirs = json.loads(fetched.read_text()), json.loads(expected.read_text())
+            assert ours["map12_ranker"] == theirs["map12_ranker"] and ours["recall_union"] == theirs["recall_union"]
+        else:
+            assert fetched.read_bytes() == expected.read_bytes()
+    # No shard parts are left behind, locally or in the store.
+    assert reader.objects.names(reader.root / "parts") == []

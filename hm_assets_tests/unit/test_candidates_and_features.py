@@ -1,0 +1,168 @@
+"""Filtered union, business rules, pair features and the leakage check on hand-made data."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from hm_assets.pipeline.evaluation.quality_checks import leakage_problems
+from hm_assets.pipeline.ranking.candidates import apply_rules, build_union, filtered_candidates
+from hm_assets.pipeline.ranking.filters import RULE_NAMES, prepare_rule_inputs, rules_by_name
+from hm_assets.platform.sql import load_sql
+from hm_assets_tests.builders import articles_frame, customers_frame, transactions_frame, week_connection
+
+CUTOFF = date(2020, 9, 23)
+
+
+def write(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def candidates_frame(rows):
+    frame = pd.DataFrame(rows, columns=["customer_key", "article_id", "score", "rank"])
+    return frame.astype({"customer_key": "int64", "article_id": "int32", "score": "float32", "rank": "int16"})
+
+
+@pytest.fixture
+def world():
+    articles = articles_frame(
+        [
+            {"article_id": 1, "product_type_no": 253, "colour_group_code": 9},
+            {"article_id": 2, "product_type_no": 253, "colour_group_code": 10},
+            {"article_id": 3, "product_type_no": 272, "colour_group_code": 9, "product_group_name": "Garment Lower body"},
+            {"article_id": 4, "index_group_name": "Baby/Children", "index_group_no": 4},
+            {"article_id": 5},  # never sold: out of stock
+        ]
+    )
+    customers = customers_frame([7, 8])
+    rows = [("2020-09-%02d" % d, 7, 1, 0.02, 2) for d in (1, 2, 3)]
+    rows += [("2020-09-10", 7, 3, 0.03, 2), ("2020-09-15", 8, 2, 0.02, 1), ("2020-09-16", 8, 4, 0.01, 1)]
+    rows += [("2020-09-2%d" % d, 9, a, 0.02, 1) for d in range(0, 3) for a in (1, 2, 3, 4)]
+    return articles, customers, transactions_frame(rows)
+
+
+def test_union_keeps_every_retriever_score_and_rank(world, tmp_path):
+    articles, customers, txns = world
+    con = week_connection(txns, articles, customers, CUTOFF)
+    sources = {
+        "a": write(candidates_frame([(7, 1, 0.9, 1), (7, 2, 0.5, 2)]), tmp_path / "a.parquet"),
+        "b": write(candidates_frame([(7, 2, 3.0, 1), (8, 3, 1.0, 1)]), tmp_path / "b.parquet"),
+    }
+    assert build_union(con, sources) == 3
+    union = con.sql("SELECT * FROM union_candidates ORDER BY customer_key, article_id").df()
+    both = union[(union.customer_key == 7) & (union.article_id == 2)].iloc[0]
+    assert both.score_a == pytest.approx(0.5) and both.rank_a == 2 and both.score_b == 3.0 and both.rank_b == 1
+    assert both.n_retrievers == 2 and both.best_rank == 1
+    assert pd.isna(union[(union.customer_key == 7) & (union.article_id == 1)].iloc[0].score_b)
+
+
+def test_rules_remove_what_they_say_and_count_true_purchases(world, tmp_path):
+    articles, customers, txns = world
+    truth = transactions_frame([("2020-09-24", 7, 5, 0.02, 2)])
+    con = week_connection(txns, articles, customers, CUTOFF, truth=truth)
+    source = write(candidates_frame([(7, 5, 1.0, 1), (7, 2, 0.5, 2), (8, 4, 0.3, 1)]), tmp_path / "a.parquet")
+    build_union(con, {"a": source})
+    prepare_rule_inputs(con, CUTOFF)
+    effects = {e.rule: e for e in apply_rules(con, rules_by_name(["out_of_stock"]), CUTOFF, has_truth=True)}
+    assert effects["out_of_stock"].removed == 1 and effects["out_of_stock"].removed_true == 1
+    kept = filtered_candidates(con, 10).df()
+    assert set(zip(kept.customer_key, kept.article_id)) == {(7, 2), (8, 4)}
+
+
+def test_rules_are_switchable_and_names_checked():
+    assert [r.name for r in rules_by_name(RULE_NAMES)] == RULE_NAMES
+    assert rules_by_name([]) == []
+    with pytest.raises(ValueError, match="unknown filter rule"):
+        rules_by_name(["no_such_rule"])
+
+
+def test_cap_per_customer_prefers_best_rank(world, tmp_path):
+    articles, customers, txns = world
+    con = week_connection(txns, articles, customers, CUTOFF)
+    source = write(candidates_frame([(7, a, 1.0 / r, r) for r, a in enumerate([3, 1, 2], start=1)]), tmp_path / "a.parquet")
+    build_union(con, {"a": source})
+    apply_rules(con, [], CUTOFF, has_truth=False)
+    assert filtered_candidates(con, 2).df().article_id.tolist() == [3, 1]
+
+
+def test_pair_features_preference_share_is_hand_computed(world, tmp_path):
+    articles, customers, txns = world
+    con = week_connection(txns, articles, customers, CUTOFF)
+    source = write(candidates_frame([(7, 2, 1.0, 1), (7, 3, 0.5, 2)]), tmp_path / "a.parquet")
+    build_union(con, {"retr": source})
+    con.execute("CREATE TABLE candidates AS SELECT * FROM union_candidates")
+    pairs = con.sql(load_sql("pair_features"), params={"cutoff": CUTOFF}).df().set_index("article_id")
+    # customer 7 bought article 1 three times (type 253, colour 9) and article 3 once (type 272, colour 9)
+    assert pairs.loc[2, "pref_product_type"] == pytest.approx(3 / 4)
+    assert pairs.loc[2, "pref_colour_group"] == pytest.approx(0.0)
+    assert pairs.loc[3, "pref_colour_group"] == pytest.approx(4 / 4)
+    assert pairs.loc[3, "pref_product_group"] == pytest.approx(1 / 4)
+    assert pairs.loc[3, "bought_same_article"] == 1 and pairs.loc[3, "days_since_bought_article"] == 13
+    assert pairs.loc[2, "bought_same_article"] == 0
+    assert pairs.loc[2, "score_retr"] == 1.0 and pairs.loc[2, "rank_retr"] == 1
+    # article 3 sold at 0.03 once and 0.02 three times (median 0.02); customer 7's median paid is 0.02
+    assert pairs.loc[3, "price_vs_customer_median"] == pytest.approx(1.0, rel=1e-3)
+    assert pairs.loc[3, "price_vs_customer_max"] == pytest.approx(0.02 / 0.03, rel=1e-3)
+
+
+def test_leakage_check_fails_on_a_planted_leak(world, tmp_path):
+    articles, customers, txns = world
+    clean = week_connection(txns, articles, customers, CUTOFF)
+    leaky_txns = pd.concat([txns, transactions_frame([("2020-09-25", 7, 2, 0.02, 2)])], ignore_index=True)
+    # a leaking pipeline: the history is cut a week too late
+    leaky = week_connection(leaky_txns, articles, customers, date(2020, 9, 30))
+    results = {}
+    for name, con in (("clean", clean), ("leaky", leaky)):
+        paths = []
+        for table in ("customer_transaction_stats", "article_transaction_stats", "customer_features"):
+            path = tmp_path / name / table / "w.parquet"
+            path.parent.mkdir(parents=True)
+            con.sql(load_sql(table), params={"cutoff": CUTOFF}).write_parquet(str(path))
+            paths.append(path)
+        results[name] = leakage_problems(duckdb.connect(), *paths)
+    assert results["clean"] == []
+    assert results["leaky"] and "customer_transaction_stats" in results["leaky"][0]
+
+
+def test_calibration_measures_hit_rate_per_retriever_and_rank_band(tmp_path):
+    from hm_assets.pipeline.ranking.candidates import PRIOR_STRENGTH, calibrate
+
+    # Week W-1: retriever "strong" hit 2 of its 2 rank-1 candidates, "weak" 0 of 2; customer 9 bought nothing.
+    strong = write(candidates_frame([(7, 1, 1.0, 1), (8, 2, 1.0, 1), (9, 3, 1.0, 1)]), tmp_path / "strong.parquet")
+    weak = write(candidates_frame([(7, 4, 1.0, 1), (8, 5, 1.0, 1)]), tmp_path / "weak.parquet")
+    truth = write(transactions_frame([("2020-09-17", 7, 1, 0.02, 2), ("2020-09-18", 8, 2, 0.02, 2)]), tmp_path / "t.parquet")
+    calibration = calibrate(duckdb.connect(), "2020-09-16", {"strong": strong, "weak": weak}, truth)
+    table = calibration.table.set_index("retriever")
+    assert table.loc["strong", "proposed"] == 2 and table.loc["strong", "bought"] == 2  # buyers only
+    assert table.loc["weak", "bought"] == 0
+    overall = 2 / 4
+    assert calibration.rate("strong", 1) == pytest.approx((2 + PRIOR_STRENGTH * overall) / (2 + PRIOR_STRENGTH))
+    assert calibration.rate("strong", 1) > calibration.rate("weak", 1)
+    assert calibration.rate("strong", 50) == 0.0  # a band never seen
+
+
+def test_calibrated_cap_keeps_the_likelier_candidates_not_the_best_ranks(world, tmp_path):
+    from hm_assets.pipeline.ranking.candidates import RetrieverCalibration
+
+    articles, customers, txns = world
+    con = week_connection(txns, articles, customers, CUTOFF)
+    # "weak" proposes article 1 at rank 1; "strong" proposes 2 at rank 4 and 3 at rank 30.
+    sources = {
+        "weak": write(candidates_frame([(7, 1, 1.0, 1)]), tmp_path / "weak.parquet"),
+        "strong": write(candidates_frame([(7, 2, 0.8, 4), (7, 3, 0.1, 30)]), tmp_path / "strong.parquet"),
+    }
+    build_union(con, sources)
+    apply_rules(con, [], CUTOFF, has_truth=False)
+    assert set(filtered_candidates(con, 1).df().article_id) == {1}  # uncalibrated: best rank wins
+    table = pd.DataFrame(
+        [("weak", 1, 1000, 2, 0.002), ("strong", 5, 1000, 40, 0.04), ("strong", 30, 1000, 30, 0.03)],
+        columns=["retriever", "band", "proposed", "bought", "hit_rate"],
+    )
+    calibration = RetrieverCalibration("2020-09-16", table)
+    kept = filtered_candidates(con, 2, calibration, list(sources)).df()
+    assert set(kept.article_id) == {2, 3}

@@ -1,0 +1,195 @@
+"""The production instance profiles in deploy/ pass Dagster's own configuration checks, without a
+cluster, a broker or a database.
+
+Two layers, as Dagster loads a dagster.yaml:
+
+1. the instance schema (``dagster_instance_config``: the top-level keys, ``storage: postgres``, the
+   run queue, ``concurrency`` pools and runs, run monitoring, retention) and ``InstanceRef.from_dir``,
+   which turns every pluggable section into the class it names;
+2. each named class's own config schema (``process_config(klass.config_type(), ...)``, the step
+   before ``ConfigurableClassData.rehydrate`` constructs it), with the ``env:`` values resolved from a
+   test environment. K8sRunLauncher is not constructed (that loads the in-cluster Kubernetes
+   config); CeleryRunLauncher is (a Celery app connects to its broker only when it sends a task).
+
+The class checks need the `deploy` extra (dagster-k8s, dagster-celery); without it they skip,
+naming the missing package. dagster-postgres is in the `test` extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster._config import process_config, resolve_to_config_type
+from dagster._core.errors import DagsterInvalidConfigError
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.instance.ref import InstanceRef
+from dagster._serdes import ConfigurableClassData
+
+from hm_assets.platform.settings import PROJECT_ROOT
+
+DEPLOY = PROJECT_ROOT / "deploy"
+PROFILES = ["dagster.yaml", "dagster-celery.yaml"]
+
+ENVIRONMENT = {
+    "DAGSTER_PG_HOST": "dagster-postgresql.dagster.svc",
+    "DAGSTER_PG_PORT": "5432",
+    "DAGSTER_PG_USER": "dagster",
+    "DAGSTER_PG_PASSWORD": "secret",
+    "DAGSTER_PG_DB": "dagster",
+    "HM_RECS_IMAGE": "registry.example/hm-recs:1",
+    "DAGSTER_K8S_NAMESPACE": "hm-recs",
+    "DAGSTER_CELERY_BROKER_URL": "pyamqp://guest@rabbitmq.dagster.svc:5672//",
+    "DAGSTER_CELERY_BACKEND_URL": "rpc://",
+}
+PACKAGE_OF_MODULE = {"dagster_k8s": "dagster-k8s", "dagster_celery": "dagster-celery", "dagster_postgres": "dagster-postgres"}
+
+
+@pytest.fixture
+def deploy_env(monkeypatch):
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    return ENVIRONMENT
+
+
+def instance_ref(profile: str, tmp_path: Path) -> InstanceRef:
+    return InstanceRef.from_dir(str(tmp_path), config_dir=str(DEPLOY), config_filename=profile)
+
+
+def import_or_skip(module_name: str):
+    top = module_name.split(".")[0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] == top:
+            package = PACKAGE_OF_MODULE.get(top, top)
+            pytest.skip(f"{package} is not installed (pip install -e '.[deploy]'): its class config is not checked")
+        raise
+
+
+def class_config(data: ConfigurableClassData) -> dict:
+    """What ``ConfigurableClassData.rehydrate`` checks before it constructs the class: the class exists,
+    is configurable, and its config (``env:`` values resolved) passes the class's own schema."""
+    module = import_or_skip(data.module_name)
+    klass = getattr(module, data.class_name)
+    result = process_config(resolve_to_config_type(klass.config_type()), data.config_dict)
+    if not result.success:
+        raise DagsterInvalidConfigError(f"{data.module_name}.{data.class_name}", result.errors, data.config_dict)
+    return result.value
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_passes_the_instance_schema(profile, tmp_path):
+    config, custom_class = dagster_instance_config(str(DEPLOY), config_filename=profile)
+    assert custom_class is None
+    assert config["telemetry"] == {"enabled": False}
+    assert set(config["storage"]) == {"postgres"}
+    assert config["storage"]["postgres"]["postgres_db"]["hostname"] == {"env": "DAGSTER_PG_HOST"}
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    runs = config["concurrency"]["runs"]
+    assert runs["max_concurrent_runs"] > 0
+    assert any(limit["key"] == "dagster/backfill" for limit in runs["tag_concurrency_limits"])
+    assert config["concurrency"]["pools"]["default_limit"] > 0
+    assert config["run_monitoring"]["enabled"] is True
+
+    ref = instance_ref(profile, tmp_path)
+    assert (ref.storage_data.module_name, ref.storage_data.class_name) == ("dagster_postgres", "DagsterPostgresStorage")
+    assert ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
+    assert ref.run_launcher_data.class_name == {"dagster.yaml": "K8sRunLauncher", "dagster-celery.yaml": "CeleryRunLauncher"}[profile]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_postgres_storage_and_run_queue_pass_their_class_schemas(profile, tmp_path, deploy_env):
+    ref = instance_ref(profile, tmp_path)
+    storage = class_config(ref.storage_data)
+    assert storage["postgres_db"] == {
+        "hostname": deploy_env["DAGSTER_PG_HOST"],
+        "port": 5432,
+        "username": deploy_env["DAGSTER_PG_USER"],
+        "password": deploy_env["DAGSTER_PG_PASSWORD"],
+        "db_name": deploy_env["DAGSTER_PG_DB"],
+        "params": {},
+        "scheme": "postgresql+psycopg2",
+    }
+    for data in (ref.run_storage_data, ref.event_storage_data, ref.schedule_storage_data):
+        assert class_config(data)["postgres_db"]["db_name"] == deploy_env["DAGSTER_PG_DB"]
+    coordinator = class_config(ref.run_coordinator_data)
+    assert coordinator["dequeue_interval_seconds"] == 5
+
+
+def test_k8s_run_launcher_config(tmp_path, deploy_env):
+    ref = instance_ref("dagster.yaml", tmp_path)
+    assert (ref.run_launcher_data.module_name, ref.run_launcher_data.class_name) == ("dagster_k8s", "K8sRunLauncher")
+    config = class_config(ref.run_launcher_data)
+    assert config["job_image"] == deploy_env["HM_RECS_IMAGE"]
+    assert config["job_namespace"] == deploy_env["DAGSTER_K8S_NAMESPACE"]
+    assert config["load_incluster_config"] is True
+    assert config["instance_config_map"] and config["service_account_name"]
+    # The run pods get the database address and the project's folders; HM_HOME lives on the shared volume.
+    assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_DB", "HM_HOME", "HM_DATA_DIR"} <= set(
+        config["env_vars"]
+    )
+    assert config["postgres_password_secret"]  # exposed to the pods as DAGSTER_PG_PASSWORD
+    mounted = {mount["name"] for mount in config["volume_mounts"]}
+    assert mounted and mounted <= {volume["name"] for volume in config["volumes"]}
+
+
+def test_celery_run_launcher_is_constructed_without_a_broker(tmp_path, deploy_env):
+    ref = instance_ref("dagster-celery.yaml", tmp_path)
+    config = class_config(ref.run_launcher_data)
+    assert config["broker"] == deploy_env["DAGSTER_CELERY_BROKER_URL"]
+    launcher = ref.run_launcher_data.rehydrate()
+    assert type(launcher).__name__ == "CeleryRunLauncher"
+    assert launcher.celery.conf.broker_url == deploy_env["DAGSTER_CELERY_BROKER_URL"]
+    assert launcher.default_queue == "dagster"
+
+
+def test_celery_worker_config_is_the_celery_executor_config(deploy_env):
+    import_or_skip("dagster_celery")
+    from dagster_celery.cli import get_validated_config
+
+    config = get_validated_config(str(DEPLOY / "celery-worker.yaml"))
+    assert config["broker"] == deploy_env["DAGSTER_CELERY_BROKER_URL"]
+    assert config["backend"] == deploy_env["DAGSTER_CELERY_BACKEND_URL"]
+
+
+# The checks above are not vacuous: the same functions reject the mistakes one would make.
+
+
+def _broken_copy(tmp_path: Path, edit) -> Path:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    edit(config)
+    (folder / "dagster.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def test_the_instance_schema_rejects_misplaced_or_misspelt_keys(tmp_path):
+    # The run-queue limits in the run coordinator's config next to `concurrency` (Dagster 1.13 rejects both).
+    both = _broken_copy(tmp_path, lambda c: c["run_coordinator"]["config"].update(max_concurrent_runs=3))
+    with pytest.raises(DagsterInvalidConfigError, match="max_concurrent_runs"):
+        dagster_instance_config(str(both))
+    shutil.rmtree(both)
+    # The deprecated default_op_concurrency_limit next to `pools`.
+    old = _broken_copy(tmp_path, lambda c: c["concurrency"].update(default_op_concurrency_limit=2))
+    with pytest.raises(DagsterInvalidConfigError, match="default_op_concurrency_limit"):
+        dagster_instance_config(str(old))
+    shutil.rmtree(old)
+    # A misspelt storage key.
+    typo = _broken_copy(tmp_path, lambda c: c["storage"]["postgres"]["postgres_db"].update(host="x"))
+    with pytest.raises(DagsterInvalidConfigError):
+        dagster_instance_config(str(typo))
+
+
+def test_the_launcher_schema_rejects_a_misspelt_key(tmp_path, deploy_env):
+    import_or_skip("dagster_k8s")
+    ref = instance_ref("dagster.yaml", tmp_path)
+    data = ref.run_launcher_data
+    config = {**data.config_dict, "namespace": "hm-recs"}  # the launcher's key is job_namespace
+    broken = ConfigurableClassData(data.module_name, data.class_name, yaml.safe_dump(config))
+    with pytest.raises(DagsterInvalidConfigError, match="namespace"):
+        class_config(broken)

@@ -1,0 +1,74 @@
+"""The ranker's training sample and its compiled scoring."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from hm_assets.pipeline.ranking import ranker
+
+
+def trained_booster(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    customers, per_customer = 200, 20
+    pairs = pd.DataFrame(
+        {
+            "customer_key": np.repeat(np.arange(customers, dtype=np.int64), per_customer),
+            "article_id": np.tile(np.arange(per_customer, dtype=np.int32), customers),
+            "score_a": rng.normal(size=customers * per_customer).astype(np.float32),
+            "rank_a": pd.array(rng.integers(1, 50, customers * per_customer), dtype="Int16"),
+            "pref": rng.random(customers * per_customer),
+        }
+    )
+    pairs.loc[rng.random(len(pairs)) < 0.2, "rank_a"] = pd.NA  # retriever did not propose it
+    bought = pairs[(pairs["score_a"] > 1.0) | (pairs["pref"] > 0.95)][["customer_key", "article_id"]]
+    rows = ranker.training_rows(pairs, bought, 10, seed)
+    settings = ranker.RankerSettings(boost_rounds=30, num_leaves=7, min_data_in_leaf=5)
+    return ranker.train(ranker.stack_weeks([rows]), settings), pairs
+
+
+def test_compiled_scores_equal_lightgbm_and_are_cached(tmp_path):
+    booster, pairs = trained_booster()
+    scorer = ranker.PairScorer(booster, tmp_path)
+    assert scorer.compiled is not None, "lleaves is a pinned dependency: compilation must work"
+    np.testing.assert_allclose(scorer(pairs), ranker.predict(booster, pairs), rtol=0, atol=1e-9)
+    compiled = sorted(tmp_path.glob("ranker-*.o"))
+    assert len(compiled) == 1
+    stamp = compiled[0].stat().st_mtime_ns
+    again = ranker.PairScorer(booster, tmp_path)  # loads the cached object, compiles nothing
+    assert sorted(tmp_path.glob("ranker-*.o")) == compiled and compiled[0].stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again(pairs), scorer(pairs))
+    other, _ = trained_booster(seed=1)
+    ranker.PairScorer(other, tmp_path)
+    assert len(list(tmp_path.glob("ranker-*.o"))) == 2  # one object per model
+
+
+def test_training_sample_read_from_file_equals_the_in_memory_sample(tmp_path):
+    _, pairs = trained_booster()
+    pairs["best_rank"] = pairs["rank_a"].fillna(99).astype("int16")
+    pairs = pairs.sort_values(["customer_key", "best_rank", "article_id"], kind="mergesort").reset_index(drop=True)
+    path = tmp_path / "pairs.parquet"
+    pairs.to_parquet(path, index=False)
+    truth = pairs[pairs["score_a"] > 1.2][["customer_key", "article_id"]].iloc[::2]
+    in_memory = ranker.training_rows(pd.read_parquet(path), truth, 5, seed=3)
+    from_file = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
+    assert 0 < in_memory["label"].sum() < len(in_memory)
+    pd.testing.assert_frame_equal(from_file, in_memory, check_dtype=False)
+
+
+def test_training_rows_within_a_budget_keep_whole_customers(tmp_path):
+    _, pairs = trained_booster()
+    pairs["best_rank"] = pairs["rank_a"].fillna(99).astype("int16")
+    path = tmp_path / "pairs.parquet"
+    pairs.to_parquet(path, index=False)
+    truth = pairs[pairs["score_a"] > 1.0][["customer_key", "article_id"]]
+    whole = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
+    budget = len(whole) // 3
+    kept = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=budget)
+    assert budget - 20 < len(kept) <= budget  # whole customers, as many as fit
+    per_customer = whole.groupby("customer_key").size()
+    assert kept.groupby("customer_key").size().equals(per_customer.loc[kept["customer_key"].unique()])
+    assert kept["label"].sum() > 0
+    unbounded = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=len(whole))
+    pd.testing.assert_frame_equal(unbounded, whole)

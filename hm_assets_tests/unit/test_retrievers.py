@@ -1,0 +1,115 @@
+"""Each retriever on a hand-made tiny history with a known answer."""
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from hm_assets.pipeline.retrieval import also_bought, popularity_model, purchase_history_similar, repurchase
+from hm_assets.pipeline.retrieval.also_bought import AlsoBoughtConfig
+from hm_assets.pipeline.retrieval.base import finalize_candidates
+from hm_assets.pipeline.retrieval.popularity_model import PopularityModelConfig
+from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistoryConfig
+from hm_assets.pipeline.retrieval.repurchase import RepurchaseConfig
+from hm_assets_tests.builders import (
+    articles_frame,
+    customers_frame,
+    retrieval_context,
+    transactions_frame,
+    week_connection,
+)
+
+CUTOFF = date(2020, 9, 23)
+
+
+def test_repurchase_returns_own_articles_in_recency_order():
+    articles = articles_frame([{"article_id": a} for a in (1, 2, 3, 4)])
+    customers = customers_frame([7, 8])
+    txns = transactions_frame(
+        [
+            ("2020-09-01", 7, 1, 0.02, 2),
+            ("2020-09-10", 7, 2, 0.02, 2),
+            ("2020-09-20", 7, 3, 0.02, 2),
+            ("2020-09-21", 8, 4, 0.02, 2),
+            ("2020-09-23", 7, 4, 0.02, 2),  # on the cut-off: must not be used
+        ]
+    )
+    con = week_connection(txns, articles, customers, CUTOFF)
+    out = finalize_candidates(repurchase.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), RepurchaseConfig()), 30)
+    assert out[out.customer_key == 7].sort_values("rank").article_id.tolist() == [3, 2, 1]
+    assert out[out.customer_key == 8].article_id.tolist() == [4]
+    assert list(out.columns) == ["customer_key", "article_id", "score", "rank"]
+
+
+def test_repurchase_frequency_beats_single_purchase_of_same_age():
+    articles = articles_frame([{"article_id": a} for a in (1, 2)])
+    customers = customers_frame([7])
+    txns = transactions_frame([("2020-09-20", 7, 1, 0.02, 2), ("2020-09-20", 7, 2, 0.02, 2), ("2020-09-20", 7, 2, 0.02, 2)])
+    con = week_connection(txns, articles, customers, CUTOFF)
+    out = finalize_candidates(repurchase.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), RepurchaseConfig()), 30)
+    assert out.sort_values("rank").article_id.tolist() == [2, 1]
+
+
+def test_also_bought_finds_the_planted_pair():
+    articles = articles_frame([{"article_id": a} for a in range(1, 21)])
+    customers = customers_frame(list(range(100, 140)))
+    rows = []
+    for c in range(100, 130):  # 30 customers buy 1 and 2 together
+        rows += [("2020-09-10", c, 1, 0.02, 2), ("2020-09-10", c, 2, 0.02, 2)]
+    for i, c in enumerate(range(100, 130)):  # noise: scattered single purchases on other days
+        rows.append(("2020-09-12", c, 3 + i % 15, 0.02, 2))
+    rows.append(("2020-09-20", 135, 1, 0.02, 2))  # customer 135 bought only article 1
+    con = week_connection(transactions_frame(rows), articles, customers, CUTOFF)
+    out = finalize_candidates(also_bought.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), AlsoBoughtConfig()), 40)
+    mine = out[out.customer_key == 135].sort_values("rank")
+    assert mine.article_id.iloc[0] == 2
+
+
+def test_purchase_history_similar_finds_articles_bought_by_the_same_people():
+    rng = np.random.default_rng(0)
+    articles = articles_frame([{"article_id": a} for a in range(1, 41)])
+    customers = customers_frame(list(range(1000, 1300)))
+    rows = []
+    # two taste groups: customers 1000-1149 buy from articles 1-20, the others from 21-40
+    for c in range(1000, 1300):
+        pool = range(1, 21) if c < 1150 else range(21, 41)
+        for a in rng.choice(list(pool), size=6, replace=False):
+            rows.append((f"2020-09-{rng.integers(1, 22):02d}", c, int(a), 0.02, 2))
+    rows.append(("2020-09-22", 1299, 5, 0.02, 2))  # a group-B customer's newest purchase is from group A
+    con = week_connection(transactions_frame(rows), articles, customers, CUTOFF)
+    config = PurchaseHistoryConfig(factors=8, iterations=10, neighbours=10, seed_articles=1)
+    out = finalize_candidates(purchase_history_similar.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), config), 40)
+    group_a_customer = out[out.customer_key == 1000]
+    assert (group_a_customer.article_id <= 20).mean() > 0.8
+    nearest_to_newest = out[(out.customer_key == 1299) & (out["rank"] <= 5)]
+    assert (nearest_to_newest.article_id <= 20).mean() >= 0.8  # neighbours of article 5, not of the customer's old taste
+
+
+def test_popularity_model_adapts_to_age_and_covers_cold_start():
+    rng = np.random.default_rng(1)
+    articles = articles_frame([{"article_id": a} for a in range(1, 31)])
+    keys = list(range(1, 801))
+    ages = [20.0 if k % 2 else 60.0 for k in keys]
+    customers = customers_frame(keys, ages)
+    rows = []
+    for k, age in zip(keys[:700], ages[:700]):  # last week's buyers: young buy 1-15, old buy 16-30
+        pool = range(1, 16) if age < 40 else range(16, 31)
+        for a in rng.choice(list(pool), size=3, replace=False):
+            rows.append(("2020-09-18", k, int(a), 0.02, 2))
+    con = week_connection(transactions_frame(rows), articles, customers, CUTOFF)
+    config = PopularityModelConfig(max_candidates=10, negatives_per_buyer=10, boost_rounds=40)
+    out = finalize_candidates(popularity_model.RETRIEVER.generate(retrieval_context(con, CUTOFF, customers), config), 10)
+    cold_young, cold_old = 701, 702  # no history at all
+    assert set(out.customer_key) == set(keys)
+    young = out[out.customer_key == cold_young].article_id
+    old = out[out.customer_key == cold_old].article_id
+    assert (young <= 15).mean() >= 0.9 and (old > 15).mean() >= 0.9
+
+
+def test_finalize_ranks_dedupes_and_caps():
+    raw = pd.DataFrame({"customer_key": [1, 1, 1, 2], "article_id": [5, 5, 6, 7], "score": [0.1, 0.9, 0.5, 1.0]})
+    out = finalize_candidates(raw, 1)
+    assert out.to_dict("records") == [
+        {"customer_key": 1, "article_id": 5, "score": np.float32(0.9), "rank": 1},
+        {"customer_key": 2, "article_id": 7, "score": np.float32(1.0), "rank": 1},
+    ]
