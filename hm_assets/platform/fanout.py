@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from hm_assets.defs.resources import HMStore
 from hm_assets.platform.progress import Progress, duration
 from hm_assets.platform.shards import CustomerShard, customer_shards
-from hm_assets.platform.store import ParquetAppender, atomic_path
+from hm_assets.platform.store import ParquetAppender
 
 
 # Every shard step (a DuckDB of up to HMStore.duckdb_memory_limit) takes a slot of this pool: the
@@ -114,17 +114,17 @@ def combine_parts(
         if missing:
             raise FileNotFoundError(f"shard parts of '{name}' are missing: {missing[:3]}")
         if suffix == ".csv":
-            with atomic_path(finals[name]) as temporary, temporary.open("wb") as out:
+            with store.atomic_path(finals[name]) as temporary, temporary.open("wb") as out:
                 for part in parts:
                     with part.open("rb") as handle:
                         shutil.copyfileobj(handle, out)
                     progress.advance()
         elif len(parts) == 1:
-            with atomic_path(finals[name]) as temporary:
+            with store.atomic_path(finals[name]) as temporary:
                 shutil.copyfile(parts[0], temporary)
             progress.advance()
         else:
-            with atomic_path(finals[name]) as temporary:
+            with store.atomic_path(finals[name]) as temporary:
                 appender = ParquetAppender(temporary)
                 try:
                     for part in parts:
@@ -186,7 +186,7 @@ def sharded_asset(
             store.remove(leftover)
         parts_dir.mkdir(parents=True)
         shared = prepare(context, store, config) if prepare is not None else None
-        with atomic_path(parts_dir / PLAN_RECORD) as temporary:
+        with store.atomic_path(parts_dir / PLAN_RECORD) as temporary:
             temporary.write_bytes(pickle.dumps({"started": time.time(), "shared": shared}))
         context.log.info(f"{len(shards)} customer shard(s) of about {shard_size(store):,} customers")
         for shard in shards:

@@ -11,7 +11,7 @@ Memory budgets
 
 Interrupted runs
 - Every output is written to a temporary sibling ``.<name>.tmp-<pid>-<8 hex>`` and renamed into
-  place (``store.atomic_path``). A run killed with SIGKILL leaves its temporary behind; readers never
+  place (``HMStore.atomic_path``). A run killed with SIGKILL leaves its temporary behind; readers never
   look at such names. ``stale_temporaries`` / ``remove_stale_temporaries`` find and delete the ones
   whose writing process is gone (and DuckDB spill folders ``tmp/duckdb-<pid>-*`` of dead processes).
 """

@@ -5,7 +5,9 @@ With ``HMStore.object_store`` (or ``HM_OBJECT_STORE``) set to an fsspec URI — 
 the local ``HM_HOME`` becomes a per-node cache of it:
 
 - every output is written locally as always (temporary sibling, then rename) and then uploaded to a
-  temporary key that is moved into place, so a reader sees the previous object or the new one;
+  temporary key that is moved into place, so a reader sees the previous object or the new one. The
+  upload goes to the ``ObjectStore`` the write is given (``HMStore.atomic_path``/``HMStore.write_parquet``
+  pass the store's own); nothing is registered per process;
 - every input is read through ``HMStore.require``/``HMStore.fetch``: downloaded when the local
   copy is missing or differs from the object (its size and ETag or modification time are recorded
   per file under ``.object-store/``);
@@ -30,6 +32,8 @@ STAMPS = ".object-store"
 
 
 class ObjectStore:
+    """An fsspec location mirrored by a local cache root: one per ``HMStore`` (``HMStore.objects``)."""
+
     def __init__(self, uri: str, cache_root: Path) -> None:
         self.uri = uri
         self.fs, base = fsspec.core.url_to_fs(uri)
@@ -123,22 +127,3 @@ class ObjectStore:
         key = self.key(local)
         if self.fs.exists(key):
             self.fs.rm(key, recursive=True)
-
-
-_REGISTERED: dict[Path, ObjectStore] = {}
-
-
-def object_store_for(uri: str, cache_root: Path) -> ObjectStore:
-    """The object store of a local cache root (one per root and process); outputs written under
-    the root are uploaded to it (``publish``)."""
-    current = _REGISTERED.get(cache_root)
-    if current is None or current.uri != uri:
-        current = _REGISTERED[cache_root] = ObjectStore(uri, cache_root)
-    return current
-
-
-def publish(local: Path) -> None:
-    """Upload a just-written output to the object store whose cache holds it, if any."""
-    for root, store in _REGISTERED.items():
-        if store.shares(local) and root in local.parents:
-            store.upload(local)

@@ -3,6 +3,11 @@
 Every write goes to a temporary sibling first and is renamed into place, so a killed run
 leaves the last good file intact and readers never see half a file. Concurrent runs never
 share a DuckDB database file: each step opens its own in-memory DuckDB over the Parquet files.
+
+Outputs are written through the store (``HMStore.atomic_path``, ``HMStore.write_parquet``), which
+uploads them to its own object store when it has one. The module-level ``atomic_path`` and
+``write_parquet`` upload only to the ``objects`` they are given: without it (scratch files) they
+stay local.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ if TYPE_CHECKING:
 
     TableLike = pd.DataFrame | pa.Table | duckdb.DuckDBPyRelation
 
-from hm_assets.platform.object_store import ObjectStore, object_store_for, publish
+from pydantic import PrivateAttr
+
+from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.settings import hm_home, hm_object_store, hm_serve_url
 
 
@@ -40,8 +47,9 @@ def _temporary_sibling(target: Path) -> Path:
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces ``target`` in one rename."""
+def atomic_path(target: Path, objects: ObjectStore | None = None) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces ``target`` in one rename and is uploaded to
+    ``objects`` when that shares it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_sibling(target)
     try:
@@ -50,7 +58,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
             _replace_dir(temporary, target)
         else:
             os.replace(temporary, target)
-        publish(target)
+        if objects is not None and objects.shares(target):
+            objects.upload(target)
     finally:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
@@ -70,9 +79,10 @@ def _replace_dir(source: Path, target: Path) -> None:
 
 
 
-def write_parquet(table: TableLike, target: Path) -> int:
-    """Atomically write a table to ``target``; returns the row count."""
-    with atomic_path(target) as temporary:
+def write_parquet(table: TableLike, target: Path, objects: ObjectStore | None = None) -> int:
+    """Atomically write a table to ``target`` (uploaded to ``objects`` when that shares it); returns
+    the row count."""
+    with atomic_path(target, objects) as temporary:
         if isinstance(table, duckdb.DuckDBPyRelation):
             table.write_parquet(str(temporary), compression="zstd")
             return pq.ParquetFile(temporary).metadata.num_rows
@@ -125,18 +135,34 @@ class HMStore(dg.ConfigurableResource):
     # $HM_OBJECT_STORE, else none (local files only).
     object_store: str = ""
 
+    _objects: ObjectStore | None = PrivateAttr(default=None)
+
     @property
     def root(self) -> Path:
-        root = Path(self.home).expanduser().resolve() if self.home else hm_home()
-        uri = self.object_store or hm_object_store()
-        if uri:
-            object_store_for(uri, root)
-        return root
+        return Path(self.home).expanduser().resolve() if self.home else hm_home()
 
     @property
     def objects(self) -> ObjectStore | None:
+        """This store's object store (None without one), created on first use."""
         uri = self.object_store or hm_object_store()
-        return object_store_for(uri, self.root) if uri else None
+        if not uri:
+            return None
+        root = self.root
+        # The defaults come from the environment (HM_HOME, HM_OBJECT_STORE), which may change
+        # between uses of one instance (tests); the object store follows them.
+        if self._objects is None or (self._objects.uri, self._objects.cache_root) != (uri, root):
+            self._objects = ObjectStore(uri, root)
+        return self._objects
+
+    @contextmanager
+    def atomic_path(self, target: Path) -> Iterator[Path]:
+        """``atomic_path`` for an output of this store: uploaded to its object store, if any."""
+        with atomic_path(target, self.objects) as temporary:
+            yield temporary
+
+    def write_parquet(self, table: TableLike, target: Path) -> int:
+        """``write_parquet`` for an output of this store: uploaded to its object store, if any."""
+        return write_parquet(table, target, self.objects)
 
     def fetch(self, path: Path) -> Path:
         """``path`` (a file or folder under the store) present and current locally."""

@@ -31,7 +31,7 @@ import pandas as pd
 
 from hm_assets.pipeline.ingest.data_contract import format_article_id
 from hm_assets.platform.history import history_files
-from hm_assets.platform.store import HMStore, atomic_path
+from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import parse_week
 from hm_assets.serving.on_demand import OnDemandRecommender, retriever_names_of, weeks_with
 
@@ -467,7 +467,7 @@ def build_gallery(
     catalogue = pd.read_parquet(images_path) if images_path else None
 
     target = store.asset_dir("gallery") / week
-    with atomic_path(target) as folder:
+    with store.atomic_path(target) as folder:
         (folder / "img").mkdir(parents=True)
         images = _Images(catalogue, folder, config.thumbnail_px)
         panels = []

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from hm_assets.defs.resources import HMDataset, HMStore
-from hm_assets.platform.object_store import ObjectStore, object_store_for
+from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.store import atomic_path
 from hm_assets_tests.integration.test_reliability import baseline, work_root
 
@@ -69,28 +69,46 @@ def object_store_uri(request, tmp_path) -> str:
 
 
 def test_outputs_are_published_and_fetched_when_stale(object_store_uri, tmp_path):
-    node_a, node_b = (tmp_path / "a").resolve(), (tmp_path / "b").resolve()
-    store_a = object_store_for(object_store_uri, node_a)
-    target = node_a / "assets" / "things" / "2020-09-16.parquet"
-    with atomic_path(target) as temporary:
+    # Each node is its own HMStore over its own cache root; outputs go to the writer's object store.
+    node_a = HMStore(home=str(tmp_path / "a"), object_store=object_store_uri)
+    node_b = HMStore(home=str(tmp_path / "b"), object_store=object_store_uri)
+    store_a, store_b = node_a.objects, node_b.objects
+    assert store_a is node_a.objects  # one object store per HMStore
+    target = node_a.asset_path("things", "2020-09-16")
+    with node_a.atomic_path(target) as temporary:
         pd.DataFrame({"x": [1, 2, 3]}).to_parquet(temporary)
     assert store_a.exists(target)
 
-    store_b = ObjectStore(object_store_uri, node_b)
-    copy = node_b / "assets" / "things" / "2020-09-16.parquet"
+    copy = node_b.asset_path("things", "2020-09-16")
     assert store_b.fetch(copy) and pd.read_parquet(copy)["x"].tolist() == [1, 2, 3]
     fetched_at = copy.stat().st_mtime_ns
     assert store_b.fetch(copy) and copy.stat().st_mtime_ns == fetched_at  # current: not downloaded again
 
-    with atomic_path(target) as temporary:  # node A rewrites it
-        pd.DataFrame({"x": [4]}).to_parquet(temporary)
+    node_a.write_parquet(pd.DataFrame({"x": [4]}), target)  # node A rewrites it
     assert store_b.fetch(copy) and pd.read_parquet(copy)["x"].tolist() == [4]
 
-    assert store_b.names(node_b / "assets" / "things") == ["2020-09-16.parquet"]
-    assert not store_b.fetch(node_b / "assets" / "things" / "2020-09-23.parquet")
-    assert not store_a.shares(node_a / "staging" / "transactions-x.parquet")  # node-local caches stay local
+    assert store_b.names(node_b.asset_dir("things")) == ["2020-09-16.parquet"]
+    assert not store_b.fetch(node_b.asset_path("things", "2020-09-23"))
+    assert not store_a.shares(node_a.root / "staging" / "transactions-x.parquet")  # node-local caches stay local
     store_b.remove(copy)
     assert not store_a.exists(target)
+
+
+def test_only_the_given_object_store_gets_an_output(object_store_uri, tmp_path, monkeypatch):
+    """Whether an output is uploaded depends on the write, not on what ran before in the process."""
+    monkeypatch.delenv("HM_OBJECT_STORE", raising=False)
+    shared = HMStore(home=str(tmp_path / "node"), object_store=object_store_uri)
+    assert shared.objects is not None  # an object store over this root exists in the process
+    local_only = HMStore(home=str(tmp_path / "node"))
+    assert local_only.objects is None
+    scratch = shared.asset_path("things", "scratch")
+    with atomic_path(scratch) as temporary:  # no object store given: stays local
+        temporary.write_text("local")
+    local_only.write_parquet(pd.DataFrame({"x": [1]}), shared.asset_path("things", "local"))
+    assert scratch.exists() and not shared.objects.exists(scratch)
+    assert not shared.objects.exists(shared.asset_path("things", "local"))
+    shared.write_parquet(pd.DataFrame({"x": [1]}), shared.asset_path("things", "shared"))
+    assert shared.objects.exists(shared.asset_path("things", "shared"))
 
 
 def seed_object_store(source_home: Path, uri: str, week: str) -> None:

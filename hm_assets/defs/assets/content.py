@@ -94,8 +94,9 @@ def image_embeddings(
             weights_dir=store.fetch(store.asset_dir("image_embeddings")),
             previous=previous_file(store, "image_embeddings"),
             logger=context.log,
+            objects=store.objects,
         )
-        rows = write_embeddings(run.outcome.embeddings, target)
+        rows = write_embeddings(run.outcome.embeddings, target, store.objects)
     outcome = run.outcome
     metadata = cache_metadata(
         outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, store.relative(target)
@@ -177,7 +178,7 @@ def text_embeddings(
 
         outcome = embed_with_cache(wanted, previous_file(store, "text_embeddings"), embed)
         outcome.embeddings.metadata = {"model_identity": identity, "model_path": str(path)}
-        rows = write_embeddings(outcome.embeddings, target)
+        rows = write_embeddings(outcome.embeddings, target, store.objects)
     metadata = cache_metadata(
         outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, store.relative(target)
     )
@@ -222,7 +223,7 @@ def attribute_embeddings(
             dim=layout.dim,
         )
         outcome.embeddings.metadata = {"layout": layout.fingerprint}
-        rows = write_embeddings(outcome.embeddings, target)
+        rows = write_embeddings(outcome.embeddings, target, store.objects)
     metadata = cache_metadata(
         outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, store.relative(target)
     )
@@ -275,6 +276,7 @@ def build_index_asset(name: str, source: str) -> dg.AssetsDefinition:
             ef=config.ef,
             seed=config.seed,
             threads=config.threads,
+            objects=store.objects,
         )
         return dg.MaterializeResult(
             metadata={

@@ -14,7 +14,6 @@ from hm_assets.defs.resources import HMDataset, HMStore
 from hm_assets.pipeline.evaluation.evaluation import ORACLE_FILE, buyers_rows, evaluate_week, load_oracle, plot_png, png_markdown, quality_table
 from hm_assets.pipeline.retrieval.registry import retriever_names
 from hm_assets.platform.metadata import markdown_table, stopwatch
-from hm_assets.platform.store import atomic_path
 
 GROUP = "evaluation"
 ORACLE_METADATA = ("map12_oracle", "ranker_vs_oracle", "oracle_vs_trending", "oracle_recall_union",
@@ -36,7 +35,7 @@ def evaluation(context: dg.AssetExecutionContext, store: HMStore, dataset: HMDat
     target = store.asset_path("evaluation", key, ".json")
     with stopwatch() as watch, week_view(context, store, with_truth=True, with_features=False) as view:
         if not view.has_truth:
-            with atomic_path(target) as tmp:
+            with store.atomic_path(target) as tmp:
                 tmp.write_text(json.dumps({"week": key, "has_truth": False}))
             return dg.MaterializeResult(metadata={"has_truth": False, "note": "live week: no purchases observed yet"})
         truth = view.con.sql("SELECT customer_key, article_id FROM truth").df()
@@ -52,7 +51,7 @@ def evaluation(context: dg.AssetExecutionContext, store: HMStore, dataset: HMDat
             oracle,
         )
     metrics.update({"week": key, "has_truth": True})
-    with atomic_path(target) as tmp:
+    with store.atomic_path(target) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
     table = quality_table(metrics, retriever_names())
     context.log.info("\n" + table.to_string(index=False))
@@ -93,9 +92,9 @@ def backtest_summary(store: HMStore) -> dg.MaterializeResult:
     summary = summary.sort_values("week")[columns]
     png = plot_png(summary)
     plot_path = store.asset_path("backtest_summary", None, ".png")
-    with atomic_path(plot_path) as tmp:
+    with store.atomic_path(plot_path) as tmp:
         tmp.write_bytes(png)
-    with atomic_path(store.asset_path("backtest_summary", None, ".csv")) as tmp:
+    with store.atomic_path(store.asset_path("backtest_summary", None, ".csv")) as tmp:
         summary.to_csv(tmp, index=False)
     return dg.MaterializeResult(
         metadata={

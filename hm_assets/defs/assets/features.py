@@ -12,7 +12,6 @@ from hm_assets.pipeline.features import taste
 from hm_assets.pipeline.retrieval.base import RetrievalContext
 from hm_assets.platform.metadata import preview, stopwatch
 from hm_assets.platform.sql import load_sql
-from hm_assets.platform.store import write_parquet
 
 GROUP = "features"
 
@@ -37,7 +36,7 @@ def build_feature_asset(name: str) -> dg.AssetsDefinition:
         with stopwatch() as watch, week_view(context, store, with_features=False) as view:
             relation = view.con.sql(load_sql(name), params={"cutoff": view.cutoff})
             target = store.asset_path(name, context.partition_key)
-            rows = write_parquet(relation, target)
+            rows = store.write_parquet(relation, target)
             sample = view.con.sql(f"SELECT * FROM read_parquet('{target}') LIMIT 5").df()
         return dg.MaterializeResult(
             metadata={"dagster/row_count": rows, "cutoff": str(view.cutoff), "seconds": watch.seconds, "preview": preview(sample)}
@@ -66,7 +65,7 @@ def article_taste(context: dg.AssetExecutionContext, store: HMStore) -> dg.Mater
             con=view.con, cutoff=view.cutoff, week_key=context.partition_key, customer_keys=np.zeros(0, np.int64), log=context.log
         )
         table = taste.article_taste(retrieval)
-        rows = write_parquet(table, store.asset_path("article_taste", context.partition_key))
+        rows = store.write_parquet(table, store.asset_path("article_taste", context.partition_key))
     dimensions = len(table.column("vector")[0]) if rows else 0
     return dg.MaterializeResult(
         metadata={"dagster/row_count": rows, "dimensions": dimensions, "cutoff": str(view.cutoff), "seconds": watch.seconds}

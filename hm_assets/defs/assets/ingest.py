@@ -16,7 +16,6 @@ from hm_assets.defs.partitions import transaction_weeks_def
 from hm_assets.defs.resources import HMDataset, HMStore
 from hm_assets.platform.metadata import preview, stopwatch
 from hm_assets.platform.progress import Progress
-from hm_assets.platform.store import write_parquet
 from hm_assets.platform.weeks import parse_week
 from hm_assets.serving.events import event_log_path, read_events_frame
 
@@ -29,7 +28,7 @@ def articles(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
     with stopwatch() as watch:
         con = store.connect()
         relation = normalised_articles(con, dataset.root)
-        rows = write_parquet(relation, store.asset_path("articles"))
+        rows = store.write_parquet(relation, store.asset_path("articles"))
         sample = con.sql("SELECT article_id, prod_name, product_type_name, colour_group_name FROM articles_raw LIMIT 5").df()
         groups = con.execute("SELECT count(DISTINCT product_code) FROM articles_raw").fetchall()[0][0]
     return dg.MaterializeResult(
@@ -49,7 +48,7 @@ def customers(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
     with stopwatch() as watch:
         con = store.connect()
         relation = normalised_customers(con, dataset.root)
-        rows = write_parquet(relation, store.asset_path("customers"))
+        rows = store.write_parquet(relation, store.asset_path("customers"))
         missing_age = con.execute("SELECT count(*) FROM customers_raw WHERE age IS NULL").fetchall()[0][0]
         sample = con.sql(
             "SELECT customer_key, club_member_status, fashion_news_frequency, age FROM customers_raw LIMIT 5"
@@ -97,6 +96,7 @@ def transactions(context: dg.AssetExecutionContext, dataset: HMDataset, store: H
                 parse_week(key),
                 store.asset_path("transactions", key),
                 events,
+                store.objects,
             )
         if result.unknown_customer_rows or result.unknown_article_rows:
             context.log.warning(
@@ -136,7 +136,7 @@ def article_images(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
     ids = pd.read_parquet(store.require("articles"), columns=["article_id"])["article_id"].tolist()
     with stopwatch() as watch:
         catalogue = catalogue_images(dataset.root, ids, previous)
-    rows = write_parquet(catalogue, target)
+    rows = store.write_parquet(catalogue, target)
     missing = int((~catalogue["exists"]).sum())
     unreadable = int((catalogue["exists"] & ~catalogue["readable"]).sum())
     return dg.MaterializeResult(

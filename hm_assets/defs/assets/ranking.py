@@ -38,7 +38,6 @@ from hm_assets.pipeline.retrieval.registry import retriever_names
 from hm_assets.platform.fanout import ShardOutputs, ShardTask, sharded_asset
 from hm_assets.platform.metadata import markdown_table, stopwatch
 from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
-from hm_assets.platform.store import atomic_path, write_parquet
 
 GROUP = "ranking"
 
@@ -75,7 +74,7 @@ def candidates_shard(context: dg.OpExecutionContext, store: HMStore, config: Can
         selection = select_candidates(
             view.con, sources, rules_by_name(config.rules), view.cutoff, config.max_per_customer, task.shared, where, view.has_truth
         )
-        rows = write_parquet(view.con.sql("SELECT * FROM candidates"), task.part("candidates", ".parquet"))
+        rows = store.write_parquet(view.con.sql("SELECT * FROM candidates"), task.part("candidates", ".parquet"))
         summary = {
             "rows": rows,
             "union_rows": selection.union_rows,
@@ -149,7 +148,7 @@ def pair_features_shard(context: dg.OpExecutionContext, store: HMStore, config, 
             f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{source}') WHERE {task.shard.where()}"
         )
         taste = read_article_taste(store.require("article_taste", context.partition_key))
-        rows = write_parquet(pair_features_of(view.con, view.cutoff, taste), task.part("pair_features", ".parquet"))
+        rows = store.write_parquet(pair_features_of(view.con, view.cutoff, taste), task.part("pair_features", ".parquet"))
     return {"rows": rows}
 
 
@@ -244,15 +243,15 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
     if rows.empty or rows["label"].sum() == 0:
         context.log.warning("no labelled candidates to learn from: recommendations fall back to retriever agreement")
         model_path.unlink(missing_ok=True)
-        with atomic_path(info_path) as tmp:
+        with store.atomic_path(info_path) as tmp:
             tmp.write_text(json.dumps({"trained": False, "weeks": weeks}))
         metadata["trained"] = False
         return dg.MaterializeResult(metadata=metadata)
     with stopwatch() as watch:
         booster = train(rows, config.settings(), context.log.info)
-    with atomic_path(model_path) as tmp:
+    with store.atomic_path(model_path) as tmp:
         save(booster, tmp)
-    with atomic_path(info_path) as tmp:
+    with store.atomic_path(info_path) as tmp:
         tmp.write_text(json.dumps({"trained": True, "weeks": weeks, "features": booster.feature_name()}))
     importance = importances(booster)
     metadata.update(
@@ -290,8 +289,8 @@ def recommendations_shard(context: dg.OpExecutionContext, store: HMStore, config
         pairs = view.con.sql(f"SELECT {columns} FROM read_parquet('{pairs_path}') WHERE {where}").df()
     recs = recommend_lists(pairs, score, customers_frame["customer_key"].to_numpy(), task.shared)
     del pairs
-    rows = write_parquet(recs, task.part("recommendations", ".parquet"))
-    with atomic_path(task.part("submission", ".csv")) as csv:
+    rows = store.write_parquet(recs, task.part("recommendations", ".parquet"))
+    with store.atomic_path(task.part("submission", ".csv")) as csv:
         kaggle_submission(recs, customers_frame).to_csv(csv, header=task.shard.index == 0, index=False)
     return {"rows": rows, "from_ranker": int(recs["score"].notna().sum())}
 

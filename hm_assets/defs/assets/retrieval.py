@@ -13,7 +13,6 @@ from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, ranked_candidates, retriever_inputs, save_state, state_path
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
 from hm_assets.platform.metadata import stopwatch
-from hm_assets.platform.store import write_parquet
 
 GROUP = "retrieval"
 
@@ -75,9 +74,9 @@ def build_candidate_asset(retriever: Retriever) -> dg.AssetsDefinition:
             state = retriever.fit(retrieval, config)
             raw = retriever.retrieve(retrieval, config, state)
             target = store.asset_path(retriever.name, context.partition_key)
-            write_parquet(ranked_candidates(view.con, raw, config.max_candidates), target)
+            store.write_parquet(ranked_candidates(view.con, raw, config.max_candidates), target)
             # The fitted global part, for the online path (hm_assets/serving/on_demand.py) to retrieve from.
-            save_state(state, state_path(store, retriever.name, context.partition_key))
+            save_state(state, state_path(store, retriever.name, context.partition_key), store.objects)
             metadata = candidate_metadata(view.con, target, len(customer_keys), store.optional("transactions", context.partition_key))
         metadata["seconds"] = watch.seconds
         return dg.MaterializeResult(metadata=metadata)

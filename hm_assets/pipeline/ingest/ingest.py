@@ -23,7 +23,8 @@ from hm_assets.pipeline.ingest.data_contract import (
     load_customers,
     load_transactions,
 )
-from hm_assets.platform.store import HMStore, atomic_path, write_parquet
+from hm_assets.platform.object_store import ObjectStore
+from hm_assets.platform.store import HMStore, write_parquet
 from hm_assets.platform.weeks import WEEK
 
 ARTICLE_OUTPUT_COLUMNS = """
@@ -101,7 +102,7 @@ def staged_transactions(store: HMStore, data_dir: Path) -> Path:
                 FROM transactions_raw ORDER BY line
                 """
             )
-            write_parquet(relation, target)
+            write_parquet(relation, target)  # a node-local cache, never shared: no upload
         finally:
             con.close()
         for old in staging_dir.glob("transactions-*.parquet"):
@@ -131,12 +132,14 @@ def write_week(
     week: date,
     target: Path,
     events: pd.DataFrame | None = None,
+    objects: ObjectStore | None = None,
 ) -> WeekIngest:
     """Write the transactions of one week, dropping (and counting) unknown ids.
 
     ``events`` (``read_events_frame``: the online purchase log, first of each event_id) adds the
     week's online purchases that the CSV does not already hold. With none in the week the file is
-    exactly what the CSV alone gives.
+    exactly what the CSV alone gives. ``objects``: the store's object store, where ``target`` is
+    uploaded.
     """
     con.execute(
         """
@@ -165,7 +168,7 @@ def write_week(
         # An event may tie with a CSV row of its (day, customer, article): the whole row decides
         # their order, so the file stays reproducible. (Without events the order is unchanged.)
         order += ", price, sales_channel_id"
-    rows = write_parquet(con.sql(f"{kept_sql} ORDER BY {order}"), target)
+    rows = write_parquet(con.sql(f"{kept_sql} ORDER BY {order}"), target, objects)
     customers_n, first, last = con.execute(
         f"SELECT count(DISTINCT customer_key), min(t_dat), max(t_dat) FROM ({kept_sql})"
     ).fetchall()[0]
@@ -306,7 +309,6 @@ def _probe_image(path: Path) -> tuple[bool, int, int]:
 
 
 __all__ = [
-    "atomic_path",
     "catalogue_images",
     "normalised_articles",
     "normalised_customers",

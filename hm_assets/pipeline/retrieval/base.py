@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.features.embeddings.index import companion_files
+from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.store import HMStore, atomic_path
 
 CANDIDATE_COLUMNS = ["customer_key", "article_id", "score", "rank"]
@@ -114,9 +115,10 @@ def state_path(store: HMStore, retriever: str, week: str) -> Path:
     return store.asset_path(retriever, week, STATE_SUFFIX)
 
 
-def save_state(state: Any, target: Path) -> None:
-    """A fitted state as a pickle (the store's own artefact, read back by ``load_state``)."""
-    with atomic_path(target) as tmp:
+def save_state(state: Any, target: Path, objects: ObjectStore | None = None) -> None:
+    """A fitted state as a pickle (the store's own artefact, read back by ``load_state``), uploaded
+    to ``objects`` (the store's object store) when that shares it."""
+    with atomic_path(target, objects) as tmp:
         tmp.write_bytes(pickle.dumps(state, protocol=5))
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.store import atomic_path
 
 METADATA_PREFIX = "hm."
@@ -62,8 +63,9 @@ class Embeddings:
         return cls(np.empty(0, np.int32), np.empty(0, object), np.empty((0, dim), np.float32))
 
 
-def write_embeddings(embeddings: Embeddings, target: Path) -> int:
-    """Atomically write ``embeddings`` to ``target`` (Parquet); returns the row count."""
+def write_embeddings(embeddings: Embeddings, target: Path, objects: ObjectStore | None = None) -> int:
+    """Atomically write ``embeddings`` to ``target`` (Parquet; uploaded to ``objects`` when that
+    shares it); returns the row count."""
     dim = embeddings.dim
     flat = pa.array(np.ascontiguousarray(embeddings.vectors, dtype=np.float32).reshape(-1), type=pa.float32())
     table = pa.table(
@@ -80,7 +82,7 @@ def write_embeddings(embeddings: Embeddings, target: Path) -> int:
     meta = {f"{METADATA_PREFIX}{k}": str(v) for k, v in embeddings.metadata.items()}
     meta[f"{METADATA_PREFIX}dim"] = str(dim)
     table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()})
-    with atomic_path(target) as temporary:
+    with atomic_path(target, objects) as temporary:
         pq.write_table(table, temporary, compression="zstd")
     return table.num_rows
 

@@ -52,6 +52,7 @@ from PIL import Image, ImageOps
 
 from hm_assets.pipeline.features.embeddings.cache import CacheOutcome, embed_with_cache, stable_hash
 from hm_assets.pipeline.features.embeddings.runtime import pick_device, set_torch_threads
+from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.progress import Progress
 from hm_assets.platform.store import atomic_path
 
@@ -438,8 +439,10 @@ def train_and_save(
     files: EncoderFiles,
     device: str,
     log: Callable[[str], None] | None = None,
+    objects: ObjectStore | None = None,
 ) -> tuple[object, dict]:
-    """Train a fresh encoder on the decodable catalogue images; save weights + manifest; return (model, manifest)."""
+    """Train a fresh encoder on the decodable catalogue images; save weights + manifest (uploaded to
+    ``objects`` when that shares them); return (model, manifest)."""
     import torch
 
     size = settings.resolved_img_size()
@@ -459,9 +462,9 @@ def train_and_save(
     model = model.cpu().eval()
 
     files.weights_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(files.weights) as temporary:
+    with atomic_path(files.weights, objects) as temporary:
         torch.save(model.state_dict(), temporary)
-    with atomic_path(files.trained_on) as temporary:
+    with atomic_path(files.trained_on, objects) as temporary:
         pq.write_table(pa.Table.from_pandas(keys[["article_id", "image_key"]], preserve_index=False), temporary)
     manifest = {
         "weights_sha1": file_sha1(files.weights),
@@ -473,7 +476,7 @@ def train_and_save(
         "catalogue_images": int(len(keys)),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    with atomic_path(files.manifest) as temporary:
+    with atomic_path(files.manifest, objects) as temporary:
         temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return model, manifest
 
@@ -508,11 +511,13 @@ def run_image_embeddings(
     weights_dir: Path,
     previous: Path | None = None,
     logger: logging.Logger | None = None,
+    objects: ObjectStore | None = None,
 ) -> ImageEmbeddingRun:
     """Embed every readable catalogue image, reusing cached vectors; train the encoder if needed.
 
     ``catalogue``: the ``article_images`` table; ``articles``: the ``articles`` table (labels);
-    ``weights_dir``: where trained encoders live; ``previous``: the last embeddings file (cache).
+    ``weights_dir``: where trained encoders live; ``previous``: the last embeddings file (cache);
+    ``objects``: the store's object store, where a newly trained encoder is uploaded.
     """
     import torch
 
@@ -547,7 +552,7 @@ def run_image_embeddings(
                 "no saved encoder" if manifest is None else f"{fraction:.1%} of images new or changed"
             )
             logger.info(f"training {settings.model_name} on the catalogue images: {reason}")
-            model, manifest = train_and_save(keys, articles, settings, files, device, logger.info)
+            model, manifest = train_and_save(keys, articles, settings, files, device, logger.info, objects)
             info["encoder"] = f"trained now ({reason})"
         else:
             manifest = {"weights_sha1": "none", "report": asdict(TrainReport(stopped_by="no readable images"))}

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.store import atomic_path
 
 DEFAULT_M = 32
@@ -72,8 +73,10 @@ def save_index(
     ef: int = DEFAULT_EF,
     seed: int = 0,
     threads: int = -1,
+    objects: ObjectStore | None = None,
 ) -> IndexBuild:
-    """Build the index of ``vectors`` (rows = ``article_ids``) and store it at ``target`` (.parquet) + graph."""
+    """Build the index of ``vectors`` (rows = ``article_ids``) and store it at ``target`` (.parquet) + graph,
+    both uploaded to ``objects`` (the store's object store) when that shares them."""
     started = time.perf_counter()
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:
@@ -84,7 +87,7 @@ def save_index(
 
     stem = target.name.removesuffix(".parquet")
     graph = target.with_name(f"{stem}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.hnsw")
-    with atomic_path(graph) as temporary:
+    with atomic_path(graph, objects) as temporary:
         index.save_index(str(temporary))
     table = pa.table({"article_id": pa.array(ids, type=pa.int32())})
     meta = {
@@ -97,7 +100,7 @@ def save_index(
         "count": str(len(ids)),
     }
     table = table.replace_schema_metadata({f"hm.{k}".encode(): v.encode() for k, v in meta.items()})
-    with atomic_path(target) as temporary:
+    with atomic_path(target, objects) as temporary:
         pq.write_table(table, temporary)
     _prune_old_graphs(target, stem, keep={graph.name})
     return IndexBuild(len(ids), int((~nonzero).sum()), int(vectors.shape[1]), round(time.perf_counter() - started, 2), graph)
