@@ -130,7 +130,10 @@ def _from_service(args: argparse.Namespace) -> dict | None:
         return None
     if not isinstance(health, dict) or not health.get("week") or (args.week and health["week"] != args.week):
         return None
-    if Path(health.get("store", "")).resolve() != _store_for(args).root.resolve():
+    from hm_assets.platform.settings import hm_home
+
+    home = Path(args.home).expanduser().resolve() if args.home else hm_home()
+    if Path(health.get("store", "")).resolve() != home:
         return None  # a service over another store
     query = {"age": args.age} if args.age is not None else {}
     if args.bought:
@@ -144,30 +147,48 @@ def _from_service(args: argparse.Namespace) -> dict | None:
         raise ValueError(json.loads(detail).get("detail", str(exc)) if detail else str(exc)) from None
 
 
+RECOMMENDATION_COLUMNS = ("rank", "article_id", "prod_name", "product_type_name", "colour_group_name", "score", "retrievers")
+
+
+def _table_text(rows: list[dict]) -> str:
+    """The 12 as a plain-text table (article ids in the Kaggle spelling, "fallback" for unscored fill)."""
+    cells = [
+        [
+            str(row["rank"]), f"{int(row['article_id']):010d}", str(row["prod_name"]), str(row["product_type_name"]),
+            str(row["colour_group_name"]), "fallback" if row["score"] is None else f"{row['score']:.4f}", row["retrievers"],
+        ]
+        for row in rows
+    ]
+    widths = [max(len(c) for c in column) for column in zip(RECOMMENDATION_COLUMNS, *cells)]
+    lines = [RECOMMENDATION_COLUMNS, *cells]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
 def command_recommend(args: argparse.Namespace) -> int:
     """The customer's 12 right now, recomputed on demand (optionally after new purchases): asked of
-    a running ``hm-recs serve`` when one serves the week, else computed here after loading the week."""
-    import pandas as pd
-
-    from hm_assets.serving.on_demand import format_table
-
+    a running ``hm-recs serve`` when one serves the week (no heavy import here), else computed here
+    after loading the week."""
     started = time.perf_counter()
     try:
         answer = None if args.local else _from_service(args)
         if answer is not None:
-            recs = pd.DataFrame(answer["items"])
-            recs["article_id"] = recs["article_id"].astype(int)
-            recs["score"] = recs["score"].astype(float)
-            recs["retrievers"] = recs["retrievers"].map(", ".join)
-            recs = recs[["rank", "article_id", "prod_name", "product_type_name", "colour_group_name", "score", "retrievers"]]
+            rows = [
+                {**item, "score": item["score"], "retrievers": ", ".join(item["retrievers"])} for item in answer["items"]
+            ]
             week, known, customer_id, key = answer["week"], answer["known"], answer["customer_id"], answer["customer_key"]
-            how = f"answered by the service at {(args.server or os.environ.get('HM_SERVE_URL') or 'http://127.0.0.1:8000')}"
+            how = f"answered by the service at {args.server or os.environ.get('HM_SERVE_URL') or 'http://127.0.0.1:8000'}"
         else:
+            import math
+
             from hm_assets.serving.on_demand import OnDemandRecommender
 
             with OnDemandRecommender(_store_for(args), args.week) as recommender:
                 loaded = time.perf_counter() - started
                 recs = recommender.recommend(args.customer_id, bought=args.bought or (), age=args.age)
+            rows = [
+                {**row, "score": None if math.isnan(row["score"]) else float(row["score"])}
+                for row in recs.to_dict("records")
+            ]
             week, known, customer_id, key = recs.attrs["week"], recs.attrs["known"], recs.attrs["customer_id"], recs.attrs["customer_key"]
             how = f"week loaded here in {loaded:.2f} s (start hm-recs serve to keep it loaded)"
     except (FileNotFoundError, ValueError) as exc:
@@ -177,7 +198,7 @@ def command_recommend(args: argparse.Namespace) -> int:
     print(f"week {week} · {who} {customer_id} (customer_key {key})")
     if args.bought:
         print("after buying: " + " ".join(f"{int(a):010d}" for a in args.bought))
-    print(format_table(recs))
+    print(_table_text(rows))
     print(f"{how}; answered in {time.perf_counter() - started:.2f} s")
     return 0
 
