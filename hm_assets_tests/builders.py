@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from hm_assets.defs.assets.weekly import FEATURE_TABLES
+from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.features.taste import CANDIDATE_CUSTOMERS, ArticleTaste, no_article_taste, register_taste
 from hm_assets.pipeline.retrieval.base import RetrievalContext
 from hm_assets.platform.sql import load_sql

@@ -28,7 +28,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
-from hm_assets.defs.resources import HMStore
+from hm_assets.platform.store import HMStore
 from hm_assets.platform.progress import Progress, duration
 from hm_assets.platform.shards import CustomerShard, customer_shards
 from hm_assets.platform.store import ParquetAppender

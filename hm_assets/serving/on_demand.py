@@ -45,7 +45,7 @@ from hashlib import sha256
 import numpy as np
 import pandas as pd
 
-from hm_assets.defs.assets.weekly import FEATURE_TABLES
+from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.evaluation.baselines import last_week_top
 from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ingest.data_contract import K, format_article_id

@@ -560,7 +560,7 @@ def test_rematerializing_a_week_in_a_fresh_process_gives_identical_outputs():
 def test_retrievers_do_not_depend_on_the_order_of_the_history_rows():
     """DuckDB returns rows of a GROUP BY/DISTINCT in an order that varies with its threads once a
     week spans several row groups; no retriever may depend on it (the seeded popularity model did)."""
-    from hm_assets.defs.assets.weekly import FEATURE_TABLES
+    from hm_assets.pipeline.features.tables import FEATURE_TABLES
     from hm_assets.defs.partitions import history_week_keys
     from hm_assets.pipeline.retrieval.base import RetrievalContext, finalize_candidates
     from hm_assets.pipeline.retrieval.registry import RETRIEVERS

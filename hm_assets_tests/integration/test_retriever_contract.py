@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hm_assets.defs.assets.weekly import FEATURE_TABLES
+from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.defs.partitions import history_week_keys
 from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ranking.candidates import previous_week_calibration

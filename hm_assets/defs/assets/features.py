@@ -5,7 +5,8 @@ import dagster as dg
 import numpy as np
 
 from hm_assets.defs.assets.ingest import articles, customers
-from hm_assets.defs.assets.weekly import FEATURE_TABLES, HISTORY, week_view
+from hm_assets.defs.assets.weekly import HISTORY, week_view
+from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.defs.partitions import weekly_partitions_def
 from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.features import taste

@@ -5,15 +5,9 @@ import dagster as dg
 
 from hm_assets.defs.beta_apis import week_window
 from hm_assets.defs.partitions import history_week_keys
+from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.platform.history import WeekView, open_week, register_parquet
 from hm_assets.platform.store import HMStore
-
-FEATURE_TABLES = (
-    "customer_features",
-    "customer_transaction_stats",
-    "article_features",
-    "article_transaction_stats",
-)
 
 # Reaches back past the data's first week (the set may grow along the calendar; weeks that do not
 # exist are allowed).

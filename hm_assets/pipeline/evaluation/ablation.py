@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.defs.assets.ranking import RankerConfig
-from hm_assets.defs.assets.weekly import FEATURE_TABLES
+from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.evaluation.metrics import map_at_k
 from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ranking import ranker
