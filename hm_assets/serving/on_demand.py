@@ -417,6 +417,23 @@ class OnDemandRecommender:
         cur.execute("CREATE TEMP VIEW article_features AS SELECT * FROM h_article_features")
         cur.execute("CREATE TEMP VIEW article_transaction_stats AS SELECT * FROM h_article_transaction_stats")
 
+    def newest_purchases(self, customer_key: int, limit: int = 12) -> pd.DataFrame:
+        """``newest_purchases`` of the module, from the loaded week (no file is read)."""
+        cur = self._con.cursor()
+        try:
+            return cur.execute(
+                """
+                SELECT t.t_dat, t.article_id, a.prod_name, a.product_type_name, a.colour_group_name, t.price
+                FROM h_history t LEFT JOIN h_articles a USING (article_id)
+                WHERE t.customer_key = $key
+                ORDER BY t.t_dat DESC, t.article_id
+                LIMIT $limit
+                """,
+                {"key": int(customer_key), "limit": int(limit)},
+            ).df()
+        finally:
+            cur.close()
+
     def _bought_ids(self, bought: Iterable[int | str]) -> list[int]:
         ids = [parse_article_id(a) for a in bought]
         missing = [a for a in ids if a not in self._article_ids]

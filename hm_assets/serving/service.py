@@ -36,7 +36,6 @@ from hm_assets.serving.on_demand import (
     ARTICLE_COLUMNS,
     OnDemandRecommender,
     customer_key_from_id,
-    newest_purchases,
     newest_recommendation_week,
 )
 from hm_assets.serving.events import EventLog, PurchaseEvent, event_log_path, new_event_id
@@ -679,7 +678,7 @@ class RecommendationService:
                 state.catalogue.item(a, t_dat=state.cutoff.isoformat(), online=True)
                 for a in reversed(state.online.get(who.key, ()))
             ]
-            before = newest_purchases(self.store, state.week, who.key, limit) if who.known else pd.DataFrame()
+            before = state.recommender.newest_purchases(who.key, limit) if who.known else pd.DataFrame()
             earlier = [
                 state.catalogue.item(int(row.article_id), t_dat=pd.Timestamp(row.t_dat).date().isoformat(),
                                      online=False, price=_number(row.price))

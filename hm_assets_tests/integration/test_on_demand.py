@@ -124,6 +124,17 @@ def test_three_purchases_each_move_the_list_towards_their_style(recommender, sto
     assert (changed >= 45).all()
 
 
+def test_newest_purchases_from_the_loaded_week_equal_the_stored_files(recommender, store, recs_run):
+    """The service's purchase history comes from the recommender's loaded week; the CLI's ``show``
+    reads the files: the same rows."""
+    from hm_assets.serving.on_demand import newest_purchases
+
+    for key in customers_with_history(store, recs_run.week, 6):
+        loaded = recommender.newest_purchases(key, 12)
+        assert len(loaded)
+        pd.testing.assert_frame_equal(loaded, newest_purchases(store, recs_run.week, key, 12), check_dtype=False)
+
+
 def test_cold_start_adapts_to_age(recommender):
     teen = recommender.recommend("brand-new-customer", age=17)
     senior = recommender.recommend("brand-new-customer", age=70)
