@@ -71,6 +71,7 @@ DEFAULT_ATTRIBUTES = {
     "postal_code": None,  # None: a postal code of its own
 }
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_KEY = re.compile(r"^-?\d+$")
 log = logging.getLogger("hm_assets.serving.on_demand")
 
 
@@ -114,16 +115,27 @@ class Customer:
     overridden: bool = False
 
 
+def parse_customer_key(text: str) -> int | None:
+    """The customer_key a 64-hex ``customer_id`` or a ``customer_key`` in digits names; None for any
+    other id (a new customer's own)."""
+    if _HEX64.match(text):
+        return customer_key_from_id(text.lower())
+    if _KEY.match(text):
+        return int(text)
+    return None
+
+
+def customer_key_of(text: str) -> int:
+    """``parse_customer_key``, and for any other id a stable key of its own, negative so that it
+    never meets a real one."""
+    key = parse_customer_key(text)
+    return key if key is not None else -int.from_bytes(sha256(text.encode()).digest()[:7], "big") - 1
+
+
 def find_customer(customers: pd.DataFrame, customer: str | int) -> Customer:
     """A customer by 64-hex ``customer_id`` or by integer ``customer_key``; unknown ones get a key too."""
     text = str(customer).strip()
-    if _HEX64.match(text):
-        key = customer_key_from_id(text.lower())
-    elif re.fullmatch(r"-?\d+", text):
-        key = int(text)
-    else:
-        # Not an H&M id: a stable key of its own, negative so that it never meets a real one.
-        key = -int.from_bytes(sha256(text.encode()).digest()[:7], "big") - 1
+    key = customer_key_of(text)
     match = customers[customers["customer_key"] == key]
     if len(match):
         row = match.iloc[0].to_dict()
@@ -302,6 +314,7 @@ class OnDemandRecommender:
             con.execute(f"CREATE TABLE h_{table} AS SELECT * FROM read_parquet('{store.require(table, self.week)}')")
         self.articles = con.sql("SELECT * FROM h_articles").df()
         self.customers = con.sql("SELECT * FROM h_customers").df()
+        self._customer_rows = pd.Index(self.customers["customer_key"])
         self._article_ids = set(self.articles["article_id"].tolist())
         info = json.loads(store.require("ranker", self.week, ".json").read_text())
         self.booster = ranker.load(store.require("ranker", self.week, ".txt")) if info.get("trained") else None
@@ -351,7 +364,14 @@ class OnDemandRecommender:
     # ---- one customer -------------------------------------------------------------------
 
     def customer(self, customer: str | int, age: float | None = None, attributes: dict | None = None) -> Customer:
-        found = find_customer(self.customers, customer)
+        text = str(customer).strip()
+        key = customer_key_of(text)
+        position = self._customer_rows.get_indexer([key])[0]  # no scan of the customers table per call
+        if position >= 0:
+            row = self.customers.iloc[position].to_dict()
+            found = Customer(int(key), str(row["customer_id"]), True, row)
+        else:
+            found = Customer(int(key), text, False, {})
         overrides = dict(attributes or {})
         if age is not None:
             overrides["age"] = float(age)
@@ -594,7 +614,9 @@ __all__ = [
     "Customer",
     "OnDemandRecommender",
     "Ranked",
+    "customer_key_of",
     "find_customer",
+    "parse_customer_key",
     "format_table",
     "newest_purchases",
     "newest_recommendation_week",

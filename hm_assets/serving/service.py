@@ -35,8 +35,8 @@ from hm_assets.platform.store import HMStore
 from hm_assets.serving.on_demand import (
     ARTICLE_COLUMNS,
     OnDemandRecommender,
-    customer_key_from_id,
     newest_recommendation_week,
+    parse_customer_key,
 )
 from hm_assets.serving.events import EventLog, PurchaseEvent, event_log_path, new_event_id
 from hm_assets.serving.metrics import ServiceMetrics
@@ -45,9 +45,6 @@ log = logging.getLogger("hm_assets.serving")
 
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 ARTICLE_ID = re.compile(r"\d{1,10}")
-# The spellings ``find_customer`` resolves without a table scan: a 64-hex customer_id, a customer_key.
-HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-KEY = re.compile(r"-?\d+")
 INT64 = (-(2**63), 2**63 - 1)
 ATTRIBUTES = ("age", "postal_code", "club_member_status", "fashion_news_frequency", "fn", "active")
 ONLINE_CHANNEL = 2  # sales_channel_id of an online purchase in the H&M data
@@ -84,16 +81,12 @@ def parse_article(value: str | int) -> int:
 
 
 def direct_key(customer_id: str) -> int | None:
-    """The customer_key of a 64-hex id or of a customer_key given as digits (``find_customer``'s rules);
+    """The customer_key of a 64-hex id or of a customer_key given as digits (``parse_customer_key``);
     None for any other id (a new customer's own id)."""
-    if HEX64.fullmatch(customer_id):
-        return customer_key_from_id(customer_id.lower())
-    if KEY.fullmatch(customer_id):
-        key = int(customer_id)
-        if not INT64[0] <= key <= INT64[1]:
-            raise ServiceError(422, f"customer id {customer_id[:40]!r}: a customer_key must fit in 64 bits")
-        return key
-    return None
+    key = parse_customer_key(customer_id)
+    if key is not None and not INT64[0] <= key <= INT64[1]:
+        raise ServiceError(422, f"customer id {customer_id[:40]!r}: a customer_key must fit in 64 bits")
+    return key
 
 
 def _number(value: object) -> float | None:
@@ -450,11 +443,7 @@ class RecommendationService:
             customers = CustomerIndex.of(recommender.customers)
             catalogue = Catalogue.of(recommender.articles, self.store)
             examples = example_customers(self.store, week, customers, stored)
-            # The recommender's global steps (co-purchase pairs, factors, indexes …) are computed on
-            # their first use: one known and one new customer here, so that no request pays for them.
-            if examples:
-                recommender.recommend(examples[0]["customer_id"])
-            recommender.recommend("warm-up", age=30)
+            recommender.warm()  # lazily opened indexes and first-call costs, off the request path
         except BaseException:
             recommender.close()
             raise
@@ -637,12 +626,9 @@ class RecommendationService:
             if article_id not in state.catalogue:
                 raise ServiceError(404, f"unknown article {format_article_id(article_id)}: not in the articles table")
             who = self._who(state, customer_id, overrides)
-            explain = getattr(state.recommender, "explain", None)
-            if explain is None:
-                raise ServiceError(501, "this build's on-demand recommender has no explain(): explanations are unavailable")
             age, attributes = self._split(overrides)
             try:
-                reason = explain(customer_id, article_id, bought=state.online.get(who.key, ()), age=age, attributes=attributes)
+                reason = state.recommender.explain(customer_id, article_id, bought=state.online.get(who.key, ()), age=age, attributes=attributes)
             except ValueError as exc:
                 raise ServiceError(404 if "unknown article" in str(exc) else 422, str(exc)) from None
             return {

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -388,29 +389,17 @@ def test_uvicorn_process_over_loopback(recs_run, tmp_path, capsys, monkeypatch):
     """``hm-recs serve`` in a process of its own (own process group), stopped by its pid; ``hm-recs
     recommend`` asks it (a what-if purchase, not recorded) instead of loading the week itself."""
     home = copy_home(recs_run.home, tmp_path / "home")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ("HM_HOME", "DAGSTER_HOME")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hm_assets.cli", "serve", "--home", str(home), "--port", str(port), "--reload-seconds", "0"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    process, base = _start_server(home, output=subprocess.PIPE)
     try:
-        deadline, health = time.monotonic() + 180, None
-        while health is None and process.poll() is None and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=5) as answer:
-                    health = json.load(answer)
-            except OSError:
-                time.sleep(0.2)
-        assert health is not None, f"not answering (exit code {process.poll()})"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=30) as answer:
+            health = json.load(answer)
         assert health["week"] == recs_run.week
         with urllib.request.urlopen(f"{base}/examples", timeout=30) as answer:
             customer = json.load(answer)["customers"][0]["customer_id"]
         with urllib.request.urlopen(f"{base}/customers/{customer}/recommendations", timeout=30) as answer:
             recs = json.load(answer)
         assert recs["source"] == "stored" and len(recs["items"]) == 12
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # one kept-alive connection
+        connection = http.client.HTTPConnection(urllib.parse.urlsplit(base).netloc, timeout=30)  # one kept-alive connection
         seconds = []
         for _ in range(300):
             started = time.perf_counter()
@@ -448,13 +437,14 @@ def test_uvicorn_process_over_loopback(recs_run, tmp_path, capsys, monkeypatch):
     assert process.returncode in (0, -signal.SIGTERM), output[-3000:]
 
 
-def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    """``hm-recs serve`` over ``home`` in its own process group, answering; (process, base url)."""
+def _start_server(home: Path, output: int = subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+    """``hm-recs serve`` over ``home`` in its own process group, answering; (process, base url).
+    ``output=subprocess.PIPE`` keeps its log (text) for the caller."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("HM_HOME", "DAGSTER_HOME")}
     process = subprocess.Popen(
         [sys.executable, "-m", "hm_assets.cli", "serve", "--home", str(home), "--port", str(port), "--reload-seconds", "0"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
     while process.poll() is None and time.monotonic() < deadline:
