@@ -17,3 +17,8 @@ defs = dg.Definitions(
     sensors=[new_transactions, live_week_after_ingest],
     resources={"dataset": HMDataset(), "store": HMStore()},
 )
+
+
+def build_definitions() -> dg.Definitions:
+    """The code location's Definitions, for tests and tools that build their own."""
+    return defs
