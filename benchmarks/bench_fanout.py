@@ -31,7 +31,9 @@ ASSETS = ("candidates", "pair_features", "recommendations")
 
 
 def weekly_job():
-    from hm_assets.definitions import defs
+    from hm_assets.definitions import build_definitions
+
+    defs = build_definitions()
 
     return defs.resolve_job_def("weekly_recommendations")
 

@@ -51,9 +51,13 @@ def main() -> int:
 
     import dagster as dg
 
-    from hm_assets.definitions import defs
-    from hm_assets.defs.partitions import data_range
+    from hm_assets.definitions import build_definitions
     from hm_assets.defs.runner import RANGE_END_TAG, RANGE_START_TAG
+    from hm_assets.platform.settings import hm_data_dir
+    from hm_assets.pipeline.ingest.data_range import env_data_range
+
+    defs = build_definitions()
+    data_range = env_data_range(hm_data_dir())
 
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("weekly_recommendations")

@@ -61,7 +61,7 @@ def command_run(args: argparse.Namespace) -> int:
 
         install_process_memory_budget()  # HM_MEMORY_BUDGET, when set: a clear MemoryError, not an OOM kill
         from hm_assets.pipeline.ingest.data_contract import TRANSACTIONS_FILE, InputDataError
-        from hm_assets.platform.weeks import scan_data_range
+        from hm_assets.pipeline.ingest.data_range import scan_data_range
 
         data_range = scan_data_range(data_dir)
         if data_range is None:
@@ -80,7 +80,9 @@ def command_run(args: argparse.Namespace) -> int:
         earliest = (planned.training_side or planned.full)[0]
         if earliest < first_built_week(data_range, BUILT_WEEKS, hm_first_week()):
             os.environ["HM_FIRST_WEEK"] = earliest.isoformat()  # the partition set must hold every planned week
-        from hm_assets.definitions import defs
+        from hm_assets.definitions import build_definitions
+
+        defs = build_definitions()
 
         plan = run_weeks(
             defs, dagster_instance(), data_range, target, training_weeks=training_weeks, backtest_weeks=backtest_weeks

@@ -34,11 +34,11 @@ from hm_assets.synthetic import generate
 generate(data, preset="tiny", seed=0, end_date=sys.argv[5], truth_dir=truth)
 os.environ.update(HM_DATA_DIR=str(data), HM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
 import dagster as dg
-from hm_assets.definitions import defs
-from hm_assets.defs.assets.gallery import gallery
+from hm_assets.definitions import build_definitions
 from hm_assets.defs.resources import HMStore
 from hm_assets.defs.runner import dagster_instance, run_weeks
-from hm_assets.platform.weeks import scan_data_range
+from hm_assets.pipeline.ingest.data_range import scan_data_range
+defs = build_definitions()
 
 data_range = scan_data_range(data)
 week = data_range.newest_week_with_truth
@@ -46,7 +46,7 @@ ranker = json.loads(sys.argv[6])
 instance = dagster_instance()
 run_weeks(defs, instance, data_range, week, training_weeks=1, backtest_weeks=1,
           run_config={"ops": {"ranker": {"config": ranker}}}, log=lambda m: print(m, flush=True))
-result = dg.materialize([gallery], partition_key=week.isoformat(), instance=instance,
+result = dg.materialize([defs.get_assets_def("gallery")], partition_key=week.isoformat(), instance=instance,
                         resources={"store": HMStore()}, raise_on_error=True)
 event = result.asset_materializations_for_node("gallery")[0]
 metadata = {k: getattr(v, "value", str(v)) for k, v in event.metadata.items()}
@@ -59,9 +59,10 @@ import json, os, sys
 from pathlib import Path
 data, home = map(Path, sys.argv[1:3])
 os.environ.update(HM_DATA_DIR=str(data), HM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
-from hm_assets.definitions import defs
+from hm_assets.definitions import build_definitions
 from hm_assets.defs.runner import PipelineRunner, dagster_instance, weekly_keys
 from hm_assets.platform.weeks import parse_week
+defs = build_definitions()
 runner = PipelineRunner(defs, dagster_instance(), {"ops": {"ranker": {"config": json.loads(sys.argv[4])}}})
 runner.materialize_week(parse_week(sys.argv[3]), weekly_keys(defs))
 """

@@ -67,12 +67,6 @@ def plan_weeks(data_range: DataRange, target: date, training_weeks: int, backtes
     return WeekPlan(target=target, training_side=training, full=full)
 
 
-@dataclass
-class RunReport:
-    week: str
-    run_ids: list[str] = field(default_factory=list)
-
-
 def code_location_repository() -> RemoteRepositoryOrigin:
     """Where the UI finds the project's jobs: the code location of its ``workspace.yaml``."""
     workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())

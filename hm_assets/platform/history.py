@@ -24,6 +24,21 @@ class MissingHistoryError(RuntimeError):
     pass
 
 
+def stored_history_weeks(store: HMStore) -> list[str]:
+    """The ingested weeks of transactions in ``store``, for tools that run outside the code
+    location (the ablation, the online path, the gallery); a gap between them is an error, not a
+    shorter history."""
+    keys = store.partitions("transactions")
+    gaps = [(a, b) for a, b in zip(keys, keys[1:]) if parse_week(b) - parse_week(a) != WEEK]
+    if gaps:
+        shown = ", ".join(f"{a}..{b}" for a, b in gaps[:5])
+        raise MissingHistoryError(
+            f"weeks of transactions are missing in {store.asset_dir('transactions')} between {shown}: "
+            "backfill the 'transactions' asset over those weeks first"
+        )
+    return keys
+
+
 def history_files(store: HMStore, week_keys: Iterable[str], cutoff: date) -> list[Path]:
     """Weekly transaction files before ``cutoff``; every such week must be materialized."""
     keys = sorted(k for k in week_keys if parse_week(k) < cutoff)

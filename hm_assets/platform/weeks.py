@@ -6,14 +6,12 @@ its ground truth is the transactions inside the week.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 
-from hm_assets.pipeline.ingest.data_contract import TRANSACTIONS_FILE
 
 WEDNESDAY = 2  # date.weekday() of Wednesday
 DAGSTER_WEDNESDAY = 3  # WeeklyPartitionsDefinition.day_offset counts from Sunday
@@ -55,47 +53,6 @@ class DataRange:
         return self.live_week - WEEK
 
 
-def _first_data_line(handle) -> bytes:
-    handle.readline()  # header
-    return handle.readline()
-
-
-def _last_data_line(handle, size: int) -> bytes:
-    block = 4096
-    position = size
-    tail = b""
-    while position > 0:
-        step = min(block, position)
-        position -= step
-        handle.seek(position)
-        tail = handle.read(step) + tail
-        lines = tail.rstrip(b"\r\n").split(b"\n")
-        if len(lines) > 1 or position == 0:
-            return lines[-1]
-    return b""
-
-
-def _date_of(line: bytes) -> date:
-    return date.fromisoformat(line.split(b",", 1)[0].decode("utf-8-sig").strip().strip('"')[:10])
-
-
-def scan_data_range(data_dir: Path) -> DataRange | None:
-    """First and last transaction day, read from the file's first and last rows.
-
-    The Kaggle file is sorted by ``t_dat``; ingest verifies the real range, this cheap scan only
-    shapes the partition set at definitions load time. Returns None when there is no readable file.
-    """
-    path = Path(data_dir) / TRANSACTIONS_FILE
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            first = _first_data_line(handle)
-            last = _last_data_line(handle, size)
-        return DataRange(_date_of(first), _date_of(last))
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def fallback_range(today: date | None = None) -> DataRange:
     """Range used before any data exists: the year up to the most recent Tuesday."""
     today = today or date.today()
@@ -132,16 +89,3 @@ def first_built_week(data_range: DataRange, built_weeks: int, configured: str = 
     earliest = data_range.first_week + WEEK
     wanted = parse_week(configured) if configured else data_range.live_week - (built_weeks - 1) * WEEK
     return max(earliest, min(wanted, data_range.live_week))
-
-
-def env_data_range(data_dir: Path) -> DataRange:
-    return scan_data_range(data_dir) or fallback_range()
-
-
-def data_dir_fingerprint(data_dir: Path) -> str:
-    path = Path(data_dir) / TRANSACTIONS_FILE
-    try:
-        stat = path.stat()
-    except OSError:
-        return "missing"
-    return f"{stat.st_size}-{stat.st_mtime_ns}-{os.fspath(path)}"

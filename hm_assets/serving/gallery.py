@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.ingest.data_contract import format_article_id
-from hm_assets.platform.history import history_files
+from hm_assets.platform.history import history_files, stored_history_weeks
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import parse_week
-from hm_assets.serving.on_demand import OnDemandRecommender, retriever_names_of, weeks_with
+from hm_assets.serving.on_demand import OnDemandRecommender, retriever_names_of
 
 
 @dataclass
@@ -417,7 +417,7 @@ def build_gallery(
     config = config or GalleryConfig()
     cutoff = parse_week(week)
     recs = pd.read_parquet(store.require("recommendations", week))
-    files = history_files(store, weeks_with(store, "transactions"), cutoff)
+    files = history_files(store, stored_history_weeks(store), cutoff)
     con = duckdb.connect()
     try:
         if files:

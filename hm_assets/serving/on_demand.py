@@ -55,7 +55,7 @@ from hm_assets.pipeline.ranking.filters import RULES, prepare_rule_inputs
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, recommend_lists, select_candidates
 from hm_assets.pipeline.retrieval.base import STATE_SUFFIX, RetrievalContext, Retriever, load_state, ranked_candidates, retriever_inputs
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
-from hm_assets.platform.history import history_files
+from hm_assets.platform.history import history_files, stored_history_weeks
 from hm_assets.platform.sql import load_sql
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import parse_week
@@ -80,12 +80,8 @@ log = logging.getLogger("hm_assets.serving.on_demand")
 # --------------------------------------------------------------------------------------------
 
 
-def weeks_with(store: HMStore, asset: str) -> list[str]:
-    return store.partitions(asset)
-
-
 def newest_recommendation_week(store: HMStore) -> str:
-    weeks = weeks_with(store, "recommendations")
+    weeks = store.partitions("recommendations")
     if not weeks:
         raise FileNotFoundError(
             f"no recommendations under {store.asset_dir('recommendations')}: materialize a week first "
@@ -146,7 +142,7 @@ def find_customer(customers: pd.DataFrame, customer: str | int) -> Customer:
 def newest_purchases(store: HMStore, week: str, customer_key: int, limit: int = 12) -> pd.DataFrame:
     """The customer's newest purchases before the week's cut-off (newest first), with article names."""
     cutoff = parse_week(week)
-    files = [store.require("transactions", w) for w in weeks_with(store, "transactions") if parse_week(w) < cutoff]
+    files = [store.require("transactions", w) for w in stored_history_weeks(store) if parse_week(w) < cutoff]
     if not files:
         return pd.DataFrame(columns=["t_dat", *ARTICLE_COLUMNS, "price"])
     import duckdb
@@ -297,7 +293,7 @@ class OnDemandRecommender:
 
     def _load_tables(self) -> None:
         store, con = self.store, self._con
-        files = history_files(store, weeks_with(store, "transactions"), self.cutoff)
+        files = history_files(store, stored_history_weeks(store), self.cutoff)
         if files:
             listing = "[" + ", ".join(f"'{f}'" for f in files) + "]"
             con.execute(

@@ -51,8 +51,10 @@ def test_four_weeks_at_once_match_one_by_one():
     and retrievers, then every week's candidates and pair features. (Week W's candidates also read
     week W-1's retriever outputs to calibrate the cap; Dagster orders that dependency in a backfill,
     the two phases do here.)"""
-    from hm_assets.definitions import defs
+    from hm_assets.definitions import build_definitions
     from hm_assets.defs.runner import training_side_keys
+
+    defs = build_definitions()
 
     base = baseline()
     root = work_root()

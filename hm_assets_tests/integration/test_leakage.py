@@ -115,12 +115,15 @@ def test_catalogue_vectors_snapshotted_after_ingest_do_not_leak_future_weeks(pla
     """attribute_embeddings is a catalogue (unpartitioned) asset: by default it uses no transactions,
     so a catalogue snapshotted after later weeks were ingested leaves W's candidates unchanged. Its
     opt-in price bands read every ingested week, which is why they are off by default: shown here."""
+    from hm_assets.definitions import build_definitions
     from hm_assets.defs.assets.content import content_assets
-    from hm_assets.defs.assets.retrieval import candidate_assets
 
+    candidate_assets = build_definitions().assets
     base, world, _, _ = planted
     snapshot = [a for a in content_assets if {k.to_user_string() for k in a.keys} & {"attribute_embeddings", "attribute_index"}]
-    attribute_similar = [a for a in candidate_assets if a.key.to_user_string() == "attribute_similar"]
+    attribute_similar = [
+        a for a in candidate_assets if isinstance(a, dg.AssetsDefinition) and a.key.to_user_string() == "attribute_similar"
+    ]
     if not attribute_similar or len(snapshot) != 2:
         pytest.skip("no attribute_similar retriever in this version")
     clean_home = base.copy_home()  # every week ingested, from the clean data

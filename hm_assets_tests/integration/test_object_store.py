@@ -129,7 +129,9 @@ def seed_object_store(source_home: Path, uri: str, week: str) -> None:
 
 
 def materialize_on_node(assets: list[str], week: str, uri: str, data_dir: str, customers_per_shard: int) -> Path:
-    from hm_assets.definitions import defs
+    from hm_assets.definitions import build_definitions
+
+    defs = build_definitions()
 
     home = work_root().resolve()
     store = HMStore(home=str(home), object_store=uri, customers_per_shard=customers_per_shard)

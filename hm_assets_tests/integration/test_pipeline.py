@@ -14,7 +14,8 @@ import pytest
 
 from hm_assets.defs.runner import run_weeks
 from hm_assets.pipeline.evaluation.quality_checks import recommendation_problems
-from hm_assets.platform.weeks import WEEK, scan_data_range
+from hm_assets.platform.weeks import WEEK
+from hm_assets.pipeline.ingest.data_range import scan_data_range
 
 FAST = {
     "ops": {
@@ -27,7 +28,9 @@ FAST = {
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data):
-    from hm_assets.definitions import defs
+    from hm_assets.definitions import build_definitions
+
+    defs = build_definitions()
 
     data_range = scan_data_range(tiny_data)
     home = Path(os.environ["HM_HOME"])
@@ -112,9 +115,11 @@ def test_candidate_metadata_reports_recall(tiny_run):
 
 def test_customer_shards_give_the_same_results_as_one_shard(tiny_run, tmp_path):
     """The per-customer steps run shard by shard; any shard size gives identical outputs."""
-    from hm_assets.defs.assets.ranking import candidates, pair_features, recommendations
+    from hm_assets.definitions import build_definitions
     from hm_assets.defs.resources import HMDataset, HMStore
 
+    defs = build_definitions()
+    candidates, pair_features, recommendations = (defs.get_assets_def(a) for a in ("candidates", "pair_features", "recommendations"))
     home, data_range, _, _ = tiny_run
     week = data_range.newest_week_with_truth.isoformat()
     sharded_home = tmp_path / "home"
@@ -138,16 +143,17 @@ def test_customer_shards_give_the_same_results_as_one_shard(tiny_run, tmp_path):
 
 
 def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run):
-    from hm_assets.defs.partitions import history_week_keys
     from hm_assets.defs.resources import HMStore
     from hm_assets.pipeline.evaluation.ablation import ablation
+    from hm_assets.platform.history import stored_history_weeks
     from hm_assets.pipeline.retrieval.registry import retriever_names
 
     home, data_range, _, _ = tiny_run
     week = data_range.newest_week_with_truth.isoformat()
     content = ["image_similar", "text_similar", "attribute_similar"]
+    store = HMStore(home=str(home))
     table = ablation(
-        HMStore(home=str(home)), week, retriever_names(), 1, history_week_keys(),
+        store, week, retriever_names(), 1, stored_history_weeks(store),
         groups={"content": content}, seeds=(0, 1),
     ).set_index("without")
     assert list(table.index) == [*retriever_names(), "content"]
@@ -161,8 +167,10 @@ def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run
 def test_ranker_fails_clearly_without_the_training_weeks_it_was_asked_for(tiny_run, tmp_path):
     """Asked for more labelled weeks than exist, the ranker stops naming what is missing; it does
     not train a smaller model, and the week's previous ranker files stay as they were."""
-    from hm_assets.defs.assets.ranking import ranker
+    from hm_assets.definitions import build_definitions
     from hm_assets.defs.resources import HMDataset, HMStore
+
+    ranker = build_definitions().get_assets_def("ranker")
 
     home, data_range, _, _ = tiny_run
     week = data_range.newest_week_with_truth.isoformat()

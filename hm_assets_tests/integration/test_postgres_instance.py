@@ -45,7 +45,9 @@ def weekly_recommendations_job() -> dg.JobDefinition:
     """The project's weekly job, rebuilt by every step process of the multiprocess executor
     (``dg.reconstructable`` points at this module-level function). Its resources read HM_HOME and
     HM_DATA_DIR unless the run config sets them, as the test does."""
-    from hm_assets.definitions import defs
+    from hm_assets.definitions import build_definitions
+
+    defs = build_definitions()
 
     return defs.resolve_job_def("weekly_recommendations")
 

@@ -11,7 +11,8 @@ from hm_assets.platform.settings import PROJECT_ROOT
 LOAD = """
 import torch  # the embedding steps load it: DuckDB's teardown must not depend on it
 import dagster as dg
-from hm_assets.definitions import defs
+from hm_assets.definitions import build_definitions
+defs = build_definitions()
 dg.Definitions.validate_loadable(defs)
 defs.resolve_all_job_defs()
 print("loaded")

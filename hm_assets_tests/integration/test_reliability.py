@@ -28,11 +28,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from hm_assets.defs.assets.ingest import article_images, articles, customers, transactions
+from hm_assets.definitions import build_definitions
 from hm_assets.defs.resources import HMDataset, HMStore
 from hm_assets.defs.runner import PipelineRunner, training_side_keys
 from hm_assets.platform import guards
-from hm_assets.platform.weeks import WEEK, DataRange, scan_data_range
+from hm_assets.platform.weeks import WEEK, DataRange
+from hm_assets.pipeline.ingest.data_range import scan_data_range
 
 # Quick models: the guarantees do not depend on model quality.
 FAST = {
@@ -83,7 +84,9 @@ def week_hashes(home: Path, week: date | str, assets: list[str] | None = None) -
 
 def project_defs(data_dir: Path, home: Path) -> dg.Definitions:
     """The project's Definitions (whatever assets, checks and jobs they hold) bound to DATA_DIR and HOME."""
-    from hm_assets.definitions import defs
+    from hm_assets.definitions import build_definitions
+
+    defs = build_definitions()
 
     return dg.Definitions(
         assets=defs.assets,
@@ -218,9 +221,11 @@ CHILD_SCRIPT = textwrap.dedent(
         store_module.os = StallingOs()
 
     import dagster as dg
-    from hm_assets.definitions import defs
+    from hm_assets.definitions import build_definitions
     from hm_assets.defs.runner import PipelineRunner, dagster_instance, training_side_keys
     from hm_assets.platform.weeks import parse_week
+
+    defs = build_definitions()
 
     instance = dagster_instance() if args.get("persistent_instance") else dg.DagsterInstance.ephemeral()
     runner = PipelineRunner(defs, instance, args.get("run_config"))
@@ -266,7 +271,7 @@ def child_failure(log: Path) -> str:
 
 # --- bad input at the materialization level ------------------------------------------------------------
 
-INGEST_ASSETS = [articles, customers, article_images, transactions]
+INGEST_ASSETS = ("articles", "customers", "article_images", "transactions")
 CSV_FILES = ("articles.csv", "customers.csv", "transactions_train.csv")
 
 
@@ -285,7 +290,7 @@ class IngestWorld:
 
     def materialize(self) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            INGEST_ASSETS,
+            [build_definitions().get_assets_def(a) for a in INGEST_ASSETS],
             resources={"dataset": HMDataset(data_dir=str(self.data)), "store": HMStore(home=str(self.home))},
             tags={RANGE_START: self.weeks[0], RANGE_END: self.weeks[-1]},
             raise_on_error=False,
@@ -561,17 +566,16 @@ def test_retrievers_do_not_depend_on_the_order_of_the_history_rows():
     """DuckDB returns rows of a GROUP BY/DISTINCT in an order that varies with its threads once a
     week spans several row groups; no retriever may depend on it (the seeded popularity model did)."""
     from hm_assets.pipeline.features.tables import FEATURE_TABLES
-    from hm_assets.defs.partitions import history_week_keys
     from hm_assets.pipeline.retrieval.base import RetrievalContext, finalize_candidates
     from hm_assets.pipeline.retrieval.registry import RETRIEVERS
-    from hm_assets.platform.history import open_week, register_parquet
+    from hm_assets.platform.history import open_week, register_parquet, stored_history_weeks
 
     base = baseline()
     store = HMStore(home=str(base.home))
     week = str(base.week)
 
     def candidates(order: str) -> dict[str, pd.DataFrame]:
-        with open_week(store, week, history_week_keys()) as view:
+        with open_week(store, week, stored_history_weeks(store)) as view:
             for table in FEATURE_TABLES:
                 register_parquet(view.con, table, store.require(table, week))
             view.con.execute(f"CREATE TEMP TABLE reordered AS SELECT * FROM transactions ORDER BY {order}")
@@ -635,8 +639,9 @@ def _failure_causes(result: dg.ExecuteInProcessResult) -> dict[str, tuple[str, s
 
 
 def test_too_small_duckdb_budget_fails_with_a_clear_error_and_changes_nothing():
-    from hm_assets.defs.assets.features import feature_assets
+    from hm_assets.pipeline.features.tables import FEATURE_TABLES
 
+    feature_assets = [build_definitions().get_assets_def(a) for a in FEATURE_TABLES]
     base = baseline()
     home = base.copy_home()
     before = output_hashes(home)

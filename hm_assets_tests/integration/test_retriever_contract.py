@@ -12,14 +12,13 @@ import pandas as pd
 import pytest
 
 from hm_assets.pipeline.features.tables import FEATURE_TABLES
-from hm_assets.defs.partitions import history_week_keys
 from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, recommend_lists, select_candidates
 from hm_assets.pipeline.retrieval.base import RetrievalContext, load_state, ranked_candidates, retriever_inputs, state_path
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
-from hm_assets.platform.history import open_week, register_parquet
+from hm_assets.platform.history import open_week, register_parquet, stored_history_weeks
 from hm_assets.platform.sql import load_sql
 from hm_assets.platform.store import HMStore, write_parquet
 from hm_assets.serving.on_demand import OnDemandRecommender
@@ -32,7 +31,7 @@ def store(recs_run) -> HMStore:
 
 
 def _week_view(store: HMStore, week: str):
-    view = open_week(store, week, history_week_keys())
+    view = open_week(store, week, stored_history_weeks(store))
     for table in FEATURE_TABLES:
         register_parquet(view.con, table, store.require(table, week))
     return view

@@ -101,7 +101,8 @@ def _stop_group(server: subprocess.Popen) -> str:
 
 
 def test_webserver_serves_the_asset_graph_and_weekly_partitions(tiny_data, tmp_path):
-    from hm_assets.platform.weeks import WEDNESDAY, parse_week, scan_data_range
+    from hm_assets.platform.weeks import WEDNESDAY, parse_week
+    from hm_assets.pipeline.ingest.data_range import scan_data_range
 
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
@@ -109,8 +110,10 @@ def test_webserver_serves_the_asset_graph_and_weekly_partitions(tiny_data, tmp_p
     # a run as `hm-recs run` launches it, before the UI starts: the UI must list it as its own
     import dagster as dg
 
-    from hm_assets.definitions import defs
+    from hm_assets.definitions import build_definitions
     from hm_assets.defs.runner import PipelineRunner
+
+    defs = build_definitions()
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         cli_run = PipelineRunner(defs, instance).backtest_report()

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from hm_assets.defs.assets.ingest import articles, customers, transactions
+from hm_assets.definitions import build_definitions
 from hm_assets.defs.resources import HMDataset, HMStore
 from hm_assets.defs.runner import RANGE_END_TAG, RANGE_START_TAG
 from hm_assets.pipeline.ingest.ingest import staged_transactions, write_week
@@ -33,7 +33,8 @@ from hm_assets.serving.events import (
 )
 from hm_assets.platform.settings import PROJECT_ROOT
 from hm_assets.platform.store import write_parquet
-from hm_assets.platform.weeks import WEEK, scan_data_range
+from hm_assets.platform.weeks import WEEK
+from hm_assets.pipeline.ingest.data_range import scan_data_range
 
 HEX_CUSTOMER = "0" * 49 + "123456789abcdef"
 
@@ -197,7 +198,7 @@ def test_concurrent_appends_from_threads_never_interleave(tmp_path: Path):
 
 def _ingest(data: Path, home: Path, weeks: list[str]) -> dict[str, dict]:
     result = dg.materialize(
-        [articles, customers, transactions],
+        [build_definitions().get_assets_def(a) for a in ("articles", "customers", "transactions")],
         resources={"dataset": HMDataset(data_dir=str(data)), "store": HMStore(home=str(home))},
         tags={RANGE_START_TAG: weeks[0], RANGE_END_TAG: weeks[-1]},
     )

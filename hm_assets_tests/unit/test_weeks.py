@@ -8,10 +8,10 @@ from hm_assets.platform.weeks import (
     first_built_week,
     follows_calendar,
     parse_week,
-    scan_data_range,
     week_start,
     weekly_partitions,
 )
+from hm_assets.pipeline.ingest.data_range import scan_data_range
 
 
 def test_weeks_start_on_wednesday():
@@ -29,13 +29,14 @@ def test_real_range_partitions_end_with_the_competition_week():
 
 
 def test_partitions_follow_the_session_data(tiny_data):
-    from hm_assets.defs.partitions import transaction_weeks_def, weekly_partitions_def
+    from hm_assets.defs.partitions import WeekPartitions
     from hm_assets.platform.settings import BUILT_WEEKS
 
     data_range = scan_data_range(tiny_data)
-    history = transaction_weeks_def.get_partition_keys()
+    weeks = WeekPartitions.from_data(tiny_data)
+    history = weeks.history_keys()
     assert history[0] == data_range.first_week.isoformat()  # every week of transactions is history
-    keys = weekly_partitions_def.get_partition_keys()
+    keys = weeks.weekly.get_partition_keys()
     # the pipeline's weeks: BUILT_WEEKS up to the live (not yet observed) week, not the whole history
     assert len(keys) == BUILT_WEEKS < len(history) and keys[-1] == history[-1]
     assert keys[BUILT_WEEKS - 1] == data_range.live_week.isoformat()
@@ -65,15 +66,18 @@ def test_first_built_week_counts_back_from_the_live_week():
 
 
 def test_partition_time_window_is_wednesday_to_wednesday(tiny_data):
-    from hm_assets.defs.partitions import weekly_partitions_def
+    from hm_assets.defs.partitions import WeekPartitions
 
-    key = weekly_partitions_def.get_partition_keys()[3]
-    window = weekly_partitions_def.time_window_for_partition_key(key)
+    weekly = WeekPartitions.from_data(tiny_data).weekly
+    key = weekly.get_partition_keys()[3]
+    window = weekly.time_window_for_partition_key(key)
     assert window.start.date() == date.fromisoformat(key) and (window.end - window.start).days == 7
 
 
 def test_definitions_load():
-    from hm_assets.definitions import defs
+    from hm_assets.definitions import build_definitions
+
+    defs = build_definitions()
 
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}

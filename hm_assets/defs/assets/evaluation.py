@@ -6,10 +6,8 @@ import json
 import dagster as dg
 import pandas as pd
 
-from hm_assets.defs.assets.ranking import candidates, recommendations
-from hm_assets.defs.assets.retrieval import candidate_assets
-from hm_assets.defs.assets.weekly import HISTORY_AND_TARGET_WEEK, week_view
-from hm_assets.defs.partitions import weekly_partitions_def
+from hm_assets.defs.assets.weekly import history_and_target_week, week_view
+from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.defs.resources import HMDataset, HMStore
 from hm_assets.pipeline.evaluation.evaluation import ORACLE_FILE, buyers_rows, evaluate_week, load_oracle, plot_png, png_markdown, quality_table
 from hm_assets.pipeline.retrieval.registry import retriever_names
@@ -20,20 +18,29 @@ ORACLE_METADATA = ("map12_oracle", "ranker_vs_oracle", "oracle_vs_trending", "or
                    "oracle_recall_after_filters", "oracle_recall_ranker")
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"python", "json"},
-    partitions_def=weekly_partitions_def,
-    deps=[HISTORY_AND_TARGET_WEEK, recommendations, candidates, *candidate_assets],
-)
-def evaluation(context: dg.AssetExecutionContext, store: HMStore, dataset: HMDataset) -> dg.MaterializeResult:
-    """MAP@12 of the ranker next to the baselines (last week's top-12, trending), each retriever's
-    recall, unique recall and MAP@12 alone, and the recall of the union before and after filters.
-    Where the data set ships an oracle (hm-synth's ``oracle.csv``: its own model's expected top-12),
-    also the oracle's MAP@12, ``ranker / oracle`` and the share of the oracle's 12 each stage keeps."""
+def build_evaluation_asset(weeks: WeekPartitions) -> dg.AssetsDefinition:
+    @dg.asset(
+        group_name=GROUP,
+        kinds={"python", "json"},
+        partitions_def=weeks.weekly,
+        deps=[history_and_target_week(weeks), "recommendations", "candidates", *retriever_names()],
+    )
+    def evaluation(context: dg.AssetExecutionContext, store: HMStore, dataset: HMDataset) -> dg.MaterializeResult:
+        """MAP@12 of the ranker next to the baselines (last week's top-12, trending), each retriever's
+        recall, unique recall and MAP@12 alone, and the recall of the union before and after filters.
+        Where the data set ships an oracle (hm-synth's ``oracle.csv``: its own model's expected top-12),
+        also the oracle's MAP@12, ``ranker / oracle`` and the share of the oracle's 12 each stage keeps."""
+        return evaluate_week_asset(context, store, dataset, weeks)
+
+    return evaluation
+
+
+def evaluate_week_asset(
+    context: dg.AssetExecutionContext, store: HMStore, dataset: HMDataset, weeks: WeekPartitions
+) -> dg.MaterializeResult:
     key = context.partition_key
     target = store.asset_path("evaluation", key, ".json")
-    with stopwatch() as watch, week_view(context, store, with_truth=True, with_features=False) as view:
+    with stopwatch() as watch, week_view(context, store, weeks, with_truth=True, with_features=False) as view:
         if not view.has_truth:
             with store.atomic_path(target) as tmp:
                 tmp.write_text(json.dumps({"week": key, "has_truth": False}))
@@ -81,7 +88,7 @@ def load_evaluations(store: HMStore) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "matplotlib"}, deps=[evaluation])
+@dg.asset(group_name=GROUP, kinds={"python", "matplotlib"}, deps=["evaluation"])
 def backtest_summary(store: HMStore) -> dg.MaterializeResult:
     """MAP@12 per evaluated week: the ranker against the baselines, as a table and a plot."""
     summary = load_evaluations(store)
@@ -110,5 +117,3 @@ def backtest_summary(store: HMStore) -> dg.MaterializeResult:
         }
     )
 
-
-evaluation_assets = [evaluation, backtest_summary]

@@ -4,11 +4,10 @@
 import dagster as dg
 import numpy as np
 
-from hm_assets.defs.assets.ingest import articles, customers
-from hm_assets.defs.assets.weekly import HISTORY, week_view
-from hm_assets.pipeline.features.tables import FEATURE_TABLES
-from hm_assets.defs.partitions import weekly_partitions_def
+from hm_assets.defs.assets.weekly import history, week_view
+from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.defs.resources import HMStore
+from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.features import taste
 from hm_assets.pipeline.retrieval.base import RetrievalContext
 from hm_assets.platform.metadata import preview, stopwatch
@@ -24,17 +23,17 @@ DESCRIPTIONS = {
 }
 
 
-def build_feature_asset(name: str) -> dg.AssetsDefinition:
+def build_feature_asset(name: str, weeks: WeekPartitions) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         group_name=GROUP,
         kinds={"duckdb", "sql", "parquet"},
-        partitions_def=weekly_partitions_def,
-        deps=[HISTORY, articles, customers],
+        partitions_def=weeks.weekly,
+        deps=[history(weeks), "articles", "customers"],
         description=DESCRIPTIONS[name] + f" SQL: sql/{name}.sql.",
     )
     def _feature_table(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
-        with stopwatch() as watch, week_view(context, store, with_features=False) as view:
+        with stopwatch() as watch, week_view(context, store, weeks, with_features=False) as view:
             relation = view.con.sql(load_sql(name), params={"cutoff": view.cutoff})
             target = store.asset_path(name, context.partition_key)
             rows = store.write_parquet(relation, target)
@@ -46,28 +45,33 @@ def build_feature_asset(name: str) -> dg.AssetsDefinition:
     return _feature_table
 
 
-feature_assets = [build_feature_asset(name) for name in FEATURE_TABLES]
-
-
-@dg.asset(
-    group_name=GROUP,
-    kinds={"implicit", "parquet"},
-    partitions_def=weekly_partitions_def,
-    deps=[HISTORY],
-    description=(
-        "Unit ALS factor vectors of the articles bought in the 16 weeks before the cut-off (the factorisation "
-        "purchase_history_similar uses), fitted once per week: the pair features' customer x article taste "
-        "(hm_assets/pipeline/features/taste.py)."
-    ),
-)
-def article_taste(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
-    with stopwatch() as watch, week_view(context, store, with_features=False) as view:
-        retrieval = RetrievalContext(
-            con=view.con, cutoff=view.cutoff, week_key=context.partition_key, customer_keys=np.zeros(0, np.int64), log=context.log
-        )
-        table = taste.article_taste(retrieval)
-        rows = store.write_parquet(table, store.asset_path("article_taste", context.partition_key))
-    dimensions = len(table.column("vector")[0]) if rows else 0
-    return dg.MaterializeResult(
-        metadata={"dagster/row_count": rows, "dimensions": dimensions, "cutoff": str(view.cutoff), "seconds": watch.seconds}
+def build_article_taste_asset(weeks: WeekPartitions) -> dg.AssetsDefinition:
+    @dg.asset(
+        group_name=GROUP,
+        kinds={"implicit", "parquet"},
+        partitions_def=weeks.weekly,
+        deps=[history(weeks)],
+        description=(
+            "Unit ALS factor vectors of the articles bought in the 16 weeks before the cut-off (the factorisation "
+            "purchase_history_similar uses), fitted once per week: the pair features' customer x article taste "
+            "(hm_assets/pipeline/features/taste.py)."
+        ),
     )
+    def article_taste(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
+        with stopwatch() as watch, week_view(context, store, weeks, with_features=False) as view:
+            retrieval = RetrievalContext(
+                con=view.con, cutoff=view.cutoff, week_key=context.partition_key, customer_keys=np.zeros(0, np.int64), log=context.log
+            )
+            table = taste.article_taste(retrieval)
+            rows = store.write_parquet(table, store.asset_path("article_taste", context.partition_key))
+        dimensions = len(table.column("vector")[0]) if rows else 0
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": rows, "dimensions": dimensions, "cutoff": str(view.cutoff), "seconds": watch.seconds}
+        )
+
+    return article_taste
+
+
+def feature_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
+    """The week's feature tables and the articles' taste vectors."""
+    return [*(build_feature_asset(name, weeks) for name in FEATURE_TABLES), build_article_taste_asset(weeks)]

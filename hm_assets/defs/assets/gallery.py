@@ -12,23 +12,14 @@ import time
 
 import dagster as dg
 
-from hm_assets.defs.assets.ingest import article_images
-from hm_assets.defs.assets.ranking import candidates, recommendations
-from hm_assets.defs.assets.weekly import HISTORY_AND_TARGET_WEEK
-from hm_assets.defs.partitions import weekly_partitions_def
+from hm_assets.defs.assets.weekly import history_and_target_week
+from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.defs.resources import HMStore
 from hm_assets.serving.gallery import GalleryConfig, build_gallery
 
 GROUP = "evaluation"
 
 
-@dg.asset(
-    name="gallery",
-    group_name=GROUP,
-    kinds={"html"},
-    partitions_def=weekly_partitions_def,
-    deps=[HISTORY_AND_TARGET_WEEK, recommendations, candidates, article_images],
-)
 def gallery(context: dg.AssetExecutionContext, store: HMStore, config: GalleryConfig) -> dg.MaterializeResult:
     """A self-contained HTML report of the week: a deterministic sample of customers (target-week
     buyers first when known, some with a rich history), each with their recent purchases and their
@@ -53,4 +44,11 @@ def gallery(context: dg.AssetExecutionContext, store: HMStore, config: GalleryCo
     )
 
 
-gallery_assets = [gallery]
+def build_gallery_asset(weeks: WeekPartitions) -> dg.AssetsDefinition:
+    return dg.asset(
+        name="gallery",
+        group_name=GROUP,
+        kinds={"html"},
+        partitions_def=weeks.weekly,
+        deps=[history_and_target_week(weeks), "recommendations", "candidates", "article_images"],
+    )(gallery)

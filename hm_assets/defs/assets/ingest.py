@@ -12,7 +12,7 @@ from hm_assets.pipeline.ingest.ingest import (
     staged_transactions,
     write_week,
 )
-from hm_assets.defs.partitions import transaction_weeks_def
+from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.defs.resources import HMDataset, HMStore
 from hm_assets.platform.metadata import preview, stopwatch
 from hm_assets.platform.progress import Progress
@@ -64,17 +64,6 @@ def customers(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
     )
 
 
-with beta_apis():
-    single_run_weekly_asset = dg.asset(
-        group_name=GROUP,
-        kinds={"duckdb", "parquet"},
-        partitions_def=transaction_weeks_def,
-        deps=[articles, customers],
-        backfill_policy=dg.BackfillPolicy.single_run(),
-    )
-
-
-@single_run_weekly_asset
 def transactions(context: dg.AssetExecutionContext, dataset: HMDataset, store: HMStore) -> None:
     """Transactions of each target week (Wednesday..Tuesday), one Parquet file per week.
 
@@ -126,6 +115,18 @@ def transactions(context: dg.AssetExecutionContext, dataset: HMDataset, store: H
         progress.advance()
     progress.finish()
     con.close()
+
+
+def build_transactions_asset(weeks: WeekPartitions) -> dg.AssetsDefinition:
+    """``transactions`` over every week of the data; a backfill of many weeks runs as one run."""
+    with beta_apis():
+        return dg.asset(
+            group_name=GROUP,
+            kinds={"duckdb", "parquet"},
+            partitions_def=weeks.transactions,
+            deps=[articles, customers],
+            backfill_policy=dg.BackfillPolicy.single_run(),
+        )(transactions)
 
 
 @dg.asset(group_name=GROUP, kinds={"python", "parquet"}, deps=[articles])

@@ -2,13 +2,13 @@
 
 
 import json
+from functools import partial
 
 import dagster as dg
 import pandas as pd
 
-from hm_assets.defs.assets.features import article_taste, feature_assets
-from hm_assets.defs.assets.retrieval import candidate_assets
-from hm_assets.defs.assets.weekly import HISTORY, previous_weeks, this_and_previous_week, week_view
+from hm_assets.defs.assets.weekly import history, previous_weeks, this_and_previous_week, week_view
+from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.pipeline.evaluation.baselines import last_week_top
 from hm_assets.pipeline.ranking.candidates import (
     add_effects,
@@ -17,19 +17,18 @@ from hm_assets.pipeline.ranking.candidates import (
     previous_week_calibration,
     RetrieverCalibration,
 )
-from hm_assets.defs.partitions import weekly_partitions_def
 from hm_assets.defs.resources import HMStore
+from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ranking.filters import RULE_NAMES, rules_by_name
 from hm_assets.pipeline.ranking.ranker import (
     MAX_TRAINING_WEEKS,
     K,
-    RankerSettings,
+    RankerConfig,
     importances,
     labelled_weeks,
     save,
     stored_scorer,
-    stored_training_rows,
     train,
 )
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, kaggle_submission, recommend_lists, select_candidates
@@ -37,7 +36,6 @@ from hm_assets.pipeline.ranking.stage import pair_features as pair_features_of
 from hm_assets.pipeline.retrieval.registry import retriever_names
 from hm_assets.platform.fanout import ShardOutputs, ShardTask, sharded_asset
 from hm_assets.platform.metadata import markdown_table, stopwatch
-from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
 
 GROUP = "ranking"
 
@@ -65,12 +63,14 @@ def candidates_calibration(context: dg.OpExecutionContext, store: HMStore, confi
     return calibration
 
 
-def candidates_shard(context: dg.OpExecutionContext, store: HMStore, config: CandidateFilterConfig, task: ShardTask) -> dict:
+def candidates_shard(
+    weeks: WeekPartitions, context: dg.OpExecutionContext, store: HMStore, config: CandidateFilterConfig, task: ShardTask
+) -> dict:
     key = context.partition_key
     names = selected_retrievers(config)
     sources = {name: store.require(name, key) for name in names}
     where = task.shard.where()
-    with week_view(context, store, with_truth=True) as view:
+    with week_view(context, store, weeks, with_truth=True) as view:
         selection = select_candidates(
             view.con, sources, rules_by_name(config.rules), view.cutoff, config.max_per_customer, task.shared, where, view.has_truth
         )
@@ -121,29 +121,9 @@ def candidates_metadata(
     return metadata
 
 
-candidates = sharded_asset(
-    name="candidates",
-    description=(
-        "Union of every retriever's candidates (their scores and ranks as columns), minus the business "
-        "rules (each named and switchable), capped per customer: the candidates most likely to be bought "
-        "first, by each retriever's hit rate per rank band on the previous week. One step per customer shard."
-    ),
-    # The previous week's retriever outputs calibrate the cap (see hm_assets/pipeline/ranking/candidates.py).
-    deps=[HISTORY, *feature_assets, *(dg.AssetDep(a, partition_mapping=this_and_previous_week()) for a in candidate_assets)],
-    outputs=ShardOutputs({"candidates": ".parquet"}),
-    prepare=candidates_calibration,
-    run_shard=candidates_shard,
-    finish=candidates_metadata,
-    config_class=CandidateFilterConfig,
-    group_name=GROUP,
-    kinds={"duckdb", "parquet"},
-    partitions_def=weekly_partitions_def,
-)
-
-
-def pair_features_shard(context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
+def pair_features_shard(weeks: WeekPartitions, context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
     source = store.require("candidates", context.partition_key)
-    with week_view(context, store) as view:
+    with week_view(context, store, weeks) as view:
         view.con.execute(
             f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{source}') WHERE {task.shard.where()}"
         )
@@ -163,65 +143,6 @@ def pair_features_metadata(context, store: HMStore, config, shards: list[dict], 
     }
 
 
-pair_features = sharded_asset(
-    name="pair_features",
-    description=(
-        "Features of every surviving (customer, candidate): customer and article features, their transaction "
-        "statistics, the customer's preference shares for the candidate's attributes, consistency (price, age, "
-        "channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql. One step per customer shard."
-    ),
-    deps=[HISTORY, *feature_assets, article_taste, candidates],
-    outputs=ShardOutputs({"pair_features": ".parquet"}),
-    run_shard=pair_features_shard,
-    finish=pair_features_metadata,
-    group_name=GROUP,
-    kinds={"duckdb", "sql", "parquet"},
-    partitions_def=weekly_partitions_def,
-)
-
-
-class RankerConfig(dg.Config):
-    # binary, 400 rounds, 80 negatives beat lambdarank, 150, 30 on both seeds of world-loyal (as binary did
-    # for several top H&M teams); see the README's quality section
-    objective: str = "binary"
-    # Fewer labelled weeks than this is an error, not a smaller model: 0 asks for the fallback scorer.
-    training_weeks: int = DEFAULT_TRAINING_WEEKS
-    negatives_per_customer: int = 80
-    # Rows read per labelled week at most (whole customers sampled beyond it): keeps the ranker's
-    # memory flat at full scale (~60k buyers a week, ~3M rows); the 16k-customer worlds read ~170k.
-    max_rows_per_week: int = 1_000_000
-    boost_rounds: int = 400
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 50
-    seed: int = 0
-
-    def settings(self, seed: int | None = None) -> RankerSettings:
-        """The LightGBM settings (with another seed for an ablation's repeats)."""
-        return RankerSettings(
-            objective=self.objective,
-            boost_rounds=self.boost_rounds,
-            learning_rate=self.learning_rate,
-            num_leaves=self.num_leaves,
-            min_data_in_leaf=self.min_data_in_leaf,
-            seed=self.seed if seed is None else seed,
-        )
-
-    def training_rows(self, store: HMStore, weeks: list[str], seed: int | None = None) -> pd.DataFrame:
-        """The labelled weeks' training rows (buyers' positives and sampled negatives), stacked."""
-        seed = self.seed if seed is None else seed
-        return stored_training_rows(store, weeks, self.negatives_per_customer, seed, self.max_rows_per_week)
-
-
-@dg.asset(
-    group_name=GROUP,
-    kinds={"lightgbm"},
-    partitions_def=weekly_partitions_def,
-    deps=[
-        dg.AssetDep(pair_features, partition_mapping=previous_weeks(MAX_TRAINING_WEEKS)),
-        dg.AssetDep("transactions", partition_mapping=previous_weeks(MAX_TRAINING_WEEKS)),
-    ],
-)
 def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConfig) -> dg.MaterializeResult:
     """LightGBM ranker (lambdarank, or binary) trained on the previous weeks: their candidates and
     pair features as of their own cut-offs, labelled with what was bought in those weeks."""
@@ -270,19 +191,19 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
     return dg.MaterializeResult(metadata=metadata)
 
 
-def popular_fallback(context: dg.OpExecutionContext, store: HMStore, config) -> pd.DataFrame:
+def popular_fallback(weeks: WeekPartitions, context: dg.OpExecutionContext, store: HMStore, config) -> pd.DataFrame:
     """Last week's bestsellers: fill lists the ranker leaves short."""
-    with week_view(context, store, with_features=False) as view:
+    with week_view(context, store, weeks, with_features=False) as view:
         return last_week_top(view.con, view.cutoff, 24)
 
 
-def recommendations_shard(context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
+def recommendations_shard(weeks: WeekPartitions, context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
     key = context.partition_key
     pairs_path = store.require("pair_features", key)
     score, features = stored_scorer(store, key)
     columns = ", ".join(["customer_key", "article_id", *features])
     where = task.shard.where()
-    with week_view(context, store, with_features=False) as view:
+    with week_view(context, store, weeks, with_features=False) as view:
         customers_frame = view.con.sql(
             f"SELECT customer_key, customer_id FROM customers WHERE {where} ORDER BY customer_key"
         ).df()
@@ -306,23 +227,70 @@ def recommendations_metadata(context, store: HMStore, config, shards: list[dict]
     }
 
 
-recommendations = sharded_asset(
-    name="recommendations",
-    description=(
-        "Exactly 12 distinct articles for every customer in customers.csv, best first, plus the Kaggle "
-        "submission CSV (customer_id, prediction). One step per customer shard."
-    ),
-    deps=[HISTORY, pair_features, ranker],
-    outputs=ShardOutputs({"recommendations": ".parquet", "submission": ".csv"}),
-    prepare=popular_fallback,
-    run_shard=recommendations_shard,
-    finish=recommendations_metadata,
-    # Scoring holds a shard's pair features in pandas: a quarter of the usual shard size.
-    shard_size=lambda store: max(1, store.customers_per_shard // 4),
-    group_name=GROUP,
-    kinds={"lightgbm", "parquet", "csv"},
-    partitions_def=weekly_partitions_def,
-)
-
-
-ranking_assets = [candidates, pair_features, ranker, recommendations]
+def ranking_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
+    """candidates -> pair_features -> ranker -> recommendations, the sharded ones one step per customer shard."""
+    candidates = sharded_asset(
+        name="candidates",
+        description=(
+            "Union of every retriever's candidates (their scores and ranks as columns), minus the business "
+            "rules (each named and switchable), capped per customer: the candidates most likely to be bought "
+            "first, by each retriever's hit rate per rank band on the previous week. One step per customer shard."
+        ),
+        # The previous week's retriever outputs calibrate the cap (see hm_assets/pipeline/ranking/candidates.py).
+        deps=[
+            history(weeks),
+            *FEATURE_TABLES,
+            *(dg.AssetDep(name, partition_mapping=this_and_previous_week()) for name in retriever_names()),
+        ],
+        outputs=ShardOutputs({"candidates": ".parquet"}),
+        prepare=candidates_calibration,
+        run_shard=partial(candidates_shard, weeks),
+        finish=candidates_metadata,
+        config_class=CandidateFilterConfig,
+        group_name=GROUP,
+        kinds={"duckdb", "parquet"},
+        partitions_def=weeks.weekly,
+    )
+    pair_features = sharded_asset(
+        name="pair_features",
+        description=(
+            "Features of every surviving (customer, candidate): customer and article features, their transaction "
+            "statistics, the customer's preference shares for the candidate's attributes, consistency (price, age, "
+            "channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql. One step per customer shard."
+        ),
+        deps=[history(weeks), *FEATURE_TABLES, "article_taste", "candidates"],
+        outputs=ShardOutputs({"pair_features": ".parquet"}),
+        run_shard=partial(pair_features_shard, weeks),
+        finish=pair_features_metadata,
+        group_name=GROUP,
+        kinds={"duckdb", "sql", "parquet"},
+        partitions_def=weeks.weekly,
+    )
+    ranker_asset = dg.asset(
+        name="ranker",
+        group_name=GROUP,
+        kinds={"lightgbm"},
+        partitions_def=weeks.weekly,
+        deps=[
+            dg.AssetDep("pair_features", partition_mapping=previous_weeks(MAX_TRAINING_WEEKS)),
+            dg.AssetDep("transactions", partition_mapping=previous_weeks(MAX_TRAINING_WEEKS)),
+        ],
+    )(ranker)
+    recommendations = sharded_asset(
+        name="recommendations",
+        description=(
+            "Exactly 12 distinct articles for every customer in customers.csv, best first, plus the Kaggle "
+            "submission CSV (customer_id, prediction). One step per customer shard."
+        ),
+        deps=[history(weeks), "pair_features", "ranker"],
+        outputs=ShardOutputs({"recommendations": ".parquet", "submission": ".csv"}),
+        prepare=partial(popular_fallback, weeks),
+        run_shard=partial(recommendations_shard, weeks),
+        finish=recommendations_metadata,
+        # Scoring holds a shard's pair features in pandas: a quarter of the usual shard size.
+        shard_size=lambda store: max(1, store.customers_per_shard // 4),
+        group_name=GROUP,
+        kinds={"lightgbm", "parquet", "csv"},
+        partitions_def=weeks.weekly,
+    )
+    return [candidates, pair_features, ranker_asset, recommendations]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from hm_assets.defs.assets.features import feature_assets
-from hm_assets.defs.assets.weekly import HISTORY, week_view
-from hm_assets.defs.partitions import weekly_partitions_def
+from hm_assets.defs.assets.weekly import history, week_view
+from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, ranked_candidates, retriever_inputs, save_state, state_path
+from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
 from hm_assets.platform.metadata import stopwatch
 
@@ -48,20 +48,20 @@ def candidate_metadata(con, candidates: Path, customers: int, truth: Path | None
     return metadata
 
 
-def build_candidate_asset(retriever: Retriever) -> dg.AssetsDefinition:
+def build_candidate_asset(retriever: Retriever, weeks: WeekPartitions) -> dg.AssetsDefinition:
     config_class = retriever.config_class
 
     @dg.asset(
         name=retriever.name,
         group_name=GROUP,
         kinds=set(retriever.kinds) | {"parquet"},
-        partitions_def=weekly_partitions_def,
-        deps=[HISTORY, *feature_assets, *retriever.deps],
+        partitions_def=weeks.weekly,
+        deps=[history(weeks), *FEATURE_TABLES, *retriever.deps],
         description=retriever.description,
         metadata={"contract": "customer_key, article_id, score, rank"},
     )
     def _candidates(context: dg.AssetExecutionContext, store: HMStore, config: config_class) -> dg.MaterializeResult:
-        with stopwatch() as watch, week_view(context, store) as view:
+        with stopwatch() as watch, week_view(context, store, weeks) as view:
             customer_keys = view.con.sql("SELECT customer_key FROM customers").df()["customer_key"].to_numpy()
             retrieval = RetrievalContext(
                 con=view.con,
@@ -84,4 +84,6 @@ def build_candidate_asset(retriever: Retriever) -> dg.AssetsDefinition:
     return _candidates
 
 
-candidate_assets = [build_candidate_asset(r) for r in RETRIEVERS]
+def candidate_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
+    """One asset per registered retriever."""
+    return [build_candidate_asset(r, weeks) for r in RETRIEVERS]

@@ -4,19 +4,26 @@
 import dagster as dg
 
 from hm_assets.defs.beta_apis import week_window
-from hm_assets.defs.partitions import history_week_keys
+from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.platform.history import WeekView, open_week, register_parquet
 from hm_assets.platform.store import HMStore
 
-# Reaches back past the data's first week (the set may grow along the calendar; weeks that do not
-# exist are allowed).
-_ALL_EARLIER = -len(history_week_keys()) - 53
 
-# Partition W reads every week strictly before W (its history) ...
-HISTORY = dg.AssetDep("transactions", partition_mapping=week_window(_ALL_EARLIER, -1))
-# ... and evaluation also reads the target week itself, once it has been observed.
-HISTORY_AND_TARGET_WEEK = dg.AssetDep("transactions", partition_mapping=week_window(_ALL_EARLIER, 0))
+def _all_earlier(weeks: WeekPartitions) -> int:
+    # Reaches back past the data's first week (the set may grow along the calendar; weeks that do
+    # not exist are allowed).
+    return -len(weeks.history_keys()) - 53
+
+
+def history(weeks: WeekPartitions) -> dg.AssetDep:
+    """Partition W reads every week strictly before W (its history) ..."""
+    return dg.AssetDep("transactions", partition_mapping=week_window(_all_earlier(weeks), -1))
+
+
+def history_and_target_week(weeks: WeekPartitions) -> dg.AssetDep:
+    """... and evaluation also reads the target week itself, once it has been observed."""
+    return dg.AssetDep("transactions", partition_mapping=week_window(_all_earlier(weeks), 0))
 
 
 def previous_weeks(count: int) -> dg.TimeWindowPartitionMapping:
@@ -28,14 +35,14 @@ def this_and_previous_week() -> dg.TimeWindowPartitionMapping:
 
 
 def week_view(
-    context: dg.AssetExecutionContext,
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
     store: HMStore,
+    weeks: WeekPartitions,
     with_truth: bool = False,
     with_features: bool = True,
-    week_key: str | None = None,
 ) -> WeekView:
-    key = week_key or context.partition_key
-    view = open_week(store, key, history_week_keys(), with_truth=with_truth)
+    key = context.partition_key
+    view = open_week(store, key, weeks.history_keys(), with_truth=with_truth)
     if with_features:
         for table in FEATURE_TABLES:
             register_parquet(view.con, table, store.require(table, key))

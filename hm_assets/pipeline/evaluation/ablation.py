@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hm_assets.defs.assets.ranking import RankerConfig
 from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.evaluation.metrics import map_at_k
 from hm_assets.pipeline.features.taste import read_article_taste
@@ -37,12 +36,12 @@ from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, select_candidates
-from hm_assets.platform.history import open_week, register_parquet
+from hm_assets.platform.history import open_week, register_parquet, stored_history_weeks
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import WEEK, parse_week
 
 # The pipeline's ranker as configured by default: the ablations retrain it with and without a part.
-RANKER = RankerConfig()
+RANKER = ranker.RankerConfig()
 
 
 def buyers_pairs(
@@ -194,11 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", help="also write the table as Markdown here")
     args = parser.parse_args(argv)
-    from hm_assets.defs.partitions import history_week_keys
     from hm_assets.pipeline.retrieval.registry import retriever_names
 
     store = HMStore(home=args.home)
-    keys = history_week_keys()
+    keys = stored_history_weeks(store)
     groups = {label: members.split(",") for label, members in (g.split("=", 1) for g in args.group)}
     seeds = list(range(args.seeds))
     if args.features:

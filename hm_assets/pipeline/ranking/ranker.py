@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import lightgbm as lgb
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 
 from hm_assets.pipeline.ingest.data_contract import K
 from hm_assets.platform.progress import Progress
+from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import WEEK, parse_week
 
@@ -303,3 +305,36 @@ def fill_to_k(recommendations: pd.DataFrame, customer_keys: np.ndarray, fallback
     return combined.astype({"customer_key": "int64", "article_id": "int32", "rank": "int8", "score": "float32"}).reset_index(
         drop=True
     )
+
+
+class RankerConfig(dg.Config):
+    # binary, 400 rounds, 80 negatives beat lambdarank, 150, 30 on both seeds of world-loyal (as binary did
+    # for several top H&M teams); see the README's quality section
+    objective: str = "binary"
+    # Fewer labelled weeks than this is an error, not a smaller model: 0 asks for the fallback scorer.
+    training_weeks: int = DEFAULT_TRAINING_WEEKS
+    negatives_per_customer: int = 80
+    # Rows read per labelled week at most (whole customers sampled beyond it): keeps the ranker's
+    # memory flat at full scale (~60k buyers a week, ~3M rows); the 16k-customer worlds read ~170k.
+    max_rows_per_week: int = 1_000_000
+    boost_rounds: int = 400
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 50
+    seed: int = 0
+
+    def settings(self, seed: int | None = None) -> RankerSettings:
+        """The LightGBM settings (with another seed for an ablation's repeats)."""
+        return RankerSettings(
+            objective=self.objective,
+            boost_rounds=self.boost_rounds,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_data_in_leaf=self.min_data_in_leaf,
+            seed=self.seed if seed is None else seed,
+        )
+
+    def training_rows(self, store: HMStore, weeks: list[str], seed: int | None = None) -> pd.DataFrame:
+        """The labelled weeks' training rows (buyers' positives and sampled negatives), stacked."""
+        seed = self.seed if seed is None else seed
+        return stored_training_rows(store, weeks, self.negatives_per_customer, seed, self.max_rows_per_week)
