@@ -78,7 +78,6 @@ def test_definitions_load():
     from hm_assets.definitions import build_definitions
 
     defs = build_definitions()
-
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert {"transactions", "popularity_model", "recommendations", "evaluation", "backtest_summary"} <= keys
@@ -86,3 +85,28 @@ def test_definitions_load():
         assert defs.resolve_job_def(job) is not None
     assert {s.name for s in defs.sensors} == {"new_transactions", "live_week_after_ingest"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
+
+
+def test_the_partition_sets_come_from_the_data_the_definitions_are_built_for(tiny_data, tmp_path, monkeypatch):
+    """Nothing is fixed at import: one process builds the code location for two data folders and
+    each gets the weeks of its own data (the jobs, the checks and the sensors too)."""
+    from hm_assets.definitions import build_definitions
+    from hm_assets.pipeline.ingest.data_contract import TRANSACTIONS_FILE
+    from hm_assets.platform.weeks import WEEK
+
+    shorter = tmp_path / "shorter"
+    shorter.mkdir()
+    header, *rows = (tiny_data / TRANSACTIONS_FILE).read_text().splitlines(keepends=True)
+    cut = (scan_data_range(tiny_data).live_week - 2 * WEEK).isoformat()
+    (shorter / TRANSACTIONS_FILE).write_text(header + "".join(r for r in rows if r[:10] < cut))
+
+    def weekly_keys(data_dir) -> list[str]:
+        monkeypatch.setenv("HM_DATA_DIR", str(data_dir))
+        defs = build_definitions()
+        job_keys = defs.resolve_job_def("weekly_recommendations").partitions_def.get_partition_keys()
+        assert defs.resolve_assets_def("recommendations").partitions_def.get_partition_keys() == job_keys
+        return job_keys
+
+    full, short = weekly_keys(tiny_data), weekly_keys(shorter)
+    assert full[-1] == scan_data_range(tiny_data).live_week.isoformat()
+    assert short[-1] == scan_data_range(shorter).live_week.isoformat() == (date.fromisoformat(full[-1]) - 2 * WEEK).isoformat()
