@@ -17,11 +17,9 @@ the same order (``test_pipeline.py::test_customer_shards_give_the_same_results_a
 
 
 import dataclasses
-import functools
 import pickle
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,19 +152,6 @@ def shard_progress(name: str, task: ShardTask, seconds: float, since_plan: float
     )
 
 
-def _without_empty_config_notice(build: Callable[..., dg.AssetsDefinition]) -> Callable[..., dg.AssetsDefinition]:
-    # Dagster 1.13 reads the fields of a Config class that has none (NoConfig) through pydantic's
-    # deprecated ``__fields__``: a notice about Dagster's code, printed wherever such an asset is built.
-    @functools.wraps(build)
-    def quiet_build(*args: Any, **kwargs: Any) -> dg.AssetsDefinition:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"The `__fields__` attribute is deprecated")
-            return build(*args, **kwargs)
-
-    return quiet_build
-
-
-@_without_empty_config_notice
 def sharded_asset(
     *,
     name: str,
