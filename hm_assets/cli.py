@@ -244,17 +244,19 @@ def command_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hm_assets.serving.app import create_app
+    from hm_assets.serving.service import COMPUTED_LISTS
 
     store = _store_for(args)
     if args.week and args.week not in store.partitions("recommendations"):
         print(f"error: week {args.week} has no recommendations under {store.asset_dir('recommendations')}", file=sys.stderr)
         return 1
-    if args.reload_seconds < 0 or (args.threads is not None and args.threads < 1):
-        print("error: --reload-seconds must be >= 0 and --threads >= 1", file=sys.stderr)
+    if args.reload_seconds < 0 or (args.threads is not None and args.threads < 1) or (args.computed_lists or 0) < 0:
+        print("error: --reload-seconds and --computed-lists must be >= 0 and --threads >= 1", file=sys.stderr)
         return 2
     print(f"serving {store.root} on http://{args.host}:{args.port} (set HM_SERVE_URL if the UI reaches it elsewhere); "
           f"loading week {args.week or 'newest'} …", flush=True)
-    app = create_app(store, week=args.week, reload_seconds=args.reload_seconds, threads=args.threads)
+    kept = COMPUTED_LISTS if args.computed_lists is None else args.computed_lists
+    app = create_app(store, week=args.week, reload_seconds=args.reload_seconds, threads=args.threads, computed_lists=kept)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
@@ -301,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how often to look for a newer week with recommendations (default 30; 0: never)")
     serve.add_argument("--threads", type=int, default=None,
                        help="threads answering the requests that compute (default: 40)")
+    serve.add_argument("--computed-lists", type=int, default=None,
+                       help="computed lists kept per week, answered again without computing until the customer's "
+                            "next purchase (default 20000; 0: none)")
     serve.set_defaults(handler=command_serve)
     return parser
 

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hm_assets.platform.store import HMStore
 from hm_assets.serving.metrics import MetricsMiddleware, ServiceMetrics
-from hm_assets.serving.service import ATTRIBUTES, K, RecommendationService, ServiceError
+from hm_assets.serving.service import ATTRIBUTES, COMPUTED_LISTS, K, RecommendationService, ServiceError
 
 SERVED_FOLDER = "assets"
 STATIC = resources.files("hm_assets.serving") / "static"
@@ -114,12 +114,17 @@ def _validation_message(errors: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def create_app(store: HMStore, week: str | None = None, reload_seconds: float = 0.0, threads: int | None = None) -> FastAPI:
+def create_app(
+    store: HMStore, week: str | None = None, reload_seconds: float = 0.0, threads: int | None = None,
+    computed_lists: int = COMPUTED_LISTS,
+) -> FastAPI:
     """The service over ``store``. The week is loaded at start-up (the app's lifespan; uvicorn and
     ``with TestClient(app)`` run it): until then, and on a store without recommendations, only the
     files are served. ``threads``: the pool that runs the blocking endpoints (anyio's default: 40)."""
     metrics = ServiceMetrics()
-    service = RecommendationService(store, week=week, reload_seconds=reload_seconds, metrics=metrics)
+    service = RecommendationService(
+        store, week=week, reload_seconds=reload_seconds, metrics=metrics, computed_lists=computed_lists
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

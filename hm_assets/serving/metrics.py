@@ -48,6 +48,12 @@ class ServiceMetrics:
         self.week_loaded = Gauge(
             "hm_served_week_loaded_timestamp_seconds", "When the served week was loaded (Unix time)", registry=self.registry
         )
+        self.computed_lists = Counter(
+            "hm_computed_list_lookups",
+            "Lookups of a computed (online or cold-start) list in the week's cache, by result (hit: answered "
+            "without computing)",
+            ["result"], registry=self.registry,
+        )
         self.online_customers = Gauge(
             "hm_online_customers", "Customers with online purchases since the served week's cut-off", registry=self.registry
         )

@@ -11,6 +11,11 @@ last of them is done. Which list a customer gets:
   with those purchases (``source: online``);
 * an unknown customer: the cold-start list for the given attributes (``source: cold_start``), or
   ``online`` once they have bought something.
+
+A computed list is kept (``ComputedLists``, per week) under everything it depends on: the customer,
+their online purchases and the list's length. A read after a purchase is then answered without
+computing again; the next purchase changes the key, a reload starts an empty cache. Lists for
+attribute overrides or imagined (what-if) purchases are not kept.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +57,9 @@ ONLINE_CHANNEL = 2  # sales_channel_id of an online purchase in the H&M data
 HISTORY_SIZE = 12
 EXAMPLE_CUSTOMERS = 6
 CUSTOMER_LOCKS = 512
+# Computed lists kept per week (about 4 KiB each): every customer who bought since the cut-off, up
+# to this many, is answered from memory until their next purchase.
+COMPUTED_LISTS = 20_000
 
 
 class ServiceError(Exception):
@@ -257,11 +266,41 @@ def example_customers(store: HMStore, week: str, customers: CustomerIndex, store
     return chosen
 
 
+class ComputedLists:
+    """A bounded, least-recently-used map from (customer_key, online purchases, k) to the list's
+    items. Thread-safe; an entry can never be stale, because everything the list depends on in a
+    week is in its key."""
+
+    def __init__(self, capacity: int = COMPUTED_LISTS) -> None:
+        self.capacity = int(capacity)
+        self._items: OrderedDict[tuple, list[dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> list[dict] | None:
+        with self._lock:
+            items = self._items.get(key)
+            if items is not None:
+                self._items.move_to_end(key)
+            return items
+
+    def put(self, key: tuple, items: list[dict]) -> None:
+        if self.capacity <= 0:
+            return
+        with self._lock:
+            self._items[key] = items
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class WeekState:
     """Everything the service answers from for one week; ``online`` is the one part that changes."""
 
     def __init__(self, recommender: OnDemandRecommender, stored: StoredLists, customers: CustomerIndex,
-                 catalogue: Catalogue, examples: list[dict]) -> None:
+                 catalogue: Catalogue, examples: list[dict], computed_lists: int = COMPUTED_LISTS) -> None:
         self.recommender = recommender
         self.week: str = recommender.week
         self.cutoff: date = recommender.cutoff
@@ -272,6 +311,7 @@ class WeekState:
         # customer_key -> articles bought online since the cut-off, in log order. Entries are replaced,
         # never mutated, so that a reader without the customer's lock sees a consistent tuple.
         self.online: dict[int, tuple[int, ...]] = {}
+        self.computed = ComputedLists(computed_lists)
         self.loaded_at = time.time()
         self._users = 0
         self._retired = False
@@ -318,12 +358,14 @@ class RecommendationService:
 
     ``week``: the week to serve (default: the newest with recommendations). A chosen week stays
     served; otherwise the service follows the store: every ``reload_seconds`` (0: never) a poller
-    thread looks for a newer week with recommendations and swaps it in.
+    thread looks for a newer week with recommendations and swaps it in. ``computed_lists``: how many
+    computed lists a week keeps (0: none).
     """
 
     def __init__(self, store: HMStore, week: str | None = None, reload_seconds: float = 0.0,
-                 metrics: ServiceMetrics | None = None) -> None:
+                 metrics: ServiceMetrics | None = None, computed_lists: int = COMPUTED_LISTS) -> None:
         self.store = store
+        self.computed_lists = int(computed_lists)
         self.pinned_week = week
         self.reload_seconds = float(reload_seconds)
         self.metrics = metrics or ServiceMetrics()
@@ -447,7 +489,7 @@ class RecommendationService:
         except BaseException:
             recommender.close()
             raise
-        return WeekState(recommender, stored, customers, catalogue, examples)
+        return WeekState(recommender, stored, customers, catalogue, examples, self.computed_lists)
 
     def _replay(self, state: WeekState) -> None:
         """The online purchases since ``state``'s cut-off, from the event log (caller holds the log lock)."""
@@ -519,18 +561,25 @@ class RecommendationService:
     def _computed(self, state: WeekState, customer_id: str, k: int, overrides: dict, what_if: tuple[int, ...] = ()) -> dict:
         who = self._who(state, customer_id, overrides)
         bought = (*state.online.get(who.key, ()), *what_if)
-        age, attributes = self._split(overrides)
-        try:
-            frame = state.recommender.recommend(customer_id, bought=bought, age=age, attributes=attributes, k=k)
-        except ValueError as exc:
-            raise ServiceError(422, str(exc)) from None
-        items = [
-            state.catalogue.item(
-                int(row.article_id), rank=int(row.rank), score=_number(row.score),
-                retrievers=[n for n in str(row.retrievers).split(", ") if n],
-            )
-            for row in frame.itertuples(index=False)
-        ]
+        key = None if overrides or what_if else (who.key, bought, k)
+        items = state.computed.get(key) if key is not None else None
+        if key is not None:
+            self.metrics.computed_lists.labels(result="hit" if items is not None else "miss").inc()
+        if items is None:
+            age, attributes = self._split(overrides)
+            try:
+                frame = state.recommender.recommend(customer_id, bought=bought, age=age, attributes=attributes, k=k)
+            except ValueError as exc:
+                raise ServiceError(422, str(exc)) from None
+            items = [
+                state.catalogue.item(
+                    int(row.article_id), rank=int(row.rank), score=_number(row.score),
+                    retrievers=[n for n in str(row.retrievers).split(", ") if n],
+                )
+                for row in frame.itertuples(index=False)
+            ]
+            if key is not None:
+                state.computed.put(key, items)
         source = "what_if" if what_if else "online" if who.known or bought else "cold_start"
         return self._answer(state, who, source, items)
 

@@ -153,6 +153,47 @@ def test_a_purchase_recomputes_the_list_and_is_logged(own_store, examples):
         assert replayed["source"] == "online" and replayed["bought_online"] == [bought] and ids(replayed) == ids(after)
 
 
+def computed_list_lookups(client: TestClient) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        s.labels["result"]: s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for s in family.samples
+        if s.name == "hm_computed_list_lookups_total"
+    }
+
+
+def test_a_computed_list_is_answered_again_until_the_next_purchase(own_store, examples, tmp_path):
+    """After a purchase, reads answer the list computed for it without computing again (the cache's
+    hits); the next purchase computes a new list; and the kept lists are the lists a service that
+    keeps none computes for the same purchases."""
+    customer = examples[1]["customer_id"]
+    with TestClient(create_app(own_store)) as client:
+        first = client.get(f"/customers/{customer}/recommendations").json()
+        bought = [first["items"][0]["article_id"], first["items"][1]["article_id"]]
+        after_one = client.post(f"/customers/{customer}/purchases", json={"articles": [bought[0]]}).json()
+        assert computed_list_lookups(client) == {"miss": 1.0}
+        for _ in range(3):
+            assert ids(client.get(f"/customers/{customer}/recommendations").json()) == ids(after_one)
+        assert computed_list_lookups(client) == {"miss": 1.0, "hit": 3.0}
+        after_two = client.post(f"/customers/{customer}/purchases", json={"articles": [bought[1]]}).json()
+        assert bought[1] not in ids(after_two) and ids(after_two) != ids(after_one)
+        again = client.get(f"/customers/{customer}/recommendations").json()
+        assert ids(again) == ids(after_two) and again["bought_online"] == bought
+        assert computed_list_lookups(client) == {"miss": 2.0, "hit": 4.0}
+        # what-if and attribute overrides are computed every time, never kept
+        client.get(f"/customers/{customer}/recommendations", params={"bought": bought[0]})
+        client.get(f"/customers/{customer}/recommendations", params={"age": 70})
+        assert computed_list_lookups(client) == {"miss": 2.0, "hit": 4.0}
+    uncached = HMStore(home=str(copy_home(Path(own_store.root), tmp_path / "uncached")))
+    with TestClient(create_app(uncached, computed_lists=0)) as client:  # replays the same two purchases
+        computed = client.get(f"/customers/{customer}/recommendations").json()
+        assert computed["bought_online"] == bought and computed["items"] == again["items"]
+        assert ids(client.get(f"/customers/{customer}/recommendations").json()) == ids(computed)
+        assert computed_list_lookups(client) == {"miss": 2.0}
+
+
 def test_cold_start_depends_on_the_given_age(client, examples):
     started = time.perf_counter()
     young = client.get("/customers/new-customer-1/recommendations?age=25")
