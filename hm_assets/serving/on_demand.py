@@ -139,8 +139,24 @@ def find_customer(customers: pd.DataFrame, customer: str | int) -> Customer:
     return Customer(int(key), text, False, {})
 
 
+def purchases_before(con, history: str, articles: str, customer_key: int, cutoff, limit: int) -> pd.DataFrame:
+    """The customer's newest ``limit`` purchases in ``history`` before ``cutoff`` (newest first), with
+    the names from ``articles`` (table names or ``read_parquet(...)``)."""
+    return con.execute(
+        f"""
+        SELECT t.t_dat, t.article_id, a.prod_name, a.product_type_name, a.colour_group_name, t.price
+        FROM {history} t LEFT JOIN {articles} a USING (article_id)
+        WHERE t.customer_key = $key AND t.t_dat < $cutoff
+        ORDER BY t.t_dat DESC, t.article_id
+        LIMIT $limit
+        """,
+        {"key": int(customer_key), "cutoff": cutoff, "limit": int(limit)},
+    ).df()
+
+
 def newest_purchases(store: HMStore, week: str, customer_key: int, limit: int = 12) -> pd.DataFrame:
-    """The customer's newest purchases before the week's cut-off (newest first), with article names."""
+    """The customer's newest purchases before the week's cut-off (newest first), with article names,
+    read from the store's files."""
     cutoff = parse_week(week)
     files = [store.require("transactions", w) for w in stored_history_weeks(store) if parse_week(w) < cutoff]
     if not files:
@@ -150,17 +166,9 @@ def newest_purchases(store: HMStore, week: str, customer_key: int, limit: int = 
     con = duckdb.connect()
     try:
         listing = "[" + ", ".join(f"'{p}'" for p in files) + "]"
-        return con.execute(
-            f"""
-            SELECT t.t_dat, t.article_id, a.prod_name, a.product_type_name, a.colour_group_name, t.price
-            FROM read_parquet({listing}) t
-            LEFT JOIN read_parquet('{store.require('articles')}') a USING (article_id)
-            WHERE t.customer_key = $key AND t.t_dat < $cutoff
-            ORDER BY t.t_dat DESC, t.article_id
-            LIMIT $limit
-            """,
-            {"key": int(customer_key), "cutoff": cutoff, "limit": int(limit)},
-        ).df()
+        return purchases_before(
+            con, f"read_parquet({listing})", f"read_parquet('{store.require('articles')}')", customer_key, cutoff, limit
+        )
     finally:
         con.close()
 
@@ -437,16 +445,7 @@ class OnDemandRecommender:
         """``newest_purchases`` of the module, from the loaded week (no file is read)."""
         cur = self._con.cursor()
         try:
-            return cur.execute(
-                """
-                SELECT t.t_dat, t.article_id, a.prod_name, a.product_type_name, a.colour_group_name, t.price
-                FROM h_history t LEFT JOIN h_articles a USING (article_id)
-                WHERE t.customer_key = $key
-                ORDER BY t.t_dat DESC, t.article_id
-                LIMIT $limit
-                """,
-                {"key": int(customer_key), "limit": int(limit)},
-            ).df()
+            return purchases_before(cur, "h_history", "h_articles", customer_key, self.cutoff, limit)
         finally:
             cur.close()
 
