@@ -15,7 +15,7 @@ SERVE_PORT ?= 8000
 # Links in the UI's metadata (galleries, submissions) point at `hm-recs serve` here.
 export HM_SERVE_URL ?= http://127.0.0.1:$(SERVE_PORT)
 
-.PHONY: install data demo backtest test test-postgres test-deploy ui clean
+.PHONY: install data demo backtest test test-postgres test-celery test-deploy ui clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,14 +42,20 @@ backtest: install data $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/hm-recs run --data-dir $(HM_DATA_DIR) --backtest-weeks 5
 
 # The same tests as CI, the browser test included: scripts/system-packages installs Chromium,
-# ChromeDriver and PostgreSQL when missing (as root; otherwise it says what to install).
+# ChromeDriver, PostgreSQL and Redis when missing (as root; otherwise it says what to install), and
+# the tests that need them fail instead of skipping (HM_REQUIRE_BROWSER, HM_REQUIRE_SERVERS).
 test: install
 	scripts/system-packages
-	HM_REQUIRE_BROWSER=1 $(BIN)/pytest
+	HM_REQUIRE_BROWSER=1 HM_REQUIRE_SERVERS=1 $(BIN)/pytest
 
 # The production storage on a local PostgreSQL server (Debian's postgresql package; skips without it).
 test-postgres: install
 	$(BIN)/pytest hm_assets_tests/integration/test_postgres_instance.py
+
+# A week on two Celery workers (Redis broker, PostgreSQL storage, a local S3), one of them killed
+# mid-shard in the second run (Debian's redis-server and postgresql; skips without them).
+test-celery: install
+	$(BIN)/pytest hm_assets_tests/integration/test_celery.py
 
 # deploy/*.yaml against Dagster's schemas (the class checks need: pip install -e '.[deploy]').
 test-deploy: install

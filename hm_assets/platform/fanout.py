@@ -12,7 +12,14 @@ The executor decides where shards run: the in-process executor one after another
 multiprocess executor in parallel processes, a cluster executor (``k8s_job_executor``,
 ``celery_executor``) on different nodes sharing the store. Any shard size gives the same rows in
 the same order (``test_pipeline.py::test_customer_shards_give_the_same_results_as_one_shard``,
-``test_postgres_instance.py``, ``test_object_store.py``).
+``test_postgres_instance.py``, ``test_object_store.py``, ``test_celery.py``).
+
+What the steps hand each other (the shard work orders, the shards' counts) goes through the
+store's handoff IO manager (``hm_assets/platform/handoff.py``), bound to the asset itself: with an
+object store it reaches a step on any node, so no step depends on a disk another step wrote.
+
+A shard step that fails, or whose worker is lost (a killed process, a lost node: the executor
+reports it, ``hm_assets/platform/celery_executor.py``), is run again once (``SHARD_RETRY_POLICY``).
 """
 
 
@@ -20,6 +27,7 @@ import dataclasses
 import pickle
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +36,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
+from hm_assets.platform.handoff import HANDOFF_IO_MANAGER_KEY, handoff_io_manager, remove_handoffs
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.progress import Progress, duration
 from hm_assets.platform.shards import CustomerShard, customer_shards
@@ -39,6 +48,10 @@ from hm_assets.platform.store import ParquetAppender
 # bounds how many run at once across all runs — on one machine, its memory.
 SHARD_POOL = "hm-customer-shards"
 
+# A shard step writes only its own part files (atomically), so running it again is safe: once more
+# after a failure, or after its worker was lost mid-shard.
+SHARD_RETRY_POLICY = dg.RetryPolicy(max_retries=1, delay=2)
+
 
 class NoConfig(dg.Config):
     """For sharded assets without settings of their own."""
@@ -47,7 +60,11 @@ class NoConfig(dg.Config):
 @dataclass(frozen=True)
 class ShardTask:
     """One shard step's work order: its key range, where its parts go, and what ``prepare``
-    computed for every shard (read from the plan record by the shard step itself)."""
+    computed for every shard (read from the plan record by the shard step itself).
+
+    The plan step hands ``parts_dir`` over relative to the store's root (each node has a root of
+    its own: HM_HOME, its cache of the object store); the shard step gives ``run_shard`` the task
+    with the folder under its own root."""
 
     shard: CustomerShard
     parts_dir: str
@@ -179,7 +196,11 @@ def sharded_asset(
                 dep.asset_key, dagster_type=dg.Nothing, partition_mapping=dep.partition_mapping
             )
 
-    @dg.op(name=f"{name}_plan", out=dg.DynamicOut(ShardTask), ins={input_name: dg.In(dg.Nothing) for input_name in ins})
+    @dg.op(
+        name=f"{name}_plan",
+        out=dg.DynamicOut(ShardTask, io_manager_key=HANDOFF_IO_MANAGER_KEY),
+        ins={input_name: dg.In(dg.Nothing) for input_name in ins},
+    )
     def plan(context: dg.OpExecutionContext, store: HMStore, config: config_class):  # type: ignore[valid-type]
         shards = week_customer_shards(store, shard_size(store))
         parts_dir = parts_dir_of(store, name, context)
@@ -191,13 +212,19 @@ def sharded_asset(
             temporary.write_bytes(pickle.dumps({"started": time.time(), "shared": shared}))
         context.log.info(f"{len(shards)} customer shard(s) of about {shard_size(store):,} customers")
         for shard in shards:
-            yield dg.DynamicOutput(ShardTask(shard, str(parts_dir)), mapping_key=f"shard_{shard.index:05d}")
+            yield dg.DynamicOutput(ShardTask(shard, store.relative(parts_dir)), mapping_key=f"shard_{shard.index:05d}")
 
-    @dg.op(name=f"{name}_shard", pool=SHARD_POOL)
+    @dg.op(
+        name=f"{name}_shard",
+        out=dg.Out(dict, io_manager_key=HANDOFF_IO_MANAGER_KEY),
+        pool=SHARD_POOL,
+        retry_policy=SHARD_RETRY_POLICY,
+    )
     def shard_step(context: dg.OpExecutionContext, store: HMStore, config: config_class, task: ShardTask) -> dict:  # type: ignore[valid-type]
         started = time.perf_counter()
-        record = read_plan_record(store, Path(task.parts_dir))
-        task = dataclasses.replace(task, shared=record["shared"])
+        parts_dir = store.root / task.parts_dir  # the plan's folder, under this node's root
+        record = read_plan_record(store, parts_dir)
+        task = dataclasses.replace(task, parts_dir=str(parts_dir), shared=record["shared"])
         summary = run_shard(context, store, config, task)
         seconds = time.perf_counter() - started
         context.log.info(shard_progress(name, task, seconds, time.time() - record["started"], outputs))
@@ -212,6 +239,7 @@ def sharded_asset(
         combine_parts(store, parts_dir, [s["shard"] for s in summaries], outputs, finals, context.log.info)
         metadata = finish(context, store, config, summaries, finals, plan_record["shared"])
         store.remove(parts_dir)
+        remove_handoffs(store, context.run_id, name)
         context.add_output_metadata(
             {
                 **metadata,
@@ -231,13 +259,19 @@ def sharded_asset(
         tasks = plan(**upstream)
         return combine(tasks.map(shard_step).collect())
 
-    return dg.graph_asset(
-        compose,
-        name=name,
-        description=description,
-        ins=ins,
-        config=dg.ConfigMapping(config_fn=map_config),
-        group_name=group_name,
-        kinds=kinds,
-        partitions_def=partitions_def,
-    )
+    # `resource_defs` on a graph asset is beta in Dagster 1.13: its notice is silenced here, for it
+    # alone, as hm_assets/defs/beta_apis.py does for the code location's other beta APIs.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=dg.BetaWarning, message=r"Parameter `resource_defs` of static method")
+        return dg.graph_asset(
+            compose,
+            name=name,
+            description=description,
+            ins=ins,
+            config=dg.ConfigMapping(config_fn=map_config),
+            group_name=group_name,
+            kinds=kinds,
+            partitions_def=partitions_def,
+            # One IO manager object for every sharded asset (Dagster requires the same definition per key).
+            resource_defs={HANDOFF_IO_MANAGER_KEY: handoff_io_manager},
+        )

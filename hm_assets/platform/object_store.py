@@ -13,9 +13,10 @@ the local ``HM_HOME`` becomes a per-node cache of it:
   per file under ``.object-store/``);
 - ``HMStore.exists`` and ``HMStore.partitions`` ask the object store.
 
-DuckDB only ever reads local files, so SQL needs no credentials or extensions. Only ``assets/``
-and ``parts/`` (shard parts waiting to be combined) are shared; the ingest staging cache, DuckDB
-spill folders and Dagster's own storage stay local.
+DuckDB only ever reads local files, so SQL needs no credentials or extensions. Only ``assets/``,
+``parts/`` (shard parts waiting to be combined) and ``handoff/`` (the small values steps hand each
+other, ``hm_assets/platform/handoff.py``) are shared; the ingest staging cache, DuckDB spill folders
+and Dagster's own storage stay local.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import fsspec
 
-SHARED_FOLDERS = ("assets", "parts")
+SHARED_FOLDERS = ("assets", "parts", "handoff")
 STAMPS = ".object-store"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+from collections.abc import Collection
 from pathlib import Path
 
 import dagster as dg
@@ -24,40 +24,6 @@ WEEK_OUTPUTS = {
     "submission": ".csv",
     "evaluation": ".json",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A local S3 (moto) on a loopback port, with dummy credentials in the usual AWS variables."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem().mkdir("hm-recs")
-    yield f"http://127.0.0.1:{port}"
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    server.stop()
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -111,16 +77,16 @@ def test_only_the_given_object_store_gets_an_output(object_store_uri, tmp_path, 
     assert shared.objects.exists(shared.asset_path("things", "shared"))
 
 
-def seed_object_store(source_home: Path, uri: str, week: str) -> None:
+def seed_object_store(source_home: Path, uri: str, week: str, left_out: Collection[str] = tuple(WEEK_OUTPUTS)) -> None:
     """The shared store as earlier runs left it: everything of the baseline except week W's outputs
-    from the candidates on."""
+    of the assets ``left_out`` (by default those from the candidates on)."""
     seeder_root = work_root().resolve()
     seeder = ObjectStore(uri, seeder_root)
     for path in sorted((source_home / "assets").rglob("*")):
         relative = path.relative_to(source_home)
         if not path.is_file() or path.name.startswith("."):
             continue
-        if relative.parts[1] in WEEK_OUTPUTS and path.stem == week:
+        if len(relative.parts) > 2 and relative.parts[1] in left_out and relative.parts[2].split(".")[0] == week:
             continue
         local = seeder_root / relative
         local.parent.mkdir(parents=True, exist_ok=True)

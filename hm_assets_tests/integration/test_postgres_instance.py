@@ -2,12 +2,13 @@
 steps in separate processes and its customers in several shards, gives the outputs of the plain
 in-process run, and every run and step event is in the database.
 
-The module starts its own PostgreSQL (Debian's initdb/pg_ctl, found under /usr/lib/postgresql/*/bin)
-in a temporary folder, listening on a free port of 127.0.0.1 only, as the `postgres` OS user when
-the tests run as root (PostgreSQL refuses to run as root), with password authentication. The
-Dagster instance uses the `storage:` section of deploy/dagster.yaml unchanged, its DAGSTER_PG_*
-variables pointing at that server, and the local DefaultRunLauncher. The tests skip only where the
-PostgreSQL server binaries are not installed; .ci/run installs them.
+The module starts its own PostgreSQL (the `postgres` fixture, hm_assets_tests/services.py: Debian's
+initdb/pg_ctl, found under /usr/lib/postgresql/*/bin) in a temporary folder, listening on a free port
+of 127.0.0.1 only, as the `postgres` OS user when the tests run as root (PostgreSQL refuses to run as
+root), with password authentication. The Dagster instance uses the `storage:` section of
+deploy/dagster.yaml unchanged, its DAGSTER_PG_* variables pointing at that server, and the local
+DefaultRunLauncher. The tests skip where the PostgreSQL server binaries are not installed, except
+under `make test` (HM_REQUIRE_SERVERS), whose scripts/system-packages installs them.
 
 The comparison baseline is test_reliability's plain run (in process, one process, an ephemeral
 instance, the default shard size) of the same tiny data in a home of its own.
@@ -15,28 +16,18 @@ instance, the default shard size) of the same tiny data in a home of its own.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import pwd
-import re
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pytest
 import yaml
 
-from hm_assets.platform.settings import PROJECT_ROOT
+from hm_assets_tests.services import DEPLOY_PROFILE, postgres_instance_home
 
-DEPLOY_PROFILE = PROJECT_ROOT / "deploy" / "dagster.yaml"
 SHARD_SIZE = 400  # the tiny preset's 1,500 customers in 4 shards
 COMPARED = ("candidates", "pair_features", "recommendations")
 
@@ -50,170 +41,6 @@ def weekly_recommendations_job() -> dg.JobDefinition:
     defs = build_definitions()
 
     return defs.resolve_job_def("weekly_recommendations")
-
-
-# --- a private PostgreSQL server ------------------------------------------------------------------
-
-
-def postgres_bin_dir() -> Path | None:
-    """Debian keeps the server binaries in /usr/lib/postgresql/<version>/bin (the newest is taken);
-    elsewhere they may be on PATH."""
-
-    def version(path: str) -> tuple[int, ...]:
-        found = re.search(r"/postgresql/([\d.]+)/", path)
-        return tuple(int(p) for p in found.group(1).split(".")) if found else (0,)
-
-    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
-    for initdb in reversed(initdbs):
-        folder = Path(initdb).parent
-        if (folder / "pg_ctl").exists() and (folder / "postgres").exists():
-            return folder
-    on_path = shutil.which("initdb")
-    if on_path and shutil.which("pg_ctl"):
-        return Path(on_path).resolve().parent
-    return None
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class PostgresServer:
-    bin_dir: Path
-    root: Path
-    port: int
-    user: str = "postgres"
-    password: str = "hm-recs-test"
-    database: str = "hm_dagster"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "server.log"
-
-    def run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """A server binary, as the `postgres` OS user when we are root."""
-        argv = [str(self.bin_dir / program), *args]
-        if os.geteuid() == 0:
-            argv = ["runuser", "-u", "postgres", "--", *argv] if shutil.which("runuser") else [
-                "su", "-s", "/bin/sh", "postgres", "-c", subprocess.list2cmdline(argv)
-            ]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        if check and done.returncode != 0:
-            server_log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-            raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}\n{server_log}")
-        return done
-
-    def init(self) -> None:
-        password_file = self.root / "password"
-        password_file.write_text(self.password + "\n")
-        self._give_to_postgres(password_file)
-        self.run(
-            "initdb", "-D", str(self.data_dir), "-U", self.user, f"--pwfile={password_file}",
-            "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync",
-        )
-
-    def start(self) -> None:
-        # Loopback only, the socket file in our folder, no fsync (a throw-away cluster).
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -F -c max_connections=100"
-        self.run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
-
-    def stop(self) -> None:
-        self.run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop", check=False)
-
-    def connect(self, database: str | None = None):
-        import psycopg2
-
-        return psycopg2.connect(
-            host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname=database or self.database
-        )
-
-    def create_database(self) -> None:
-        connection = self.connect("postgres")
-        try:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{self.database}"')
-        finally:
-            connection.close()
-
-    def environment(self) -> dict[str, str]:
-        """The variables deploy/dagster.yaml's storage section reads."""
-        return {
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PORT": str(self.port),
-            "DAGSTER_PG_USER": self.user,
-            "DAGSTER_PG_PASSWORD": self.password,
-            "DAGSTER_PG_DB": self.database,
-        }
-
-    def _give_to_postgres(self, path: Path) -> None:
-        if os.geteuid() == 0:
-            account = pwd.getpwnam("postgres")
-            os.chown(path, account.pw_uid, account.pw_gid)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> PostgresServer:
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        pytest.skip(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on PATH: "
-            "apt-get install postgresql (.ci/run does)"
-        )
-    root = Path(tempfile.mkdtemp(prefix="hm_recs_pg_"))
-    if os.geteuid() == 0:
-        try:
-            account = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail("running as root, but there is no `postgres` OS user to run the server as (Debian's postgresql package creates it)")
-        os.chown(root, account.pw_uid, account.pw_gid)
-    server = PostgresServer(bin_dir, root, free_loopback_port())
-    started = False
-    try:
-        server.init()
-        for attempt in range(3):  # the free port may be taken between the probe and the start
-            try:
-                server.start()
-                break
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-                server.port = free_loopback_port()
-        started = True
-        server.create_database()
-        saved = {name: os.environ.get(name) for name in server.environment()}
-        os.environ.update(server.environment())  # inherited by the step processes
-        try:
-            yield server
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-    finally:
-        if started or server.data_dir.exists():
-            server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def postgres_instance_home(folder: Path, *sections: str) -> Path:
-    """A DAGSTER_HOME whose dagster.yaml takes the named sections of deploy/dagster.yaml verbatim
-    (the storage always) and launches runs locally (DefaultRunLauncher)."""
-    deploy = yaml.safe_load(DEPLOY_PROFILE.read_text())
-    config = {"telemetry": {"enabled": False}, "storage": deploy["storage"]}
-    config.update({name: deploy[name] for name in sections})
-    config["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return folder
 
 
 def sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:

@@ -82,8 +82,9 @@ def week_hashes(home: Path, week: date | str, assets: list[str] | None = None) -
     }
 
 
-def project_defs(data_dir: Path, home: Path) -> dg.Definitions:
-    """The project's Definitions (whatever assets, checks and jobs they hold) bound to DATA_DIR and HOME."""
+def project_defs(data_dir: Path, home: Path, **store_settings) -> dg.Definitions:
+    """The project's Definitions (whatever assets, checks and jobs they hold) bound to DATA_DIR and HOME
+    (and other ``HMStore`` settings, e.g. ``customers_per_shard``)."""
     from hm_assets.definitions import build_definitions
 
     defs = build_definitions()
@@ -94,7 +95,7 @@ def project_defs(data_dir: Path, home: Path) -> dg.Definitions:
         jobs=defs.jobs,
         schedules=defs.schedules,
         sensors=defs.sensors,
-        resources={**(defs.resources or {}), "dataset": HMDataset(data_dir=str(data_dir)), "store": HMStore(home=str(home))},
+        resources={**(defs.resources or {}), "dataset": HMDataset(data_dir=str(data_dir)), "store": HMStore(home=str(home), **store_settings)},
     )
 
 

@@ -13,6 +13,9 @@ Two layers, as Dagster loads a dagster.yaml:
 
 The class checks need the `deploy` extra (dagster-k8s, dagster-celery); without it they skip,
 naming the missing package. dagster-postgres is in the `test` extra.
+
+The run-config profiles (deploy/celery-worker.yaml, deploy/k8s-job-executor.yaml) are validated as
+the run config of the project's weekly job built with that executor.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import importlib
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 from dagster._config import process_config, resolve_to_config_type
@@ -154,6 +158,64 @@ def test_celery_worker_config_is_the_celery_executor_config(deploy_env):
     config = get_validated_config(str(DEPLOY / "celery-worker.yaml"))
     assert config["broker"] == deploy_env["DAGSTER_CELERY_BROKER_URL"]
     assert config["backend"] == deploy_env["DAGSTER_CELERY_BACKEND_URL"]
+
+
+def weekly_job_with(executor_name: str) -> dg.JobDefinition:
+    """The weekly job of ``hm_assets.distributed`` (the code location on a cluster executor)."""
+    from hm_assets.distributed import build_distributed_definitions
+
+    return build_distributed_definitions(executor_name).resolve_job_def("weekly_recommendations")
+
+
+def test_the_weekly_job_runs_under_k8s_job_executor_handing_values_over_through_the_store(deploy_env):
+    """hm_assets.distributed with HM_STEP_EXECUTOR=k8s: the weekly job with every step in a pod of
+    its own, its executor configured by deploy/k8s-job-executor.yaml (valid against
+    k8s_job_executor's schema), and no step needs a disk another step wrote: the only values that
+    pass between steps (the customer shards' work orders and counts) go through the store's handoff
+    IO manager, which the object store shares (hm_assets/platform/handoff.py); every other input is
+    a Nothing dependency and every asset reads its upstream files through the store itself."""
+    from dagster._core.execution.api import create_execution_plan
+
+    from hm_assets.platform.handoff import HANDOFF_IO_MANAGER_KEY, handoff_io_manager
+
+    import_or_skip("dagster_k8s")
+    job = weekly_job_with("k8s")
+    block = yaml.safe_load((DEPLOY / "k8s-job-executor.yaml").read_text())["execution"]["config"]
+    config = dg.validate_run_config(job, {})["execution"]["k8s"]  # a run needs no execution config
+    assert config["job_namespace"] == deploy_env["DAGSTER_K8S_NAMESPACE"]
+    assert config["max_concurrent"] == block["max_concurrent"] and "HM_OBJECT_STORE" in config["env_vars"]
+    assert dg.validate_run_config(job, {"execution": {"config": {"max_concurrent": 4}}})["execution"]["k8s"]["max_concurrent"] == 4
+    assert create_execution_plan(job, {}).step_keys_to_execute
+
+    ops = {op.name: op for op in job.graph.iterate_op_defs()}
+    sharded = sorted(name.removesuffix("_shard") for name in ops if name.endswith("_shard"))
+    assert sharded == ["candidates", "pair_features", "recommendations"]
+    value_inputs = {(name, i.name) for name, op in ops.items() for i in op.input_defs if not i.dagster_type.is_nothing}
+    assert value_inputs == {(f"{a}_shard", "task") for a in sharded} | {(f"{a}_combine", "summaries") for a in sharded}
+    for asset in sharded:
+        for op in (ops[f"{asset}_plan"], ops[f"{asset}_shard"]):
+            assert [out.io_manager_key for out in op.output_defs] == [HANDOFF_IO_MANAGER_KEY]
+    assert job.resource_defs[HANDOFF_IO_MANAGER_KEY] is handoff_io_manager
+
+
+def test_the_celery_executor_is_configured_by_the_workers_file(deploy_env):
+    """hm_assets.distributed with HM_STEP_EXECUTOR=celery: the executor
+    (hm_assets.platform.celery_executor.celery_executor) takes deploy/celery-worker.yaml's block, the
+    workers' own config, with the settings its lost-worker retry relies on (task_track_started; no
+    late acknowledgement, no prefetched task); a run may lay its own settings over it."""
+    import_or_skip("dagster_celery")
+    from hm_assets.platform.celery_executor import celery_executor
+
+    job = weekly_job_with("celery")
+    config = dg.validate_run_config(job, {})["execution"][celery_executor.name]
+    assert (config["broker"], config["backend"]) == (deploy_env["DAGSTER_CELERY_BROKER_URL"], deploy_env["DAGSTER_CELERY_BACKEND_URL"])
+    celery_settings = config["config_source"]
+    assert celery_settings["task_track_started"] is True and celery_settings["task_acks_late"] is False
+    assert celery_settings["worker_prefetch_multiplier"] == 1 and celery_settings["worker_disable_prefetch"] is True
+    watched = {"execution": {"config": {"worker_watch": {"ping_interval_seconds": 2.0}}}}
+    assert dg.validate_run_config(job, watched)["execution"]["celery"]["worker_watch"]["ping_interval_seconds"] == 2.0
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.validate_run_config(job, {"execution": {"config": {"worker_wacth": {}}}})
 
 
 # The checks above are not vacuous: the same functions reject the mistakes one would make.
