@@ -314,7 +314,10 @@ def running_s3(bucket: str = "hm-recs") -> Iterator[str]:
             import s3fs
 
             s3fs.S3FileSystem.clear_instance_cache()
-            s3fs.S3FileSystem().mkdir(bucket)
+            s3 = s3fs.S3FileSystem()
+            # moto keeps its buckets per process, not per server: an earlier module's may be there.
+            if not s3.exists(bucket):
+                s3.mkdir(bucket)
             yield endpoint
     finally:
         server.stop()

@@ -96,10 +96,11 @@ def week() -> Week:
     selection = recommendation_path_keys(defs)
     names = [key.to_user_string() for key in selection]
     remove_week_outputs(reference, base.week.isoformat(), names)
-    runner = PipelineRunner(defs, dg.DagsterInstance.ephemeral(), FAST)
-    started = time.monotonic()
-    runner.materialize_week(base.week, selection)
-    seconds = time.monotonic() - started
+    with dg.DagsterInstance.ephemeral() as instance:
+        runner = PipelineRunner(defs, instance, FAST)
+        started = time.monotonic()
+        runner.materialize_week(base.week, selection)
+        seconds = time.monotonic() - started
     print(f"\nweek {base.week}, {len(selection)} assets, in this process, shards of {SHARD_SIZE}: {seconds:.1f} s")
     return Week(base.week, selection, runner.run_config_for(selection), reference, seconds, base.home)
 
