@@ -11,7 +11,7 @@ broker and the database. This process only orchestrates: the weekly job of hm_as
 executor (hm_assets.platform.celery_executor.celery_executor) takes the workers' file
 deploy/celery-worker.yaml, sends every step to the broker.
 
-The object store starts as earlier runs left it (test_reliability's baseline minus every output of
+The object store starts as earlier runs left it (the session's baseline, hm_assets_tests/baseline.py, minus every output of
 the week's selection). The reference is the same week run in this process, one step after another,
 with the same customer shards, into a local home: the celery run's outputs must be the same bytes.
 The second test kills one worker (SIGKILL, its whole process tree) in the middle of a shard step;
@@ -56,10 +56,10 @@ CELERY_WORKER = "Celery worker"  # dagster_celery's engine event names the worke
 class Week:
     week: date
     selection: list[dg.AssetKey]
-    run_config: dict  # the ops' config (test_reliability's quick models), as the baseline ran
+    run_config: dict  # the ops' config (the baseline's quick models), as the baseline ran
     reference: Path  # the week run in this process with the same shards: a local home
     reference_seconds: float
-    baseline: Path  # the home the earlier weeks come from (test_reliability's baseline)
+    baseline: Path  # the home the earlier weeks come from (the session's baseline)
 
     @property
     def key(self) -> str:
@@ -88,7 +88,7 @@ def remove_week_outputs(home: Path, week: str, assets: list[str]) -> None:
 def week() -> Week:
     """The week after the baseline's prerequisites, and the single-process reference of it."""
     from hm_assets.defs.runner import PipelineRunner
-    from hm_assets_tests.integration.test_reliability import FAST, baseline, project_defs, recommendation_path_keys
+    from hm_assets_tests.baseline import FAST, baseline, project_defs, recommendation_path_keys
 
     base = baseline()
     reference = base.copy_home()
@@ -110,7 +110,7 @@ def cluster(week, postgres, redis_server, s3_endpoint, tmp_path_factory):
     from dagster_celery.executor import CeleryExecutor
     from dagster_celery.make_app import make_app
 
-    from hm_assets_tests.integration.test_object_store import seed_object_store
+    from hm_assets_tests.baseline import seed_object_store
 
     root = tmp_path_factory.mktemp("celery")
     object_store = f"s3://hm-recs/{root.name}"

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import dagster as dg
 
 from hm_assets.platform import guards
 from hm_assets.platform.settings import LOCAL_INSTANCE_CONFIG
-from hm_assets_tests.integration.test_reliability import (
+from hm_assets_tests.baseline import (
     FAST,
     baseline,
     child_failure,

@@ -18,7 +18,7 @@ import pytest
 
 from hm_assets.defs.resources import HMDataset, HMStore
 from hm_assets.platform.weeks import WEEK
-from hm_assets_tests.integration.test_reliability import (
+from hm_assets_tests.baseline import (
     Baseline,
     World,
     baseline,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection
 from pathlib import Path
 
 import dagster as dg
@@ -13,9 +12,8 @@ import pandas as pd
 import pytest
 
 from hm_assets.defs.resources import HMDataset, HMStore
-from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.store import atomic_path
-from hm_assets_tests.integration.test_reliability import baseline, work_root
+from hm_assets_tests.baseline import baseline, seed_object_store, work_root
 
 WEEK_OUTPUTS = {
     "candidates": ".parquet",
@@ -77,23 +75,6 @@ def test_only_the_given_object_store_gets_an_output(object_store_uri, tmp_path, 
     assert shared.objects.exists(shared.asset_path("things", "shared"))
 
 
-def seed_object_store(source_home: Path, uri: str, week: str, left_out: Collection[str] = tuple(WEEK_OUTPUTS)) -> None:
-    """The shared store as earlier runs left it: everything of the baseline except week W's outputs
-    of the assets ``left_out`` (by default those from the candidates on)."""
-    seeder_root = work_root().resolve()
-    seeder = ObjectStore(uri, seeder_root)
-    for path in sorted((source_home / "assets").rglob("*")):
-        relative = path.relative_to(source_home)
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        if len(relative.parts) > 2 and relative.parts[1] in left_out and relative.parts[2].split(".")[0] == week:
-            continue
-        local = seeder_root / relative
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(path.read_bytes())
-        seeder.upload(local)
-
-
 def materialize_on_node(assets: list[str], week: str, uri: str, data_dir: str, customers_per_shard: int) -> Path:
     from hm_assets.definitions import build_definitions
 
@@ -115,7 +96,7 @@ def materialize_on_node(assets: list[str], week: str, uri: str, data_dir: str, c
 def test_a_week_split_over_nodes_through_the_object_store_matches_one_node(object_store_uri):
     base = baseline()
     week = base.week.isoformat()
-    seed_object_store(base.home, object_store_uri, week)
+    seed_object_store(base.home, object_store_uri, week, tuple(WEEK_OUTPUTS))
     data_dir = os.environ["HM_DATA_DIR"]
 
     # Node A: the filtered union and the pair features, in 4+ customer shards.

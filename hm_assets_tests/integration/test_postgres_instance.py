@@ -10,7 +10,7 @@ deploy/dagster.yaml unchanged, its DAGSTER_PG_* variables pointing at that serve
 DefaultRunLauncher. The tests skip where the PostgreSQL server binaries are not installed, except
 under `make test` (HM_REQUIRE_SERVERS), whose scripts/system-packages installs them.
 
-The comparison baseline is test_reliability's plain run (in process, one process, an ephemeral
+The comparison baseline is the session's baseline run (hm_assets_tests/baseline.py) (in process, one process, an ephemeral
 instance, the default shard size) of the same tiny data in a home of its own.
 """
 
@@ -83,7 +83,7 @@ def test_deploy_profile_opens_on_postgres_with_its_queue_and_pools(postgres, tmp
 
 def test_a_week_on_postgres_with_the_multiprocess_executor_matches_the_plain_run(postgres, tmp_path):
     from hm_assets.defs.runner import PipelineRunner, training_side_keys
-    from hm_assets_tests.integration.test_reliability import (
+    from hm_assets_tests.baseline import (
         FAST,
         baseline,
         copy_catalogue,
