@@ -477,7 +477,7 @@ class OnDemandRecommender:
             timings["prepare"] = time.perf_counter() - started
             ctx = RetrievalContext(
                 con=cur, cutoff=self.cutoff, week_key=self.week,
-                customer_keys=np.asarray([who.key], dtype=np.int64), inputs=self.inputs, log=log,
+                customer_keys=np.asarray([who.key], dtype=np.int64), inputs=self.inputs, log=log, shared={},
             )
             sources = {}
             for retriever in self.retrievers:

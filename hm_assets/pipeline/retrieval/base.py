@@ -58,6 +58,10 @@ class RetrievalContext:
     inputs: dict[str, Path] = field(default_factory=dict)
     seed: int = 0
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("hm_assets.pipeline.retrieval"))
+    # Online one context serves every retriever of a call: frames several of them ask for with the
+    # same arguments are kept here and computed once. None (the batch, where each retriever is a step
+    # of its own over every customer): nothing is kept, which would only hold memory.
+    shared: dict[tuple, pd.DataFrame] | None = field(default=None, repr=False, compare=False)
 
     def lookback_start(self, weeks: int) -> date:
         return self.cutoff - pd.Timedelta(days=7 * weeks).to_pytimedelta()
@@ -70,7 +74,17 @@ STATE_SUFFIX = ".state.pkl"
 
 def recent_purchase_seeds(ctx: RetrievalContext, lookback_weeks: int, per_customer: int) -> pd.DataFrame:
     """customer_key, article_id, days_ago: each customer's most recent distinct purchases in the
-    lookback window (at most ``per_customer``) — the seeds of the similarity retrievers."""
+    lookback window (at most ``per_customer``) — the seeds of the similarity retrievers (kept in
+    ``ctx.shared`` when it is given; callers get their own copy)."""
+    if ctx.shared is None:
+        return _recent_purchase_seeds(ctx, lookback_weeks, per_customer)
+    key = ("recent_purchase_seeds", lookback_weeks, per_customer)
+    if key not in ctx.shared:
+        ctx.shared[key] = _recent_purchase_seeds(ctx, lookback_weeks, per_customer)
+    return ctx.shared[key].copy()
+
+
+def _recent_purchase_seeds(ctx: RetrievalContext, lookback_weeks: int, per_customer: int) -> pd.DataFrame:
     return ctx.con.execute(
         """
         SELECT customer_key, article_id, ($cutoff::DATE - last_day) AS days_ago
