@@ -27,7 +27,6 @@ import dataclasses
 import pickle
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
+from hm_assets.platform.beta_apis import beta_apis
 from hm_assets.platform.handoff import HANDOFF_IO_MANAGER_KEY, handoff_io_manager, remove_handoffs
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.progress import Progress, duration
@@ -259,10 +259,7 @@ def sharded_asset(
         tasks = plan(**upstream)
         return combine(tasks.map(shard_step).collect())
 
-    # `resource_defs` on a graph asset is beta in Dagster 1.13: its notice is silenced here, for it
-    # alone, as hm_assets/defs/beta_apis.py does for the code location's other beta APIs.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=dg.BetaWarning, message=r"Parameter `resource_defs` of static method")
+    with beta_apis():  # resource_defs on a graph asset
         return dg.graph_asset(
             compose,
             name=name,

@@ -292,9 +292,6 @@ class ComputedLists:
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 class WeekState:
     """Everything the service answers from for one week; ``online`` is the one part that changes."""

@@ -4,7 +4,7 @@
 import dagster as dg
 import duckdb
 
-from hm_assets.defs.beta_apis import beta_apis
+from hm_assets.platform.beta_apis import beta_apis
 from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.evaluation.quality_checks import duplicate_pairs, leakage_problems, recommendation_problems
@@ -46,7 +46,7 @@ def no_feature_from_target_week(context: dg.AssetCheckExecutionContext, store: H
 
 def asset_checks(weeks: WeekPartitions) -> list[dg.AssetChecksDefinition]:
     """The blocking checks of the weekly assets, per week."""
-    with beta_apis():  # partitioned asset checks (hm_assets/defs/beta_apis.py)
+    with beta_apis():  # partitioned asset checks (hm_assets/platform/beta_apis.py)
         return [
             dg.asset_check(asset="recommendations", partitions_def=weeks.weekly, blocking=True)(
                 twelve_known_articles_for_every_customer

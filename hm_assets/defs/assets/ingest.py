@@ -4,7 +4,7 @@
 import pandas as pd
 import dagster as dg
 
-from hm_assets.defs.beta_apis import beta_apis
+from hm_assets.platform.beta_apis import beta_apis
 from hm_assets.pipeline.ingest.ingest import (
     catalogue_images,
     normalised_articles,

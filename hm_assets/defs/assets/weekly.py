@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from hm_assets.defs.beta_apis import week_window
+from hm_assets.platform.beta_apis import week_window
 from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.platform.history import WeekView, open_week, register_parquet

@@ -6,7 +6,9 @@ they are built:
 - ``allow_nonexistent_upstream_partitions`` on the weekly partition mappings: week W reads every
   earlier week, also those before the data starts;
 - ``backfill_policy`` on ``transactions``: a range of weeks is ingested in one run;
-- ``partitions_def`` on asset checks: the weekly assets' checks are per week.
+- ``partitions_def`` on asset checks: the weekly assets' checks are per week;
+- ``resource_defs`` on the sharded (graph) assets: their handoff IO manager travels with them
+  (``hm_assets/platform/fanout.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ NOTICES = (
     (dg.BetaWarning, r"Parameter `allow_nonexistent_upstream_partitions` of initializer"),
     (dg.BetaWarning, r"Parameter `backfill_policy` of function `asset`"),
     (dg.PreviewWarning, r"Specifying a partitions_def on an AssetCheckSpec"),
+    (dg.BetaWarning, r"Parameter `resource_defs` of static method"),
 )
 
 
