@@ -10,7 +10,7 @@ ranker/oracle, the recall of the truth and the share of the oracle's top-12 held
 retrievers, after the rules and the cap, and by the ranker's 12.
 
     python benchmarks/bench_quality.py [--worlds world-loyal world-trends ...] [--seeds 0 1] \\
-        [--root /tmp/hm_quality] [--end-date 2026-11-24] [--out quality.md] [--keep-homes]
+        [--root /tmp/hm_quality] [--end-date 2026-11-24] [--out quality.md] [--keep-homes | --reuse-homes]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def ranking_ceiling(home: Path, data_dir: Path, week: str) -> float:
     return map_at_k(combined, truth)
 
 
-def run_world(world: str, seed: int, root: Path, end_date: str, keep_home: bool) -> dict:
+def run_world(world: str, seed: int, root: Path, end_date: str, keep_home: bool, reuse_home: bool = False) -> dict:
     data_dir = root / f"{world}-seed{seed}"
     home = root / f"home-{world}-seed{seed}"
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_NUM_THREADS": "1"}
@@ -93,7 +93,8 @@ def run_world(world: str, seed: int, root: Path, end_date: str, keep_home: bool)
     if not (data_dir / "oracle.csv").exists():
         subprocess.run([tool("hm-synth"), str(data_dir), "--preset", world, "--seed", str(seed), "--end-date", end_date, "-q"],
                        check=True, env=env)
-    shutil.rmtree(home, ignore_errors=True)
+    if not reuse_home:
+        shutil.rmtree(home, ignore_errors=True)
     started = time.perf_counter()
     log = root / f"{world}-seed{seed}.log"
     with open(log, "w") as fh:
@@ -122,7 +123,7 @@ def run_world(world: str, seed: int, root: Path, end_date: str, keep_home: bool)
     for name, value in metrics.items():
         if name.startswith("oracle_recall_") and name[len("oracle_recall_"):] in singles:
             row[name] = value
-    if not keep_home:
+    if not (keep_home or reuse_home):
         shutil.rmtree(home, ignore_errors=True)
     return row
 
@@ -153,6 +154,9 @@ def main() -> int:
     parser.add_argument("--end-date", default=None, help="the data's last day, a Tuesday (default: the most recent one)")
     parser.add_argument("--out", help="also write the Markdown record here")
     parser.add_argument("--keep-homes", action="store_true", help="keep each run's HM_HOME")
+    parser.add_argument("--reuse-homes", action="store_true",
+                        help="run in each world's HM_HOME left by an earlier --keep-homes run (kept again): the catalogue's "
+                             "embeddings come from its cache, every week the run plans is rebuilt; same outputs, shorter runs")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the rows of runs already finished under --root (quality.jsonl) with the same code")
     args = parser.parse_args()
@@ -172,7 +176,7 @@ def main() -> int:
     rows = []
     for world in args.worlds:
         for seed in args.seeds:
-            row = done.get((world, seed)) or run_world(world, seed, root, end_date, args.keep_homes)
+            row = done.get((world, seed)) or run_world(world, seed, root, end_date, args.keep_homes, args.reuse_homes)
             rows.append(row)
             if (world, seed) not in done:
                 with open(finished, "a") as fh:
@@ -185,7 +189,7 @@ def main() -> int:
     text = "\n".join([
         f"Machine: {header}",
         f"Command: python benchmarks/bench_quality.py --worlds {' '.join(args.worlds)} --seeds "
-        f"{' '.join(map(str, args.seeds))} --end-date {end_date}",
+        f"{' '.join(map(str, args.seeds))} --end-date {end_date}" + (" --reuse-homes" if args.reuse_homes else ""),
         f"Wall time: {time.perf_counter() - started:.0f} s for {len(rows)} runs of `hm-recs run` with defaults",
         "",
         markdown(table),

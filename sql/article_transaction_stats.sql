@@ -19,12 +19,21 @@ SELECT t.article_id,
 FROM transactions t
 LEFT JOIN customers c USING (customer_key)
 GROUP BY t.article_id
+),
+-- basics are bought again by the same people: the share of the article's buyers who bought it on
+-- more than one day
+rebuy AS (
+    SELECT article_id, CAST(avg(CASE WHEN days > 1 THEN 1.0 ELSE 0.0 END) AS FLOAT) AS rebuy_rate
+    FROM (SELECT article_id, customer_key, count(DISTINCT t_dat) AS days FROM transactions GROUP BY ALL)
+    GROUP BY article_id
 )
 -- where the article stands among its department's and its product type's sales of the last week
 SELECT s.*,
+       r.rebuy_rate,
        CAST(s.sales_1w / nullif(sum(s.sales_1w) OVER (PARTITION BY a.department_no), 0) AS FLOAT) AS department_share_1w,
        CAST(rank() OVER (PARTITION BY a.department_no ORDER BY s.sales_1w DESC) AS INTEGER) AS department_rank_1w,
        CAST(s.sales_1w / nullif(sum(s.sales_1w) OVER (PARTITION BY a.product_type_no), 0) AS FLOAT) AS type_share_1w
 FROM stats s
+JOIN rebuy r USING (article_id)
 JOIN articles a USING (article_id)
 ORDER BY s.article_id

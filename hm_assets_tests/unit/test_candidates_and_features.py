@@ -93,7 +93,7 @@ def test_cap_per_customer_prefers_best_rank(world, tmp_path):
 def test_pair_features_preference_share_is_hand_computed(world, tmp_path):
     articles, customers, txns = world
     con = week_connection(txns, articles, customers, CUTOFF)
-    source = write(candidates_frame([(7, 2, 1.0, 1), (7, 3, 0.5, 2)]), tmp_path / "a.parquet")
+    source = write(candidates_frame([(7, 2, 1.0, 1), (7, 3, 0.5, 2), (7, 1, 0.3, 3)]), tmp_path / "a.parquet")
     build_union(con, {"retr": source})
     con.execute("CREATE TABLE candidates AS SELECT * FROM union_candidates")
     pairs = con.sql(load_sql("pair_features"), params={"cutoff": CUTOFF}).df().set_index("article_id")
@@ -108,6 +108,14 @@ def test_pair_features_preference_share_is_hand_computed(world, tmp_path):
     # article 3 sold at 0.03 once and 0.02 three times (median 0.02); customer 7's median paid is 0.02
     assert pairs.loc[3, "price_vs_customer_median"] == pytest.approx(1.0, rel=1e-3)
     assert pairs.loc[3, "price_vs_customer_max"] == pytest.approx(0.02 / 0.03, rel=1e-3)
+    # purchases since: article 3 was customer 7's last purchase, article 1 came one purchase before it;
+    # every article here is one product (the builder's default product code)
+    assert pairs.loc[3, "items_since_bought_article"] == 0 and pairs.loc[1, "items_since_bought_article"] == 1
+    assert pd.isna(pairs.loc[2, "items_since_bought_article"]) and pairs.loc[2, "items_since_bought_product"] == 0
+    # buyers who bought the article on more than one day: article 1 both (7 and 9), article 3 one of two (9)
+    assert pairs.loc[1, "rebuy_rate"] == pytest.approx(1.0) and pairs.loc[3, "rebuy_rate"] == pytest.approx(0.5)
+    # every article sells at its type's median price, as customer 7 pays: no gap to the usual level
+    assert pairs.loc[3, "price_level_gap"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_leakage_check_fails_on_a_planted_leak(world, tmp_path):

@@ -21,6 +21,8 @@ from hm_assets.pipeline.features.taste import (
     article_taste,
     customer_taste,
     register_taste,
+    taste_clusters,
+    taste_table,
     vectors_of,
 )
 from hm_assets_tests.builders import articles_frame, customers_frame, retrieval_context, transactions_frame, week_connection
@@ -31,12 +33,10 @@ VECTORS = {1: [1.0, 0.0], 2: [0.6, 0.8], 3: [0.0, 1.0]}
 
 
 def hand_made_taste() -> pa.Table:
-    return pa.table(
-        {
-            "article_id": pa.array(list(VECTORS), pa.int32()),
-            "vector": pa.array([VECTORS[a] for a in VECTORS], VECTOR_TYPE),
-        }
-    )
+    ids = np.array(list(VECTORS), dtype=np.int32)
+    table = taste_table(ids, np.array([VECTORS[a] for a in VECTORS], dtype=np.float32), np.zeros(len(ids)), seed=0)
+    assert sorted(np.asarray(table.column("taste_cluster_16")).tolist()) == [0, 1, 2]  # one cluster each
+    return table
 
 
 @pytest.fixture
@@ -88,6 +88,8 @@ def test_pair_features_hold_the_cosine_with_the_customers_taste(con):
     assert pairs.loc[(7, 2), "taste_long"] == pytest.approx(float(expected_profile(LONG_HALF_LIFE_DAYS) @ VECTORS[2]), abs=1e-6)
     assert pairs.loc[(7, 2), "taste_recent"] == pytest.approx(float(expected_profile(RECENT_HALF_LIFE_DAYS) @ VECTORS[2]), abs=1e-6)
     assert pd.isna(pairs.loc[(7, 4), "taste_long"])  # an article without a vector
+    # three vectors, three taste clusters: customer 7 bought article 1 three times and article 3 once
+    assert pairs.loc[(7, 2), "pref_taste_cluster_16"] == 0.0 and pd.isna(pairs.loc[(7, 4), "pref_taste_cluster_16"])
     assert pd.isna(pairs.loc[(8, 2), "taste_long"])  # a customer without a taste
 
 
@@ -107,3 +109,33 @@ def test_article_taste_is_unit_length_and_reproducible():
     within = vectors[0] @ vectors[1]
     across = vectors[0] @ vectors[4]
     assert within > across
+
+
+def test_taste_clusters_find_the_groups_and_each_article_s_share_of_its_cluster():
+    rng = np.random.default_rng(3)
+    # three tight groups of unit vectors around orthogonal directions
+    centres = np.eye(3)
+    vectors = np.concatenate([centres[g] + rng.normal(0, 0.05, (20, 3)) for g in range(3)])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = taste_clusters(vectors.astype(np.float32), 3, seed=0)
+    assert labels.tolist() == taste_clusters(vectors.astype(np.float32), 3, seed=0).tolist()
+    for g in range(3):  # each group is one cluster, and the clusters differ
+        assert len(set(labels[g * 20:(g + 1) * 20].tolist())) == 1
+    assert len(set(labels.tolist())) == 3
+    # last week's sales: two articles of group 0; every other article sold nothing
+    sales = np.zeros(60)
+    sales[0], sales[1] = 1.0, 3.0
+    table = taste_table(np.arange(60, dtype=np.int32), vectors.astype(np.float32), sales, seed=0)
+    for k in (16, 64):
+        cluster = np.asarray(table.column(f"taste_cluster_{k}"))
+        share = table.column(f"taste_cluster_{k}_share_1w").to_pylist()
+        assert cluster.max() < k and len(set(cluster[:20].tolist()) & set(cluster[20:].tolist())) == 0
+        for article in range(60):
+            sold = sales[cluster == cluster[article]].sum()
+            if sold == 0:  # its cluster sold nothing: no share
+                assert share[article] is None
+            else:
+                assert share[article] == pytest.approx(sales[article] / sold)
+    # the share is a share: over a cluster that sold, it sums to 1
+    shares16 = pd.Series(table.column("taste_cluster_16_share_1w").to_pylist(), dtype=float)
+    assert shares16.groupby(np.asarray(table.column("taste_cluster_16"))).sum().max() == pytest.approx(1.0)

@@ -8,6 +8,12 @@ and is computed the same way for one customer online as for every customer in th
 The pair features then hold, for every candidate, the cosine of the article's vector with the
 customer's long-term and recent taste: a dense taste signal where a retriever's score exists only
 for its own candidates.
+
+The vectors are also grouped into taste clusters (spherical k-means at two granularities) with each
+article's share of its cluster's sales in the last week: the pair features then say how much of a
+customer's history falls in the candidate's cluster and how much of that cluster's demand the
+candidate takes, the two factors of a purchase that is "something in my style, among what is
+selling in it now".
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistor
 LONG_HALF_LIFE_DAYS = 56.0
 RECENT_HALF_LIFE_DAYS = 7.0
 VECTOR_TYPE = pa.list_(pa.float32())
+# Taste clusters per article at two granularities (k of the spherical k-means).
+CLUSTER_SIZES = (16, 64)
+KMEANS_ITERATIONS = 30
 # The customers whose taste the pair features need: those of the `candidates` view.
 CANDIDATE_CUSTOMERS = "SELECT DISTINCT customer_key FROM candidates"
 
@@ -51,19 +60,68 @@ def vector_column(vectors: np.ndarray) -> pa.Array:
 
 
 def no_article_taste() -> pa.Table:
-    return pa.table({"article_id": pa.array([], pa.int32()), "vector": pa.array([], VECTOR_TYPE)})
+    return taste_table(np.zeros(0, np.int32), np.zeros((0, 1), np.float32), np.zeros(0), seed=0)
+
+
+def taste_clusters(vectors: np.ndarray, k: int, seed: int, iterations: int = KMEANS_ITERATIONS) -> np.ndarray:
+    """Spherical k-means of unit vectors: each row's cluster (0..k-1). Seeded, so a week's clusters
+    are the same in every run."""
+    n = len(vectors)
+    k = min(k, n)
+    if k <= 1:
+        return np.zeros(n, dtype=np.int16)
+    rng = np.random.default_rng(seed)
+    centres = vectors[rng.choice(n, k, replace=False)].astype(np.float64)
+    labels = np.zeros(n, dtype=np.int64)
+    for _ in range(iterations):
+        new_labels = np.argmax(vectors @ centres.T, axis=1)
+        if _ and np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        sums = np.asarray(sp.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n)) @ vectors, dtype=np.float64)
+        counts = np.bincount(labels, minlength=k)
+        # an emptied cluster restarts at the row its centre explains worst
+        for empty in np.flatnonzero(counts == 0):
+            worst = int(np.argmin((vectors * centres[labels]).sum(axis=1)))
+            sums[empty] = vectors[worst]
+            labels[worst] = empty
+        centres, _usable = _unit_rows(sums)
+        centres = centres.astype(np.float64)
+    return labels.astype(np.int16)
+
+
+def taste_table(ids: np.ndarray, vectors: np.ndarray, sales_1w: np.ndarray, seed: int) -> pa.Table:
+    """``article_taste``: article_id, vector, and per granularity k the article's taste cluster
+    (``taste_cluster_<k>``) and its share of that cluster's sales in the last week
+    (``taste_cluster_<k>_share_1w``, null when the cluster sold nothing)."""
+    columns: dict[str, pa.Array] = {"article_id": pa.array(ids, pa.int32()), "vector": vector_column(vectors)}
+    for k in CLUSTER_SIZES:
+        labels = taste_clusters(vectors, k, seed)
+        totals = np.bincount(labels, weights=sales_1w, minlength=k) if len(labels) else np.zeros(0)
+        total = totals[labels] if len(labels) else np.zeros(0)
+        share = np.divide(sales_1w, total, out=np.zeros(len(labels)), where=total > 0)
+        columns[f"taste_cluster_{k}"] = pa.array(labels, pa.int16())
+        columns[f"taste_cluster_{k}_share_1w"] = pa.array(share.astype(np.float32), pa.float32(), mask=total <= 0)
+    return pa.table(columns)
 
 
 def article_taste(ctx: RetrievalContext, config: PurchaseHistoryConfig | None = None) -> pa.Table:
-    """(article_id, vector): unit ALS factor vectors of the articles bought in the matrix window
-    before the cut-off. Empty when fewer than two articles were bought."""
+    """``taste_table`` of the articles bought in the matrix window before the cut-off: unit ALS
+    factor vectors, taste clusters and last week's share of them. Empty when fewer than two
+    articles were bought."""
     config = config or PurchaseHistoryConfig()
     matrix = purchase_matrix(ctx, config)
     if matrix["article_id"].nunique() < 2:
         return no_article_taste()
     ids, vectors = article_factors(matrix, config, ctx.seed)
     vectors, usable = _unit_rows(vectors)
-    return pa.table({"article_id": pa.array(ids[usable], pa.int32()), "vector": vector_column(vectors[usable])})
+    ids = ids[usable]
+    sold = ctx.con.execute(
+        "SELECT article_id, count(*) AS n FROM transactions WHERE t_dat >= $start AND t_dat < $cutoff GROUP BY 1",
+        {"start": ctx.lookback_start(1), "cutoff": ctx.cutoff},
+    ).df()
+    sales_1w = pd.Series(sold["n"].to_numpy(np.float64), index=sold["article_id"].to_numpy()).reindex(ids).fillna(0.0)
+    return taste_table(ids, vectors[usable], sales_1w.to_numpy(), ctx.seed)
 
 
 def vectors_of(articles: pa.Table) -> tuple[np.ndarray, np.ndarray]:
