@@ -16,7 +16,6 @@ from hm_assets.pipeline.features.taste import (
     CANDIDATE_CUSTOMERS,
     LONG_HALF_LIFE_DAYS,
     RECENT_HALF_LIFE_DAYS,
-    VECTOR_TYPE,
     ArticleTaste,
     article_taste,
     customer_taste,

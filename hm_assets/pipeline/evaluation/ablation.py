@@ -140,13 +140,16 @@ def compared(full: np.ndarray, without: np.ndarray) -> dict:
     }
 
 
-def feature_ablation(store: HMStore, week: str, groups: dict[str, list[str]], seeds: Sequence[int] = (0,)) -> pd.DataFrame:
+def feature_ablation(
+    store: HMStore, week: str, groups: dict[str, list[str]], seeds: Sequence[int] = (0,), training_weeks: int | None = None
+) -> pd.DataFrame:
     """Per named group of pair features: MAP@12 of ``week`` with the ranker retrained (per seed) on
-    the stored pair features of its training weeks with and without those columns. Reads the
-    pipeline's outputs only; nothing upstream of the ranker is rebuilt."""
-    weeks = ranker.labelled_weeks(store, week, RANKER.training_weeks)
-    if len(weeks) < RANKER.training_weeks:
-        raise ValueError(f"{week} needs pair features and transactions of {RANKER.training_weeks} earlier weeks; found {weeks}")
+    the stored pair features of its training weeks (default: the pipeline's number) with and without
+    those columns. Reads the pipeline's outputs only; nothing upstream of the ranker is rebuilt."""
+    wanted = training_weeks or RANKER.training_weeks
+    weeks = ranker.labelled_weeks(store, week, wanted)
+    if len(weeks) < wanted:
+        raise ValueError(f"{week} needs pair features and transactions of {wanted} earlier weeks; found {weeks}")
     truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
     con = store.connect()
     con.register("truth_rows", truth)
@@ -178,7 +181,9 @@ def feature_ablation(store: HMStore, week: str, groups: dict[str, list[str]], se
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--week", action="append", required=True)
-    parser.add_argument("--training-weeks", type=int, default=2)
+    parser.add_argument("--training-weeks", type=int, default=None,
+                        help="labelled weeks before each --week the rankers learn from (default: 2 for retrievers, "
+                             "the pipeline's number for --features)")
     parser.add_argument("--home", default=os.environ.get("HM_HOME", ""))
     parser.add_argument("--seeds", type=int, default=1, help="ranker seeds per configuration (MAP averaged)")
     parser.add_argument(
@@ -201,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seeds))
     if args.features:
         feature_groups = {label: members.split(",") for label, members in (g.split("=", 1) for g in args.features)}
-        table = pd.concat([feature_ablation(store, w, feature_groups, seeds) for w in args.week])
+        table = pd.concat([feature_ablation(store, w, feature_groups, seeds, args.training_weeks) for w in args.week])
     else:
-        table = pd.concat([ablation(store, w, retriever_names(), args.training_weeks, keys, groups, seeds) for w in args.week])
+        training_weeks = args.training_weeks or 2
+        table = pd.concat([ablation(store, w, retriever_names(), training_weeks, keys, groups, seeds) for w in args.week])
     text = table.to_markdown(index=False, floatfmt=".5f")
     print(text)
     if args.out:
