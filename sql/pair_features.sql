@@ -1,7 +1,7 @@
 -- Pair features for every surviving (customer, candidate article) of the week.
 -- Inputs: the view `candidates` (customer_key, article_id, score_<retriever>, rank_<retriever>,
 -- n_retrievers, best_rank), the week's history `transactions`, `articles`, the four feature
--- tables and the taste vectors `article_taste` (article_id, vector) and `customer_taste`
+-- tables and the taste vectors `article_taste` (article_id, vector, taste clusters and their sales shares) and `customer_taste`
 -- (customer_key, taste_long, taste_recent), unit vectors (hm_assets/pipeline/features/taste.py). Parameter: $cutoff (DATE).
 WITH history AS (
     SELECT t.customer_key, t.article_id, t.t_dat, a.product_code, a.product_type_no, a.product_group_name,

@@ -73,9 +73,9 @@ def taste_clusters(vectors: np.ndarray, k: int, seed: int, iterations: int = KME
     rng = np.random.default_rng(seed)
     centres = vectors[rng.choice(n, k, replace=False)].astype(np.float64)
     labels = np.zeros(n, dtype=np.int64)
-    for _ in range(iterations):
+    for iteration in range(iterations):
         new_labels = np.argmax(vectors @ centres.T, axis=1)
-        if _ and np.array_equal(new_labels, labels):
+        if iteration and np.array_equal(new_labels, labels):
             break
         labels = new_labels
         sums = np.asarray(sp.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n)) @ vectors, dtype=np.float64)
@@ -85,8 +85,7 @@ def taste_clusters(vectors: np.ndarray, k: int, seed: int, iterations: int = KME
             worst = int(np.argmin((vectors * centres[labels]).sum(axis=1)))
             sums[empty] = vectors[worst]
             labels[worst] = empty
-        centres, _usable = _unit_rows(sums)
-        centres = centres.astype(np.float64)
+        centres = _unit_rows(sums)[0].astype(np.float64)
     return labels.astype(np.int16)
 
 
@@ -97,8 +96,7 @@ def taste_table(ids: np.ndarray, vectors: np.ndarray, sales_1w: np.ndarray, seed
     columns: dict[str, pa.Array] = {"article_id": pa.array(ids, pa.int32()), "vector": vector_column(vectors)}
     for k in CLUSTER_SIZES:
         labels = taste_clusters(vectors, k, seed)
-        totals = np.bincount(labels, weights=sales_1w, minlength=k) if len(labels) else np.zeros(0)
-        total = totals[labels] if len(labels) else np.zeros(0)
+        total = np.bincount(labels, weights=sales_1w, minlength=k)[labels]
         share = np.divide(sales_1w, total, out=np.zeros(len(labels)), where=total > 0)
         columns[f"taste_cluster_{k}"] = pa.array(labels, pa.int16())
         columns[f"taste_cluster_{k}_share_1w"] = pa.array(share.astype(np.float32), pa.float32(), mask=total <= 0)
