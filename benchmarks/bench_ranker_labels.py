@@ -16,7 +16,6 @@ transactions), DATA_DIR the world's data set (its ``oracle.csv``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from host import machine
+from host import machine, world_homes
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -77,15 +76,10 @@ def compare(home: Path, data_dir: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", action="append", required=True, type=Path)
-    parser.add_argument("--data-dir", action="append", required=True, type=Path)
-    args = parser.parse_args()
-    if len(args.home) != len(args.data_dir):
-        parser.error("give one --data-dir per --home")
+    homes = world_homes(__doc__.splitlines()[0])
     print(f"Machine: {machine()}")
     rows = []
-    for home, data_dir in zip(args.home, args.data_dir):
+    for home, data_dir in homes:
         rows.append(compare(home, data_dir))
         print(json.dumps(rows[-1]), flush=True)
     frame = pd.DataFrame(rows)

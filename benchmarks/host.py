@@ -41,3 +41,17 @@ def tree_rss(process: psutil.Process) -> int:
         except psutil.Error:
             pass
     return total
+
+
+def world_homes(description: str) -> list[tuple[Path, Path]]:
+    """The ``--home HOME --data-dir DATA_DIR`` pairs of a benchmark over kept world homes (a world's
+    ``HM_HOME`` left by ``bench_quality.py --keep-homes`` and its data set, with ``oracle.csv``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--home", action="append", required=True, type=Path)
+    parser.add_argument("--data-dir", action="append", required=True, type=Path)
+    args = parser.parse_args()
+    if len(args.home) != len(args.data_dir):
+        parser.error("give one --data-dir per --home")
+    return list(zip(args.home, args.data_dir))
