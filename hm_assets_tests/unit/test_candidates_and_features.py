@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from hm_assets.pipeline.evaluation.quality_checks import leakage_problems
-from hm_assets.pipeline.ranking.candidates import apply_rules, build_union, filtered_candidates
+from hm_assets.pipeline.ranking.candidates import Stacked, apply_rules, build_union, filtered_candidates
+from hm_assets.pipeline.retrieval.base import ranked_candidates, ranked_candidates_of_all
 from hm_assets.pipeline.ranking.filters import RULE_NAMES, prepare_rule_inputs, rules_by_name
 from hm_assets.platform.sql import load_sql
 from hm_assets_tests.builders import articles_frame, customers_frame, transactions_frame, week_connection
@@ -44,6 +45,39 @@ def world():
     rows += [("2020-09-10", 7, 3, 0.03, 2), ("2020-09-15", 8, 2, 0.02, 1), ("2020-09-16", 8, 4, 0.01, 1)]
     rows += [("2020-09-2%d" % d, 9, a, 0.02, 1) for d in range(0, 3) for a in (1, 2, 3, 4)]
     return articles, customers, transactions_frame(rows)
+
+
+def test_ranking_all_retrievers_at_once_equals_ranking_each(tmp_path):
+    """The online path ranks every retriever's candidates in one statement; the batch ranks each
+    retriever's alone: same rows (duplicates kept at their best score, ties by article id, each
+    retriever's own cap), and the union over the one table equals the union over the files."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    raws = {
+        name: pd.DataFrame({
+            "customer_key": rng.integers(1, 4, n), "article_id": rng.integers(1, 30, n),
+            "score": rng.integers(0, 5, n) / 4,  # coarse: many ties and duplicates
+        })
+        for name, n in (("a", 200), ("b", 60), ("c", 0))
+    }
+    caps = {"a": 7, "b": 50, "c": 5}
+    con = duckdb.connect()
+    ranked_candidates_of_all(con, raws, caps, "stacked")
+    files = {}
+    for name, raw in raws.items():
+        alone = ranked_candidates(con, raw, caps[name]).df()
+        together = con.execute(
+            f"SELECT * EXCLUDE (retriever) FROM stacked WHERE retriever = '{name}' ORDER BY customer_key, rank"
+        ).df()
+        pd.testing.assert_frame_equal(together, alone)
+        files[name] = write(alone, tmp_path / f"{name}.parquet")
+    assert len(con.execute("SELECT * FROM stacked WHERE retriever = 'a'").df()) == 3 * caps["a"]
+    build_union(con, files)
+    from_files = con.sql("SELECT * FROM union_candidates ORDER BY customer_key, article_id").df()
+    build_union(con, Stacked("stacked", tuple(raws)))
+    from_table = con.sql("SELECT * FROM union_candidates ORDER BY customer_key, article_id").df()
+    pd.testing.assert_frame_equal(from_table, from_files)
 
 
 def test_union_keeps_every_retriever_score_and_rank(world, tmp_path):

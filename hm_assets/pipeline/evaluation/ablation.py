@@ -35,7 +35,7 @@ from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES
-from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, select_candidates
+from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features_frame, select_candidates
 from hm_assets.platform.history import open_week, register_parquet, stored_history_weeks
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import WEEK, parse_week
@@ -55,7 +55,7 @@ def buyers_pairs(
         buyers = "customer_key IN (SELECT customer_key FROM truth)"
         sources = {name: store.require(name, week) for name in retrievers}
         select_candidates(view.con, sources, list(RULES), view.cutoff, max_per_customer, calibration, buyers)
-        pairs = pair_features(view.con, view.cutoff, read_article_taste(store.require("article_taste", week))).df()
+        pairs = pair_features_frame(view.con, view.cutoff, read_article_taste(store.require("article_taste", week)))
         truth = view.con.sql("SELECT customer_key, article_id FROM truth").df()
     return pairs, truth
 

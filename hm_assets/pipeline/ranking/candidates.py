@@ -31,15 +31,34 @@ def source_sql(source: Path | str) -> str:
     return f"read_parquet('{source}')" if isinstance(source, Path) else source
 
 
-def union_sql(sources: dict[str, Path | str], where: str = "true") -> str:
-    parts = " UNION ALL ".join(
-        f"SELECT '{name}' AS retriever, customer_key, article_id, score, rank FROM {source_sql(source)} WHERE {where}"
-        for name, source in sources.items()
-    )
+@dataclass(frozen=True)
+class Stacked:
+    """Every retriever's candidates in one table with a ``retriever`` column (online, where one
+    statement ranks all retrievers' candidates of a customer)."""
+
+    table: str
+    retrievers: tuple[str, ...]
+
+
+Sources = dict[str, Path | str] | Stacked
+
+
+def source_names(sources: Sources) -> list[str]:
+    return list(sources.retrievers) if isinstance(sources, Stacked) else list(sources)
+
+
+def union_sql(sources: Sources, where: str = "true") -> str:
+    if isinstance(sources, Stacked):
+        parts = f"SELECT retriever, customer_key, article_id, score, rank FROM {sources.table} WHERE {where}"
+    else:
+        parts = " UNION ALL ".join(
+            f"SELECT '{name}' AS retriever, customer_key, article_id, score, rank FROM {source_sql(source)} WHERE {where}"
+            for name, source in sources.items()
+        )
     columns = ",\n".join(
         f"max(score) FILTER (WHERE retriever = '{name}') AS score_{name},\n"
         f"min(rank) FILTER (WHERE retriever = '{name}') AS rank_{name}"
-        for name in sources
+        for name in source_names(sources)
     )
     return f"""
         SELECT customer_key, article_id,
@@ -58,7 +77,7 @@ class RuleEffect:
     removed_true: int | None
 
 
-def build_union(con: duckdb.DuckDBPyConnection, sources: dict[str, Path | str], where: str = "true") -> int:
+def build_union(con: duckdb.DuckDBPyConnection, sources: Sources, where: str = "true") -> int:
     """The union of the retrievers' candidates (of the customers matching ``where``) as ``union_candidates``."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE union_candidates AS {union_sql(sources, where)}")
     return con.execute("SELECT count(*) FROM union_candidates").fetchall()[0][0]
@@ -185,8 +204,15 @@ def filtered_candidates(
 ) -> duckdb.DuckDBPyRelation:
     """Survivors of the rules; at most ``max_per_customer`` each, the most likely to be bought
     first by ``calibration`` (of ``retrievers``, the union's sources), else by best rank."""
+    return con.sql(filtered_candidates_sql(max_per_customer, calibration, retrievers))
+
+
+def filtered_candidates_sql(
+    max_per_customer: int, calibration: RetrieverCalibration | None = None, retrievers: list[str] | None = None
+) -> str:
+    """The query of ``filtered_candidates`` over ``union_candidates`` and ``removed_pairs``."""
     priority = calibration.priority_sql(retrievers or []) if calibration is not None else "0.0::DOUBLE"
-    return con.sql(
+    return (
         f"""
         SELECT * EXCLUDE (priority) FROM (
             SELECT u.*, {priority} AS priority FROM union_candidates u

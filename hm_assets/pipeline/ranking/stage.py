@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +23,7 @@ import pandas as pd
 from hm_assets.pipeline.ingest.data_contract import format_article_id
 from hm_assets.pipeline.features.taste import CANDIDATE_CUSTOMERS, ArticleTaste, register_taste
 from hm_assets.pipeline.ranking import ranker
-from hm_assets.pipeline.ranking.candidates import RetrieverCalibration, RuleEffect, apply_rules, build_union, filtered_candidates
+from hm_assets.pipeline.ranking.candidates import RetrieverCalibration, RuleEffect, Sources, apply_rules, build_union, filtered_candidates_sql, source_names
 from hm_assets.pipeline.ranking.filters import FilterRule, prepare_rule_inputs
 from hm_assets.platform.sql import load_sql
 
@@ -43,7 +42,7 @@ class Selection:
 
 def select_candidates(
     con: duckdb.DuckDBPyConnection,
-    sources: dict[str, Path | str],
+    sources: Sources,
     rules: list[FilterRule],
     cutoff: date,
     max_per_customer: int = DEFAULT_MAX_PER_CUSTOMER,
@@ -52,7 +51,8 @@ def select_candidates(
     has_truth: bool = False,
     rule_inputs_ready: bool = False,
 ) -> Selection:
-    """The filtered, capped union of ``sources`` (retriever -> its candidate file, or a table) for
+    """The filtered, capped union of ``sources`` (retriever -> its candidate file, or a table; or
+    one ``Stacked`` table of them all) for
     the customers matching ``where``, as temp table ``candidates``; the rules' effects counted
     against ``truth`` when ``has_truth``. ``rule_inputs_ready``: the week's ``rule_*`` tables exist
     already (``prepare_rule_inputs``), else they are computed here from ``transactions``."""
@@ -60,7 +60,7 @@ def select_candidates(
         prepare_rule_inputs(con, cutoff)
     union_rows = build_union(con, sources, where)
     effects = apply_rules(con, rules, cutoff, has_truth)
-    kept = filtered_candidates(con, max_per_customer, calibration, list(sources)).sql_query()
+    kept = filtered_candidates_sql(max_per_customer, calibration, source_names(sources))
     con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {kept}")
     return Selection(int(union_rows), effects)
 
@@ -69,6 +69,13 @@ def pair_features(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTa
     """Features of every (customer, article) of the temp table ``candidates``."""
     register_taste(con, cutoff, taste, CANDIDATE_CUSTOMERS)
     return con.sql(load_sql("pair_features"), params={"cutoff": cutoff})
+
+
+def pair_features_frame(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste) -> pd.DataFrame:
+    """``pair_features`` computed at once into a DataFrame (a relation would bind the statement
+    twice: once to describe it, once to run it; for one customer that is a third of its time)."""
+    register_taste(con, cutoff, taste, CANDIDATE_CUSTOMERS)
+    return con.execute(load_sql("pair_features"), {"cutoff": cutoff}).df()
 
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]

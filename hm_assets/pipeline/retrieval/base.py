@@ -159,28 +159,54 @@ if TYPE_CHECKING:
 
 
 RANKING_SQL = """
-    SELECT CAST(customer_key AS BIGINT) AS customer_key, CAST(article_id AS INTEGER) AS article_id,
+    SELECT {keys}CAST(customer_key AS BIGINT) AS customer_key, CAST(article_id AS INTEGER) AS article_id,
            CAST(score AS FLOAT) AS score, CAST(rank AS SMALLINT) AS rank
     FROM (
-        SELECT customer_key, article_id, score,
-               row_number() OVER (PARTITION BY customer_key ORDER BY score DESC, article_id) AS rank
-        FROM (SELECT customer_key, article_id, max(score) AS score FROM raw_candidates GROUP BY ALL)
+        SELECT {keys}customer_key, article_id, score,
+               row_number() OVER (PARTITION BY {keys}customer_key ORDER BY score DESC, article_id) AS rank
+        FROM (SELECT {keys}customer_key, article_id, max(score) AS score FROM {source} GROUP BY ALL)
     )
     WHERE rank <= {max_candidates}
-    ORDER BY customer_key, rank
+    ORDER BY {keys}customer_key, rank
 """
 
 
 def ranked_candidates(con: duckdb.DuckDBPyConnection, raw: RawCandidates, max_candidates: int) -> duckdb.DuckDBPyRelation:
     """Dedupe (keep the best score), rank per customer (1 = best), keep the top ``max_candidates``,
     ordered by customer_key then rank."""
-    sql = RANKING_SQL.format(max_candidates=int(max_candidates))
+    sql = RANKING_SQL.format(keys="", source="raw_candidates", max_candidates=int(max_candidates))
     if isinstance(raw, duckdb.DuckDBPyRelation):
         return raw.query("raw_candidates", sql)
-    raw = raw.reindex(columns=["customer_key", "article_id", "score"])
-    raw = raw.astype({"customer_key": "int64", "article_id": "int32", "score": "float64"})
-    con.register("raw_candidates", raw)
+    con.register("raw_candidates", raw_frame(raw))
     return con.sql(sql)
+
+
+RAW_TYPES = {"customer_key": "int64", "article_id": "int32", "score": "float64"}
+
+
+def raw_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    return raw.reindex(columns=list(RAW_TYPES)).astype(RAW_TYPES)
+
+
+def ranked_candidates_of_all(
+    con: duckdb.DuckDBPyConnection, raws: dict[str, RawCandidates], max_candidates: dict[str, int], table: str
+) -> None:
+    """``ranked_candidates`` of several retrievers in one statement (for a few customers, where a
+    statement's fixed cost is most of its time), as temp table ``table`` with a ``retriever`` column."""
+    frames = {name: raw if isinstance(raw, pd.DataFrame) else raw.df() for name, raw in raws.items()}
+    # numpy, not pandas' astype and concat per frame: those cost more than the statement for a few rows
+    stacked = pd.DataFrame({
+        "retriever": np.concatenate([np.full(len(frame), name, dtype=object) for name, frame in frames.items()]),
+        **{
+            column: np.concatenate([frame[column].to_numpy(dtype) for frame in frames.values()])
+            for column, dtype in RAW_TYPES.items()
+        },
+    })
+    con.register(f"{table}_raw", stacked)
+    limits = " ".join(f"WHEN '{name}' THEN {int(max_candidates[name])}" for name in raws)
+    sql = RANKING_SQL.format(keys="retriever, ", source=f"{table}_raw", max_candidates=f"CASE retriever {limits} END")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}")
+    con.unregister(f"{table}_raw")
 
 
 def finalize_candidates(raw: RawCandidates, max_candidates: int, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
