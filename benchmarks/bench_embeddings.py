@@ -109,22 +109,40 @@ def bench_images(n: int, batch: int, rows: list) -> None:
         )
 
 
-def bench_texts(n: int, rows: list) -> None:
-    from hm_assets.pipeline.features.embeddings.text import encode_texts, load_text_model, resolve_model_path
+def bench_texts(n: int, rows: list, articles_csv: Path | None = None, precisions: tuple[str, ...] = ("float32",)) -> None:
+    """Texts per second of MiniLM in each of ``precisions``; ``articles_csv`` (e.g. the real sample
+    in ../shared/hm_reference/real_sample/articles.csv): the articles' own texts (``article_texts``, the
+    first ``n`` of a seeded shuffle), else synthetic ones. With two precisions, how far the second's
+    vectors are from the first's: mean cosine, and the share of each text's 10 nearest neighbours kept."""
+    from hm_assets.pipeline.features.embeddings.text import article_texts, encode_texts, load_text_model, resolve_model_path
 
     rng = np.random.default_rng(0)
-    words = "slim wide high waist cotton linen jersey knit soft ribbed cuffs pockets zip fly buttons collar".split()
-    texts = [
-        f"Item {i}. {rng.choice(['Trousers', 'Dress', 'Sweater'])}. {rng.choice(['Black', 'Blue', 'Red'])}. Solid. "
-        + " ".join(rng.choice(words, 14))
-        for i in range(n)
-    ]
-    started = time.perf_counter()
-    model = load_text_model(resolve_model_path(), "cpu")
-    rows.append(("text model load (all-MiniLM-L6-v2, offline)", 1, time.perf_counter() - started, ""))
-    encode_texts(model, texts[:32])  # warm-up
-    seconds = timed(lambda: encode_texts(model, texts, 128), repeat=2)
-    rows.append(("text embedding, MiniLM, batch 128", n, seconds, f"{n / seconds:.0f} texts/s"))
+    if articles_csv is not None:
+        texts = article_texts(pd.read_csv(articles_csv, dtype=str)).tolist()
+        texts = [texts[i] for i in rng.permutation(len(texts))[:n]]
+        source = f"texts of {articles_csv.name}"
+    else:
+        words = "slim wide high waist cotton linen jersey knit soft ribbed cuffs pockets zip fly buttons collar".split()
+        texts = [
+            f"Item {i}. {rng.choice(['Trousers', 'Dress', 'Sweater'])}. {rng.choice(['Black', 'Blue', 'Red'])}. Solid. "
+            + " ".join(rng.choice(words, 14))
+            for i in range(n)
+        ]
+        source = "synthetic texts"
+    vectors = []
+    for precision in precisions:
+        started = time.perf_counter()
+        model = load_text_model(resolve_model_path(), "cpu", precision=precision)
+        rows.append((f"text model load (all-MiniLM-L6-v2, offline), {precision}", 1, time.perf_counter() - started, ""))
+        encode_texts(model, texts[:32])  # warm-up
+        seconds = timed(lambda: vectors.append(encode_texts(model, texts, 128)), repeat=2)
+        rows.append((f"text embedding, MiniLM, batch 128, {precision}, {source}", len(texts), seconds, f"{len(texts) / seconds:.0f} texts/s"))
+    if len(precisions) > 1:
+        first, other = vectors[0], vectors[-1]
+        neighbours = [np.argsort(-(v @ v.T - 2 * np.eye(len(v))), axis=1)[:, :10] for v in (first, other)]
+        kept = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*neighbours)])
+        cosine = float((first * other).sum(axis=1).mean())
+        rows.append((f"{precisions[-1]} vs {precisions[0]}: mean cosine {cosine:.4f}, 10 nearest neighbours kept {kept:.3f}", len(texts), 0.0, ""))
 
 
 def bench_attributes_and_index(n_index: int, rows: list) -> None:
@@ -160,6 +178,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--articles-csv", type=Path, help="embed these articles' texts (default: synthetic texts)")
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                        help="text model precisions to measure (two: also how far apart their vectors are)")
+    parser.add_argument("--only", choices=["images", "texts", "attributes"], help="one part only")
     args = parser.parse_args()
 
     import torch
@@ -167,9 +189,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     header = machine()
     rows: list = []
-    bench_images(args.items, args.batch, rows)
-    bench_texts(args.items, rows)
-    bench_attributes_and_index(args.items * 10, rows)
+    if args.only in (None, "images"):
+        bench_images(args.items, args.batch, rows)
+    if args.only in (None, "texts"):
+        bench_texts(args.items, rows, args.articles_csv, tuple(args.precisions))
+    if args.only in (None, "attributes"):
+        bench_attributes_and_index(args.items * 10, rows)
     frame = pd.DataFrame(rows, columns=["what", "items", "seconds", "throughput"])
     frame["seconds"] = frame["seconds"].map(lambda s: f"{s:.2f}")
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,8 +1,13 @@
 """Seconds and peak RSS of chosen stages of one week, at any scale (e.g. the `full` preset).
 
 Each stage is one Dagster materialization in this process (the same assets as `hm-recs run`);
-RSS is sampled every 0.2 s. The catalogue stage leaves out the content embeddings (measured
-separately by bench_embeddings.py).
+RSS is sampled every 0.2 s. The catalogue stage is the articles, customers and images tables; the
+content steps are stages of their own (``text_embeddings``, ``image_embeddings``,
+``attribute_embeddings``, ``text_index`` …), each given every core as ``hm-recs run`` gives them.
+The first catalogue snapshot of the full preset:
+
+    HM_DATA_DIR=/tmp/hm_full HM_HOME=/tmp/bench_full python benchmarks/bench_stages.py --week 2020-09-16 \
+        --stages catalogue,text_embeddings,image_embeddings,attribute_embeddings,text_index,image_index,attribute_index
 
     HM_DATA_DIR=/tmp/hm_full HM_HOME=/tmp/bench_full python benchmarks/bench_stages.py --week 2020-09-16 \
         --stages catalogue,transactions,customer_features+customer_transaction_stats+article_features+article_transaction_stats,repurchase,also_bought,popularity_model,purchase_history_similar
@@ -11,10 +16,14 @@ separately by bench_embeddings.py).
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 
 import psutil
+
+TORCH_STEPS = ("text_embeddings", "image_embeddings")
+CONTENT = (*TORCH_STEPS, "attribute_embeddings", "text_index", "image_index", "attribute_index")
 
 
 class PeakRss:
@@ -73,6 +82,10 @@ def main() -> int:
                     instance=instance,
                     asset_selection=[dg.AssetKey(k) for k in ("articles", "customers", "article_images")],
                 )
+            elif all(key.to_user_string() in CONTENT for key in keys):
+                threads = {"torch_threads": os.cpu_count() or 1}
+                config = {"ops": {k.to_user_string(): {"config": threads} for k in keys if k.to_user_string() in TORCH_STEPS}}
+                catalogue.execute_in_process(instance=instance, asset_selection=keys, run_config=config)
             elif stage == "transactions":
                 tags = {RANGE_START_TAG: data_range.first_week.isoformat(), RANGE_END_TAG: args.week}
                 ingest.execute_in_process(instance=instance, asset_selection=keys, tags=tags)

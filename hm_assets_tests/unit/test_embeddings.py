@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from hm_assets.pipeline.features.embeddings.image import (
     to_tensor,
 )
 from hm_assets.pipeline.features.embeddings.index import load_index, save_index
+from hm_assets.pipeline.features.embeddings.runtime import native_bfloat16, pick_precision
 from hm_assets.pipeline.features.embeddings.text import article_texts, encode_texts, load_text_model, model_identity, resolve_model_path, text_hashes
 from hm_assets.pipeline.ingest.ingest import catalogue_images
 
@@ -210,6 +212,30 @@ def test_text_neighbours_are_colour_variants_and_cache_is_incremental(tmp_path, 
     assert (after.embedded, after.reused) == (1, 31)
 
 
+def test_bfloat16_text_vectors_keep_their_neighbours_and_their_own_cache_key(text_model):
+    """bfloat16 (the default where the CPU computes in it natively) gives unit vectors whose nearest
+    neighbours are float32's, and vectors of one precision are never reused for the other."""
+    articles = planted_articles()
+    texts = article_texts(articles)
+    exact = encode_texts(text_model, texts.tolist())
+    fast = encode_texts(load_text_model(resolve_model_path(), "cpu", precision="bfloat16"), texts.tolist())
+    assert np.allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    assert float((exact * fast).sum(axis=1).min()) > 0.99
+    nearest = [np.argsort(-(v @ v.T - 2 * np.eye(len(v))), axis=1)[:, :2] for v in (exact, fast)]
+    assert np.mean([set(a) == set(b) for a, b in zip(*nearest)]) >= 0.9
+    identity = model_identity(resolve_model_path())
+    assert not set(text_hashes(texts, identity, 0, "bfloat16")) & set(text_hashes(texts, identity, 0, "float32"))
+
+
+def test_precision_choice():
+    assert pick_precision("float32", "cpu") == "float32"
+    assert pick_precision("bfloat16", "cpu") == "bfloat16"
+    assert pick_precision("auto", "cuda") == "float32"
+    assert pick_precision("auto", "cpu") == ("bfloat16" if native_bfloat16() else "float32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        pick_precision("int8", "cpu")
+
+
 # ----------------------------------------------------------------------------- images
 
 
@@ -272,7 +298,7 @@ def test_configured_checkpoint_is_loaded(tmp_path, planted):
     checkpoint = tmp_path / "vit_tiny_random.pth"
     torch.save(reference.state_dict(), checkpoint)
     catalogue = catalogue_images(data_dir, articles["article_id"].tolist()[:8])
-    settings = ImageSettings(**{**TINY_IMAGE, "checkpoint_path": str(checkpoint), "seed": 999})
+    settings = ImageSettings(**{**TINY_IMAGE, "checkpoint_path": str(checkpoint), "seed": 999, "precision": "float32"})
     run = run_image_embeddings(catalogue, articles, settings, tmp_path / "w", None)
     assert run.source == SOURCE_CHECKPOINT and "training" not in run.info and not (tmp_path / "w").exists()
     batch = np.stack([load_image(p, 32) for p in catalogue["path"]])
@@ -280,6 +306,13 @@ def test_configured_checkpoint_is_loaded(tmp_path, planted):
     with torch.inference_mode():
         expected = reference.eval()(to_tensor(batch, mean, std, "cpu")).numpy()
     assert np.allclose(run.outcome.embeddings.vectors, expected, atol=1e-5)
+
+    # bfloat16 (the default where the CPU computes in it natively): close to float32, and its own cache key
+    fast = run_image_embeddings(catalogue, articles, dataclasses.replace(settings, precision="bfloat16"), tmp_path / "w", None)
+    vectors = fast.outcome.embeddings.vectors
+    cosine = (vectors * expected).sum(axis=1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.99 and not np.array_equal(vectors, expected)
+    assert fast.model_identity == run.model_identity + "|bfloat16"
 
 
 # ----------------------------------------------------------------------------- the Dagster assets

@@ -16,7 +16,7 @@ from hm_assets.pipeline.features.embeddings.attributes import attribute_table, d
 from hm_assets.pipeline.features.embeddings.cache import embed_with_cache, read_embeddings, write_embeddings
 from hm_assets.pipeline.features.embeddings.image import LABEL_COLUMNS, ImageSettings, run_image_embeddings
 from hm_assets.pipeline.features.embeddings.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, save_index
-from hm_assets.pipeline.features.embeddings.runtime import pick_device, set_torch_threads
+from hm_assets.pipeline.features.embeddings.runtime import pick_device, pick_precision, set_torch_threads
 from hm_assets.pipeline.features.embeddings.text import (
     article_texts,
     encode_texts,
@@ -75,6 +75,11 @@ class ImageEmbeddingConfig(dg.Config):
     device: str = Field("", description="torch device; empty = cuda when available, else cpu")
     decode_workers: int = 2
     torch_threads: int = Field(0, description="torch CPU threads; 0 = half the cores (both embedding steps may run at once)")
+    precision: str = Field(
+        "auto",
+        description="Of the embedding forward pass (training stays float32): 'float32', 'bfloat16' (autocast), or "
+        "'auto': bfloat16 on a CPU with native bfloat16 arithmetic (AVX512-BF16/AMX: 2x faster), else float32",
+    )
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "parquet"}, deps=["article_images", "articles"])
@@ -108,6 +113,7 @@ def image_embeddings(
             "missing_or_unreadable": run.missing_or_unreadable,
             "decode_failures_now": int(outcome.failed_ids.size),
             "device": run.info["device"],
+            "precision": run.info["precision"],
             "torch_threads": run.info["torch_threads"],
         }
     )
@@ -146,6 +152,11 @@ class TextEmbeddingConfig(dg.Config):
     max_seq_length: int = Field(0, description="Tokens per text; 0 = the model's default")
     device: str = Field("", description="torch device; empty = cuda when available, else cpu")
     torch_threads: int = Field(0, description="torch CPU threads; 0 = half the cores (both embedding steps may run at once)")
+    precision: str = Field(
+        "auto",
+        description="'float32', 'bfloat16', or 'auto': bfloat16 on a CPU with native bfloat16 arithmetic "
+        "(AVX512-BF16/AMX: 1.7x faster), else float32. Vectors of one precision are not reused for another.",
+    )
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "parquet"}, deps=["articles"])
@@ -160,17 +171,18 @@ def text_embeddings(
         path = resolve_model_path(config.model_path)
         identity = model_identity(path)
         texts = article_texts(articles)
+        device = pick_device(config.device)
+        precision = pick_precision(config.precision, device)
         wanted = pd.DataFrame(
             {
                 "article_id": articles["article_id"].to_numpy(np.int32),
-                "content_hash": text_hashes(texts, identity, config.max_seq_length).to_numpy(),
+                "content_hash": text_hashes(texts, identity, config.max_seq_length, precision).to_numpy(),
                 "text": texts.to_numpy(),
             }
         )
-        device = pick_device(config.device)
 
         def embed(todo: pd.DataFrame):
-            model = load_text_model(path, device, config.max_seq_length)
+            model = load_text_model(path, device, config.max_seq_length, precision)
             progress = Progress("text embeddings", len(todo), context.log.info, unit="texts")
             vectors = encode_texts(model, todo["text"].tolist(), config.batch_size, progress)
             progress.finish()
@@ -182,7 +194,9 @@ def text_embeddings(
     metadata = cache_metadata(
         outcome.embedded, outcome.reused, rows, outcome.embeddings.dim, watch.seconds, store.relative(target)
     )
-    metadata.update({"model_path": str(path), "model_identity": identity, "device": device, "torch_threads": threads})
+    metadata.update(
+        {"model_path": str(path), "model_identity": identity, "device": device, "precision": precision, "torch_threads": threads}
+    )
     metadata["example_text"] = texts.iloc[0] if len(texts) else ""
     return dg.MaterializeResult(metadata=metadata)
 

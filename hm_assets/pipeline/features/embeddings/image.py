@@ -26,6 +26,10 @@ Embedding = the pooled (penultimate) features, float32, not normalised (the cosi
 normalises). Images are decoded with Pillow (JPEG draft mode: big images decode at a reduced
 scale), padded to a white square, batched, and run on ``cuda`` when torch sees a GPU.
 An article whose image is missing or does not decode gets no vector; it is counted, never fatal.
+``precision`` (default ``auto``: bfloat16 where the CPU computes in it natively, ``runtime.pick_precision``)
+runs the embedding forward pass under bfloat16 autocast: ~2x the images per second (measured at
+full size: 535 against 255); the precision is part of the vectors' model identity. Training stays
+float32: autocast sped its forward pass but not its backward pass, which dominates (+16% images/s).
 
 Cache key: ``hash(model identity, image file size, mtime_ns)`` where the model identity is the
 architecture, input/patch size, preprocessing version and the sha1 of the weights file
@@ -51,7 +55,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
 from hm_assets.pipeline.features.embeddings.cache import CacheOutcome, embed_with_cache, stable_hash
-from hm_assets.pipeline.features.embeddings.runtime import pick_device, set_torch_threads
+from hm_assets.pipeline.features.embeddings.runtime import pick_device, pick_precision, set_torch_threads
 from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.progress import Progress
 from hm_assets.platform.store import atomic_path
@@ -91,6 +95,7 @@ class ImageSettings:
     device: str = ""  # "" = cuda if available, else cpu
     decode_workers: int = 2
     torch_threads: int = 0  # 0 = half the CPU cores (see runtime.set_torch_threads)
+    precision: str = "auto"  # of the embedding forward pass (training stays float32); see runtime.pick_precision
 
     @property
     def trains(self) -> bool:
@@ -206,6 +211,17 @@ def to_tensor(batch: np.ndarray, mean, std, device: str):
     return (x - m) / s
 
 
+def autocast(device: str, precision: str):
+    """bfloat16 autocast on ``device`` for ``precision`` ``bfloat16``, else nothing."""
+    import contextlib
+
+    import torch
+
+    if precision != "bfloat16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
 def embed_images(
     model,
     paths: list[str],
@@ -214,8 +230,10 @@ def embed_images(
     batch_size: int = 64,
     workers: int = 2,
     progress: Progress | None = None,
+    precision: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features of each image, (n, dim) float32, and which images decoded."""
+    """Pooled features of each image, (n, dim) float32, and which images decoded; ``precision``
+    ``bfloat16``: the forward pass under bfloat16 autocast."""
     import torch
 
     model = model.to(device).eval()
@@ -223,7 +241,7 @@ def embed_images(
     dim = int(model.num_features)
     vectors = np.zeros((len(paths), dim), dtype=np.float32)
     ok_all = np.zeros(len(paths), dtype=bool)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(paths), batch_size):
             batch, ok = decode_images(paths[start : start + batch_size], size, workers)
             ok_all[start : start + len(ok)] = ok
@@ -526,8 +544,9 @@ def run_image_embeddings(
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
     device = pick_device(settings.device)
+    precision = pick_precision(settings.precision, device)
     keys = image_keys(catalogue)
-    info: dict = {"device": device, "torch_threads": threads}
+    info: dict = {"device": device, "torch_threads": threads, "precision": precision}
     model = None
 
     if settings.checkpoint_path:
@@ -565,6 +584,8 @@ def run_image_embeddings(
     identity = (
         f"{settings.model_name}|img={settings.resolved_img_size()}|patch={settings.resolved_patch_size()}"
         f"|{PREPROCESS_VERSION}|{source}:{weights_sha[:16]}"
+        # float32 adds nothing: vectors embedded before the precision was a setting stay reusable
+        + ("" if precision == "float32" else f"|{precision}")
     )
     wanted = keys.assign(content_hash=[stable_hash(identity, k) for k in keys["image_key"].tolist()])
 
@@ -575,7 +596,8 @@ def run_image_embeddings(
         size = model_input_size(model, settings.resolved_img_size())
         progress = Progress("image embeddings", len(todo), logger.info, unit="images")
         embedded = embed_images(
-            model, todo["path"].tolist(), size, device, settings.embed_batch_size, settings.decode_workers, progress
+            model, todo["path"].tolist(), size, device, settings.embed_batch_size, settings.decode_workers, progress,
+            precision,
         )
         progress.finish()
         return embedded

@@ -56,12 +56,13 @@ def article_texts(articles: pd.DataFrame) -> pd.Series:
     return pd.Series(texts, index=articles.index, dtype=object)
 
 
-def text_hashes(texts: pd.Series, identity: str, max_seq_length: int) -> pd.Series:
-    salt = f"{identity}|seq={max_seq_length}"
+def text_hashes(texts: pd.Series, identity: str, max_seq_length: int, precision: str = "float32") -> pd.Series:
+    # float32's salt is the one vectors had before the precision was a setting: they stay reusable
+    salt = f"{identity}|seq={max_seq_length}" + ("" if precision == "float32" else f"|{precision}")
     return pd.Series([stable_hash(salt, t) for t in texts.tolist()], index=texts.index, dtype=object)
 
 
-def load_text_model(path: Path, device: str, max_seq_length: int = 0):
+def load_text_model(path: Path, device: str, max_seq_length: int = 0, precision: str = "float32"):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -73,6 +74,10 @@ def load_text_model(path: Path, device: str, max_seq_length: int = 0):
     model = SentenceTransformer(str(path), device=device, local_files_only=True)
     if max_seq_length:
         model.max_seq_length = max_seq_length
+    if precision == "bfloat16":
+        import torch
+
+        model = model.to(torch.bfloat16)
     return model
 
 
@@ -98,6 +103,9 @@ def encode_texts(model, texts: list[str], batch_size: int = 128, progress: Progr
         )
         if vectors.shape[1] == 0:
             vectors = np.empty((len(texts), encoded.shape[1]), np.float32)
+        # normalised in the model's precision (bfloat16 leaves lengths ~1e-3 off): unit length in float32
+        encoded = np.asarray(encoded, dtype=np.float32)
+        encoded /= np.maximum(np.linalg.norm(encoded, axis=1, keepdims=True), 1e-12)
         vectors[rows] = encoded
         if progress is not None:
             progress.advance(len(rows))
