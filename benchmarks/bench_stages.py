@@ -53,6 +53,7 @@ def main() -> int:
     parser.add_argument("--stages", required=True, help="comma-separated; '+' joins assets into one stage")
     parser.add_argument("--retrievers", default="", help="comma-separated subset for `candidates` (default: all)")
     parser.add_argument("--training-weeks", type=int, default=2)
+    parser.add_argument("--device", default="", help="torch device of the embedding steps (default: cuda when torch sees one, else cpu)")
     args = parser.parse_args()
     run_config = {"ops": {"ranker": {"config": {"training_weeks": args.training_weeks}}}}
     if args.retrievers:
@@ -83,8 +84,8 @@ def main() -> int:
                     asset_selection=[dg.AssetKey(k) for k in ("articles", "customers", "article_images")],
                 )
             elif all(key.to_user_string() in CONTENT for key in keys):
-                threads = {"torch_threads": os.cpu_count() or 1}
-                config = {"ops": {k.to_user_string(): {"config": threads} for k in keys if k.to_user_string() in TORCH_STEPS}}
+                torch_config = {"torch_threads": os.cpu_count() or 1, "device": args.device}
+                config = {"ops": {k.to_user_string(): {"config": torch_config} for k in keys if k.to_user_string() in TORCH_STEPS}}
                 catalogue.execute_in_process(instance=instance, asset_selection=keys, run_config=config)
             elif stage == "transactions":
                 tags = {RANGE_START_TAG: data_range.first_week.isoformat(), RANGE_END_TAG: args.week}
