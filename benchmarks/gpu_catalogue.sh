@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# The full preset's first catalogue snapshot on a CUDA device: the one prepared run for a lent GPU
-# machine (the scale issue's GPU figure). On the device machine, from the repository root:
+# The full preset's first catalogue snapshot on a CUDA machine (the scale issue's GPU figure), from
+# the repository root of a machine where `make install` works (Python 3.11, the package index
+# reachable):
 #
 #     bash benchmarks/gpu_catalogue.sh install     # make install, then hm-synth's full preset (no oracle)
 #     bash benchmarks/gpu_catalogue.sh run         # every catalogue step timed on cuda, table in $OUT
 #
-# Two calls because each stays under the device's 10 minutes a command. The table (seconds and
-# peak RSS per step, as bench_stages.py prints it) and nvidia-smi's view of the GPU are written to
-# $OUT (default /tmp/gpu-catalogue) as gpu-catalogue.md and gpu.txt.
+# Two calls so that each stays under 10 minutes. The table (seconds and peak RSS per step, as
+# bench_stages.py prints it) and nvidia-smi's view of the GPU are written to $OUT (default
+# /tmp/gpu-catalogue) as gpu-catalogue.md and gpu.txt. Not runnable as it stands on a machine that
+# reaches no package index: the project's dependencies and the 87 MiB text model would have to
+# travel with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=${GPU_DATA_DIR:-/tmp/hm_full_gpu}
-home=${GPU_HM_HOME:-/tmp/bench_full_gpu}
-out=${OUT:-/tmp/gpu-catalogue}
+data=$(realpath -m "${GPU_DATA_DIR:-/tmp/hm_full_gpu}")
+home=$(realpath -m "${GPU_HM_HOME:-/tmp/bench_full_gpu}")
+out=$(realpath -m "${OUT:-/tmp/gpu-catalogue}")
 case "${1:-}" in
     install)
         make install

@@ -26,7 +26,7 @@ from hm_assets.pipeline.features.embeddings.image import (
     to_tensor,
 )
 from hm_assets.pipeline.features.embeddings.index import load_index, save_index
-from hm_assets.pipeline.features.embeddings.runtime import native_bfloat16, pick_precision
+from hm_assets.pipeline.features.embeddings.runtime import pick_precision
 from hm_assets.pipeline.features.embeddings.text import article_texts, encode_texts, load_text_model, model_identity, resolve_model_path, text_hashes
 from hm_assets.pipeline.ingest.ingest import catalogue_images
 
@@ -126,7 +126,9 @@ def share_same(neighbours: pd.DataFrame, articles: pd.DataFrame, columns: list[s
     return float((key.loc[neighbours["seed_article_id"]].to_numpy() == key.loc[neighbours["article_id"]].to_numpy()).mean())
 
 
-TINY_IMAGE = dict(img_size=32, patch_size=8, max_epochs=3, batch_size=16, decode_workers=1, torch_threads=1)
+# float32: the same arithmetic on every machine ("auto" is bfloat16 only where the CPU has it natively;
+# the bfloat16 paths have tests of their own that force it)
+TINY_IMAGE = dict(img_size=32, patch_size=8, max_epochs=3, batch_size=16, decode_workers=1, torch_threads=1, precision="float32")
 
 # ----------------------------------------------------------------------------- attributes
 
@@ -227,11 +229,15 @@ def test_bfloat16_text_vectors_keep_their_neighbours_and_their_own_cache_key(tex
     assert not set(text_hashes(texts, identity, 0, "bfloat16")) & set(text_hashes(texts, identity, 0, "float32"))
 
 
-def test_precision_choice():
+def test_precision_choice(monkeypatch):
+    from hm_assets.pipeline.features.embeddings import runtime
+
     assert pick_precision("float32", "cpu") == "float32"
     assert pick_precision("bfloat16", "cpu") == "bfloat16"
-    assert pick_precision("auto", "cuda") == "float32"
-    assert pick_precision("auto", "cpu") == ("bfloat16" if native_bfloat16() else "float32")
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(runtime, "native_bfloat16", lambda native=native: native)
+        assert pick_precision("auto", "cpu") == expected
+        assert pick_precision("auto", "cuda") == "float32"
     with pytest.raises(ValueError, match="precision must be one of"):
         pick_precision("int8", "cpu")
 

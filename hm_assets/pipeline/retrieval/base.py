@@ -193,6 +193,8 @@ def ranked_candidates_of_all(
 ) -> None:
     """``ranked_candidates`` of several retrievers in one statement (for a few customers, where a
     statement's fixed cost is most of its time), as temp table ``table`` with a ``retriever`` column."""
+    # A relation's rows pass through pandas here (a NaN score would come back as NULL and rank last,
+    # where the batch ranks NaN first: no retriever emits NaN, and none may).
     frames = {name: raw if isinstance(raw, pd.DataFrame) else raw.df() for name, raw in raws.items()}
     # numpy, not pandas' astype and concat per frame: those cost more than the statement for a few rows
     stacked = pd.DataFrame({

@@ -89,6 +89,7 @@ def encode_texts(model, texts: list[str], batch_size: int = 128, progress: Progr
     if not texts:
         dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else 0
         return np.empty((0, dim), np.float32)
+    reduced = str(next(model.parameters()).dtype) != "torch.float32"
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     chunk = batch_size * 8
     vectors = np.empty((len(texts), 0), np.float32)
@@ -103,9 +104,9 @@ def encode_texts(model, texts: list[str], batch_size: int = 128, progress: Progr
         )
         if vectors.shape[1] == 0:
             vectors = np.empty((len(texts), encoded.shape[1]), np.float32)
-        # normalised in the model's precision (bfloat16 leaves lengths ~1e-3 off): unit length in float32
         encoded = np.asarray(encoded, dtype=np.float32)
-        encoded /= np.maximum(np.linalg.norm(encoded, axis=1, keepdims=True), 1e-12)
+        if reduced:  # normalised in bfloat16, lengths are ~1e-3 off: unit length again in float32
+            encoded /= np.maximum(np.linalg.norm(encoded, axis=1, keepdims=True), 1e-12)
         vectors[rows] = encoded
         if progress is not None:
             progress.advance(len(rows))
