@@ -260,6 +260,7 @@ class OnDemandRecommender:
         self.cutoff = parse_week(self.week)
         self.retrievers = tuple(retrievers)
         self.configs = {r.name: r.config_class() for r in self.retrievers}
+        self.max_candidates = {name: config.max_candidates for name, config in self.configs.items()}
         self.load_seconds: dict[str, float] = {}
         self._con = self.store.connect()
         self._load_tables()
@@ -488,8 +489,7 @@ class OnDemandRecommender:
                 raws[retriever.name] = retriever.retrieve(ctx, self.configs[retriever.name], self.states[retriever.name])
                 timings[f"retriever:{retriever.name}"] = time.perf_counter() - mark
             mark = time.perf_counter()
-            limits = {name: config.max_candidates for name, config in self.configs.items()}
-            ranked_candidates_of_all(cur, raws, limits, "retrieved")
+            ranked_candidates_of_all(cur, raws, self.max_candidates, "retrieved")
             select_candidates(
                 cur, Stacked("retrieved", tuple(raws)), list(RULES), self.cutoff, DEFAULT_MAX_PER_CUSTOMER, self.calibration, rule_inputs_ready=True
             )

@@ -67,15 +67,19 @@ def select_candidates(
 
 def pair_features(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste) -> duckdb.DuckDBPyRelation:
     """Features of every (customer, article) of the temp table ``candidates``."""
-    register_taste(con, cutoff, taste, CANDIDATE_CUSTOMERS)
-    return con.sql(load_sql("pair_features"), params={"cutoff": cutoff})
+    return con.sql(_pair_features_sql(con, cutoff, taste), params={"cutoff": cutoff})
 
 
 def pair_features_frame(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste) -> pd.DataFrame:
     """``pair_features`` computed at once into a DataFrame (a relation would bind the statement
     twice: once to describe it, once to run it; for one customer that is a third of its time)."""
+    return con.execute(_pair_features_sql(con, cutoff, taste), {"cutoff": cutoff}).df()
+
+
+def _pair_features_sql(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste) -> str:
+    """``sql/pair_features.sql``, with the taste views it joins registered on ``con``."""
     register_taste(con, cutoff, taste, CANDIDATE_CUSTOMERS)
-    return con.execute(load_sql("pair_features"), {"cutoff": cutoff}).df()
+    return load_sql("pair_features")
 
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]
