@@ -1,5 +1,8 @@
 """Where the gap to the oracle is: MAP@12 of the stored recommendations and of the oracle over the
-week's buyers, split by how many purchases each made before the week.
+week's buyers, split by how many purchases each made before the week; and the week's purchases by
+kind (a re-buy, another colour of a product bought before, an article that never sold before the
+week, a buyer without history, anything else) with the share of each found by the oracle's 12, the
+ranker's 12 and the capped candidates.
 
 The oracle (hm-synth's ``oracle.csv``) knows every customer's latent style, also of those who never
 bought; the pipeline sees only their attributes. Splitting the buyers by the length of their
@@ -59,11 +62,52 @@ def segments(home: Path, data_dir: Path) -> list[dict]:
     return rows
 
 
+def purchase_kinds(home: Path, data_dir: Path) -> list[dict]:
+    store = HMStore(home=str(home))
+    con = store.connect()
+    con.execute(f"CREATE VIEW customers AS SELECT * FROM read_parquet('{store.require('customers')}')")
+    week = pd.read_csv(data_dir / "oracle.csv", usecols=["week"])["week"].max()
+    earlier = [f"'{store.require('transactions', w)}'" for w in stored_history_weeks(store) if parse_week(w) < parse_week(week)]
+    con.execute(f"CREATE VIEW history AS SELECT * FROM read_parquet([{', '.join(earlier)}])")
+    con.execute(f"CREATE VIEW week_articles AS SELECT article_id, product_code FROM read_parquet('{store.require('articles')}')")
+    con.register("oracle_rows", load_oracle(con, data_dir / "oracle.csv", week)[["customer_key", "article_id"]])
+    found = con.execute(
+        f"""
+        WITH truth AS (SELECT DISTINCT customer_key, article_id FROM read_parquet('{store.require('transactions', week)}')),
+        bought AS (SELECT DISTINCT h.customer_key, h.article_id, a.product_code FROM history h JOIN week_articles a USING (article_id))
+        SELECT CASE
+                   WHEN EXISTS (SELECT 1 FROM bought b WHERE b.customer_key = t.customer_key AND b.article_id = t.article_id)
+                       THEN 're-buy'
+                   WHEN EXISTS (SELECT 1 FROM bought b WHERE b.customer_key = t.customer_key AND b.product_code = a.product_code)
+                       THEN 'other colour of a product bought'
+                   WHEN NOT EXISTS (SELECT 1 FROM history h WHERE h.article_id = t.article_id) THEN 'never sold before'
+                   WHEN NOT EXISTS (SELECT 1 FROM history h WHERE h.customer_key = t.customer_key) THEN 'buyer without history'
+                   ELSE 'other' END AS kind,
+               count(*) AS purchases,
+               avg(CASE WHEN o.article_id IS NULL THEN 0 ELSE 1 END) AS "in oracle's 12",
+               avg(CASE WHEN r.article_id IS NULL THEN 0 ELSE 1 END) AS "in ranker's 12",
+               avg(CASE WHEN c.article_id IS NULL THEN 0 ELSE 1 END) AS "in candidates"
+        FROM truth t JOIN week_articles a USING (article_id)
+        LEFT JOIN oracle_rows o USING (customer_key, article_id)
+        LEFT JOIN read_parquet('{store.require('recommendations', week)}') r USING (customer_key, article_id)
+        LEFT JOIN read_parquet('{store.require('pair_features', week)}') c USING (customer_key, article_id)
+        GROUP BY kind ORDER BY kind
+        """
+    ).df()
+    con.close()
+    found.insert(0, "home", home.name)
+    found.insert(2, "share", found["purchases"] / found["purchases"].sum())
+    return found.to_dict("records")
+
+
 def main() -> int:
     homes = world_homes(__doc__.splitlines()[0])
     print(f"Machine: {machine()}")
     rows = [row for home, data_dir in homes for row in segments(home, data_dir)]
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"))
+    print()
+    rows = [row for home, data_dir in homes for row in purchase_kinds(home, data_dir)]
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))
     return 0
 
 
