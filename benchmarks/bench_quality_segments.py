@@ -2,7 +2,8 @@
 week's buyers, split by how many purchases each made before the week; and the week's purchases by
 kind (a re-buy, another colour of a product bought before, an article that never sold before the
 week, a buyer without history, anything else) with the share of each found by the oracle's 12, the
-ranker's 12 and the capped candidates.
+ranker's 12 and the capped candidates; and MAP@12 of both over what the history can speak to (the
+buyers with history, their purchases of articles that sold before the week).
 
 The oracle (hm-synth's ``oracle.csv``) knows every customer's latent style, also of those who never
 bought; the pipeline sees only their attributes. Splitting the buyers by the length of their
@@ -100,6 +101,26 @@ def purchase_kinds(home: Path, data_dir: Path) -> list[dict]:
     return found.to_dict("records")
 
 
+def observable(home: Path, data_dir: Path) -> dict:
+    store = HMStore(home=str(home))
+    con = store.connect()
+    con.execute(f"CREATE VIEW customers AS SELECT * FROM read_parquet('{store.require('customers')}')")
+    week = pd.read_csv(data_dir / "oracle.csv", usecols=["week"])["week"].max()
+    truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
+    recs = pd.read_parquet(store.require("recommendations", week), columns=["customer_key", "article_id", "rank"])
+    oracle = load_oracle(con, data_dir / "oracle.csv", week)
+    earlier = [f"'{store.require('transactions', w)}'" for w in stored_history_weeks(store) if parse_week(w) < parse_week(week)]
+    history = con.execute(f"SELECT DISTINCT customer_key, article_id FROM read_parquet([{', '.join(earlier)}])").df()
+    con.close()
+    seen = truth[truth["article_id"].isin(history["article_id"]) & truth["customer_key"].isin(history["customer_key"])]
+    row: dict = {"home": home.name, "week": week}
+    for name, part in (("all buyers", truth), ("with history, articles sold before", seen)):
+        ranker_map = map_at_k(recs[recs["customer_key"].isin(part["customer_key"])], part)
+        oracle_map = map_at_k(oracle[oracle["customer_key"].isin(part["customer_key"])], part)
+        row.update({f"ranker, {name}": ranker_map, f"oracle, {name}": oracle_map, f"ranker / oracle, {name}": ranker_map / oracle_map})
+    return row
+
+
 def main() -> int:
     homes = world_homes(__doc__.splitlines()[0])
     print(f"Machine: {machine()}")
@@ -108,6 +129,8 @@ def main() -> int:
     print()
     rows = [row for home, data_dir in homes for row in purchase_kinds(home, data_dir)]
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))
+    print()
+    print(pd.DataFrame([observable(home, data_dir) for home, data_dir in homes]).to_markdown(index=False, floatfmt=".4f"))
     return 0
 
 

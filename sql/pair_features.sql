@@ -48,14 +48,6 @@ same_product AS (
            min(items_after) AS items_since
     FROM history GROUP BY ALL
 ),
--- product codes ascend with launch: where the article's code stands among those of the articles
--- first sold in the last 4 weeks (0 = their median, 1 = one interquartile range newer)
-launch_codes AS (
-    SELECT median(a.product_code) AS median_code,
-           greatest(quantile_cont(a.product_code, 0.75) - quantile_cont(a.product_code, 0.25), 1) AS spread
-    FROM article_transaction_stats s JOIN articles a USING (article_id)
-    WHERE s.days_since_first_sale <= 28
-),
 same_article AS (
     SELECT customer_key, article_id, count(*) AS n, $cutoff::DATE - max(t_dat) AS days_since,
            min(items_after) AS items_since
@@ -104,8 +96,7 @@ SELECT c.*,
            AS pref_taste_cluster_64,
        CAST(a_taste.taste_cluster_16_share_1w AS FLOAT) AS taste_cluster_16_share_1w,
        CAST(a_taste.taste_cluster_64_share_1w AS FLOAT) AS taste_cluster_64_share_1w,
-       CAST(coalesce(p_c64.n, 0) / nullif(cs.txn_all, 0) * a_taste.taste_cluster_64_share_1w AS FLOAT) AS taste_cluster_affinity,
-       CAST((a.product_code - l_codes.median_code) / l_codes.spread AS FLOAT) AS code_vs_recent_launches
+       CAST(coalesce(p_c64.n, 0) / nullif(cs.txn_all, 0) * a_taste.taste_cluster_64_share_1w AS FLOAT) AS taste_cluster_affinity
 FROM candidates c
 LEFT JOIN customer_features cf USING (customer_key)
 LEFT JOIN customer_transaction_stats cs USING (customer_key)
@@ -125,7 +116,6 @@ LEFT JOIN pref_index p_index ON p_index.customer_key = c.customer_key AND p_inde
 LEFT JOIN same_product s_product ON s_product.customer_key = c.customer_key AND s_product.v = a.product_code
 LEFT JOIN same_article s_article ON s_article.customer_key = c.customer_key AND s_article.article_id = c.article_id
 LEFT JOIN price_level p_level ON p_level.customer_key = c.customer_key
-CROSS JOIN launch_codes l_codes
 LEFT JOIN customer_taste c_taste ON c_taste.customer_key = c.customer_key
 LEFT JOIN article_taste a_taste ON a_taste.article_id = c.article_id
 LEFT JOIN pref_cluster_16 p_c16 ON p_c16.customer_key = c.customer_key AND p_c16.v = a_taste.taste_cluster_16

@@ -5,10 +5,9 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from hm_assets.pipeline.retrieval import also_bought, new_arrivals, popularity_model, purchase_history_similar, repurchase
+from hm_assets.pipeline.retrieval import also_bought, popularity_model, purchase_history_similar, repurchase
 from hm_assets.pipeline.retrieval.also_bought import AlsoBoughtConfig
 from hm_assets.pipeline.retrieval.base import finalize_candidates
-from hm_assets.pipeline.retrieval.new_arrivals import NewArrivalsConfig
 from hm_assets.pipeline.retrieval.popularity_model import PopularityModelConfig
 from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistoryConfig
 from hm_assets.pipeline.retrieval.repurchase import RepurchaseConfig
@@ -114,39 +113,3 @@ def test_finalize_ranks_dedupes_and_caps():
         {"customer_key": 1, "article_id": 5, "score": np.float32(0.9), "rank": 1},
         {"customer_key": 2, "article_id": 7, "score": np.float32(1.0), "rank": 1},
     ]
-
-
-def test_new_arrivals_are_unsold_articles_coded_like_recent_launches_in_the_customers_departments():
-    dresses, shoes = 1338, 3509
-    articles = articles_frame(
-        [
-            {"article_id": 1, "product_code": 500, "department_no": dresses},  # old, still selling
-            {"article_id": 2, "product_code": 510, "department_no": dresses},  # old stock nobody bought
-            {"article_id": 3, "product_code": 900, "department_no": dresses},  # launched two weeks ago
-            {"article_id": 4, "product_code": 950, "department_no": shoes},  # launched last week
-            {"article_id": 5, "product_code": 920, "department_no": dresses},  # about to launch
-            {"article_id": 6, "product_code": 930, "department_no": shoes},  # about to launch
-            {"article_id": 7, "product_code": 990, "department_no": dresses},  # a later launch
-            {"article_id": 8, "product_code": 925, "department_no": dresses, "colour_group_code": 10},  # about to launch
-        ]
-    )
-    customers = customers_frame([7, 8, 9])
-    txns = transactions_frame(
-        [
-            ("2020-05-01", 9, 1, 0.02, 2),
-            ("2020-09-09", 7, 3, 0.02, 2),
-            ("2020-09-10", 7, 1, 0.02, 2),
-            ("2020-09-16", 8, 4, 0.02, 2),
-            ("2020-09-23", 9, 5, 0.02, 2),  # on the cut-off: not yet sold as far as the week knows
-        ]
-    )
-    con = week_connection(txns, articles, customers, CUTOFF)
-    ctx = retrieval_context(con, CUTOFF, customers)
-    config = NewArrivalsConfig()
-    launches = new_arrivals.arrivals(ctx, config)
-    assert sorted(launches.article_id) == [5, 6, 8]
-    out = finalize_candidates(new_arrivals.RETRIEVER.retrieve(ctx, config, launches), config.max_candidates)
-    # each customer gets the arrivals of the departments they buy from, same colour first
-    assert out[out.customer_key == 7].sort_values("rank").article_id.tolist() == [5, 8]
-    assert out[out.customer_key == 8].article_id.tolist() == [6]
-    assert 9 not in set(out.customer_key)  # no purchase in the lookback window

@@ -17,7 +17,6 @@ from hm_assets.pipeline.features.taste import (
     LONG_HALF_LIFE_DAYS,
     RECENT_HALF_LIFE_DAYS,
     ArticleTaste,
-    arrival_vectors,
     article_taste,
     customer_taste,
     register_taste,
@@ -139,49 +138,3 @@ def test_taste_clusters_find_the_groups_and_each_article_s_share_of_its_cluster(
     # the share is a share: over a cluster that sold, it sums to 1
     shares16 = pd.Series(table.column("taste_cluster_16_share_1w").to_pylist(), dtype=float)
     assert shares16.groupby(np.asarray(table.column("taste_cluster_16"))).sum().max() == pytest.approx(1.0)
-
-
-def test_a_new_arrival_sits_with_the_sold_articles_of_its_department_and_type():
-    dresses, shoes = 1338, 3509
-    articles = articles_frame(
-        [
-            {"article_id": 1, "product_code": 900, "department_no": dresses, "colour_group_code": 9},
-            {"article_id": 2, "product_code": 901, "department_no": dresses, "colour_group_code": 10},
-            {"article_id": 3, "product_code": 920, "department_no": shoes},
-            {"article_id": 4, "product_code": 910, "department_no": dresses, "colour_group_code": 10},  # arrival
-            {"article_id": 5, "product_code": 915, "department_no": 9999},  # arrival of a department never sold
-        ]
-    )
-    customers = customers_frame([7])
-    con = week_connection(transactions_frame([("2020-09-20", 7, a, 0.02, 1) for a in (1, 2, 3)]), articles, customers, CUTOFF)
-    ids, vectors = np.array([1, 2, 3], np.int32), np.array([VECTORS[1], VECTORS[3], VECTORS[2]], np.float32)
-    new_ids, new_vectors = arrival_vectors(con, CUTOFF, ids, vectors)
-    assert new_ids.tolist() == [4]
-    # weight 1, +1 for the same colour, +1 for the same appearance (all share it here)
-    expected = 2.0 * np.asarray(VECTORS[1]) + 3.0 * np.asarray(VECTORS[3])
-    assert new_vectors[0] == pytest.approx(expected / np.linalg.norm(expected), abs=1e-6)
-    # the arrival joins the nearest cluster (article 3's, at cosine 0.998), where it has sold nothing yet
-    table = taste_table(ids, vectors, np.array([1.0, 1.0, 1.0]), seed=0, new_ids=new_ids, new_vectors=new_vectors)
-    rows = table.to_pandas().set_index("article_id")
-    assert rows.loc[4, "taste_cluster_16"] == rows.loc[3, "taste_cluster_16"]
-    assert rows.loc[4, "taste_cluster_16_share_1w"] == 0.0
-
-
-def test_codes_place_an_article_among_the_recent_launches():
-    articles = articles_frame([
-        {"article_id": 1, "product_code": 1000}, {"article_id": 2, "product_code": 1100},
-        {"article_id": 3, "product_code": 1200, "department_no": 3509},
-    ])
-    customers = customers_frame([7])
-    rows = [("2020-09-10", 7, 1, 0.02, 2), ("2020-09-10", 7, 1, 0.02, 2), ("2020-09-20", 7, 3, 0.02, 2)]
-    con = week_connection(transactions_frame(rows), articles, customers, CUTOFF)
-    con.register(
-        "candidates_df",
-        pd.DataFrame({"customer_key": [7, 7], "article_id": [1, 3], "score_r": [1.0, 0.5], "rank_r": [1, 2],
-                      "n_retrievers": [1, 1], "best_rank": [1, 2]}).astype({"customer_key": "int64", "article_id": "int32"}),
-    )
-    con.execute("CREATE TABLE candidates AS SELECT * FROM candidates_df")
-    register_taste(con, CUTOFF, ArticleTaste.of(hand_made_taste()), CANDIDATE_CUSTOMERS)
-    pairs = con.sql(load_sql("pair_features"), params={"cutoff": CUTOFF}).df().set_index("article_id")
-    # both first sold in the last 4 weeks: codes 1000 and 1200, median 1100, interquartile range 100
-    assert pairs["code_vs_recent_launches"].to_dict() == {1: pytest.approx(-1.0), 3: pytest.approx(1.0)}

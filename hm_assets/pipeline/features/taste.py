@@ -31,7 +31,6 @@ import scipy.sparse as sp
 
 from hm_assets.pipeline.retrieval.base import RetrievalContext
 from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistoryConfig, article_factors, purchase_matrix
-from hm_assets.platform.sql import load_sql
 
 # A customer's long-term taste weighs a purchase 8 weeks old half as much as one made yesterday; the
 # recent taste, one a week old. Both read the ALS matrix's window (PurchaseHistoryConfig.matrix_weeks).
@@ -90,77 +89,24 @@ def taste_clusters(vectors: np.ndarray, k: int, seed: int, iterations: int = KME
     return labels.astype(np.int16)
 
 
-def taste_table(
-    ids: np.ndarray, vectors: np.ndarray, sales_1w: np.ndarray, seed: int,
-    new_ids: np.ndarray | None = None, new_vectors: np.ndarray | None = None,
-) -> pa.Table:
+def taste_table(ids: np.ndarray, vectors: np.ndarray, sales_1w: np.ndarray, seed: int) -> pa.Table:
     """``article_taste``: article_id, vector, and per granularity k the article's taste cluster
     (``taste_cluster_<k>``) and its share of that cluster's sales in the last week
-    (``taste_cluster_<k>_share_1w``, null when the cluster sold nothing). The clusters are fitted
-    on ``vectors``; articles that have not sold yet (``new_ids``, their ``arrival_vectors``) join
-    the nearest cluster with a share of 0."""
-    if new_ids is None or new_vectors is None or len(new_ids) == 0:
-        new_ids, new_vectors = np.zeros(0, np.int32), np.zeros((0, vectors.shape[1]), np.float32)
-    all_vectors = np.concatenate([vectors, new_vectors]).astype(np.float32)
-    columns: dict[str, pa.Array] = {
-        "article_id": pa.array(np.concatenate([ids, new_ids]).astype(np.int32), pa.int32()),
-        "vector": vector_column(all_vectors),
-    }
+    (``taste_cluster_<k>_share_1w``, null when the cluster sold nothing)."""
+    columns: dict[str, pa.Array] = {"article_id": pa.array(ids, pa.int32()), "vector": vector_column(vectors)}
     for k in CLUSTER_SIZES:
         labels = taste_clusters(vectors, k, seed)
-        if len(new_ids):
-            centres = _unit_rows(np.asarray(
-                sp.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(labels.max() + 1, len(labels)))
-                @ vectors, dtype=np.float64))[0]
-            labels = np.concatenate([labels, np.argmax(new_vectors @ centres.T, axis=1).astype(np.int16)])
-        sales = np.concatenate([sales_1w, np.zeros(len(new_ids))])
-        total = np.bincount(labels, weights=sales, minlength=k)[labels]
-        share = np.divide(sales, total, out=np.zeros(len(labels)), where=total > 0)
+        total = np.bincount(labels, weights=sales_1w, minlength=k)[labels]
+        share = np.divide(sales_1w, total, out=np.zeros(len(labels)), where=total > 0)
         columns[f"taste_cluster_{k}"] = pa.array(labels, pa.int16())
         columns[f"taste_cluster_{k}_share_1w"] = pa.array(share.astype(np.float32), pa.float32(), mask=total <= 0)
     return pa.table(columns)
 
 
-ATTRIBUTES = ("department_no", "product_type_no", "colour_group_code", "graphical_appearance_no")
-
-
-def arrival_vectors(
-    con: duckdb.DuckDBPyConnection, cutoff: date, ids: np.ndarray, vectors: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors for the week's new arrivals (``sql/new_arrivals.sql``), which no purchase has placed
-    yet: the unit mean vector of the sold articles of the same department and product type (of the
-    department alone where the type has none), those of the same colour and graphical appearance
-    counting more. Arrivals whose department has no vector get none."""
-    launches = con.execute(load_sql("new_arrivals"), {"cutoff": cutoff}).df()
-    launches = launches[~launches["article_id"].isin(ids)]
-    if launches.empty or len(ids) == 0:
-        return np.zeros(0, np.int32), np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
-    attributes = ", ".join(ATTRIBUTES)
-    peers = con.execute(f"SELECT article_id, {attributes} FROM articles").df().set_index("article_id").reindex(ids)
-    values = {name: peers[name].to_numpy() for name in ATTRIBUTES}
-    by_type = peers.reset_index(drop=True).groupby(["department_no", "product_type_no"]).indices
-    by_department = peers.reset_index(drop=True).groupby("department_no").indices
-    new_ids, new_vectors = [], []
-    for launch in launches.itertuples(index=False):
-        members = by_type.get((launch.department_no, launch.product_type_no))
-        if members is None:
-            members = by_department.get(launch.department_no)
-        if members is None:
-            continue
-        weight = (1.0 + (values["colour_group_code"][members] == launch.colour_group_code)
-                  + (values["graphical_appearance_no"][members] == launch.graphical_appearance_no))
-        new_ids.append(launch.article_id)
-        new_vectors.append(weight @ vectors[members])
-    if not new_ids:
-        return np.zeros(0, np.int32), np.zeros((0, vectors.shape[1]), np.float32)
-    unit, usable = _unit_rows(np.asarray(new_vectors, dtype=np.float64))
-    return np.asarray(new_ids, np.int32)[usable], unit[usable]
-
-
 def article_taste(ctx: RetrievalContext, config: PurchaseHistoryConfig | None = None) -> pa.Table:
-    """``taste_table`` of the articles bought in the matrix window before the cut-off (unit ALS
-    factor vectors, taste clusters and last week's share of them) and of the week's new arrivals
-    (``arrival_vectors``). Empty when fewer than two articles were bought."""
+    """``taste_table`` of the articles bought in the matrix window before the cut-off: unit ALS
+    factor vectors, taste clusters and last week's share of them. Empty when fewer than two
+    articles were bought."""
     config = config or PurchaseHistoryConfig()
     matrix = purchase_matrix(ctx, config)
     if matrix["article_id"].nunique() < 2:
@@ -173,8 +119,7 @@ def article_taste(ctx: RetrievalContext, config: PurchaseHistoryConfig | None = 
         {"start": ctx.lookback_start(1), "cutoff": ctx.cutoff},
     ).df()
     sales_1w = pd.Series(sold["n"].to_numpy(np.float64), index=sold["article_id"].to_numpy()).reindex(ids).fillna(0.0)
-    new_ids, new_vectors = arrival_vectors(ctx.con, ctx.cutoff, ids, vectors[usable])
-    return taste_table(ids, vectors[usable], sales_1w.to_numpy(), ctx.seed, new_ids, new_vectors)
+    return taste_table(ids, vectors[usable], sales_1w.to_numpy(), ctx.seed)
 
 
 def vectors_of(articles: pa.Table) -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
-from hm_assets.platform.sql import load_sql
-
 if TYPE_CHECKING:
     import duckdb
 
@@ -25,7 +23,7 @@ class FilterRule:
 
 OUT_OF_STOCK = FilterRule(
     "out_of_stock",
-    "The article sold nothing in the 3 weeks before the cut-off and is not a new arrival: treated as out of stock.",
+    "The article sold nothing in the 3 weeks before the cut-off: treated as out of stock.",
     """
     SELECT u.customer_key, u.article_id FROM union_candidates u
     ANTI JOIN rule_recent_sellers s USING (article_id)
@@ -91,9 +89,7 @@ RULE_NAMES = [rule.name for rule in RULES]
 
 # The week's whole-history aggregates the rules read (name -> query over the week's views).
 RULE_INPUTS: dict[str, str] = {
-    # articles on sale: sold in the last 3 weeks, or about to launch (never sold, see new_arrivals)
-    "rule_recent_sellers": "SELECT DISTINCT article_id FROM transactions WHERE t_dat >= $cutoff::DATE - 21 "
-    f"UNION SELECT article_id FROM ({load_sql('new_arrivals')})",
+    "rule_recent_sellers": "SELECT DISTINCT article_id FROM transactions WHERE t_dat >= $cutoff::DATE - 21",
     "rule_article_channels": """
         SELECT article_id,
                count(*) FILTER (WHERE sales_channel_id = 1) AS store_sales,
