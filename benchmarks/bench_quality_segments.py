@@ -18,8 +18,10 @@ transactions of the newest week the oracle covers), DATA_DIR the world's data se
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from host import machine, world_homes
@@ -37,49 +39,75 @@ from hm_assets.platform.weeks import parse_week  # noqa: E402
 SEGMENTS = [("none", 0, 0), ("1-5", 1, 5), ("6-20", 6, 20), ("over 20", 21, float("inf"))]
 
 
-def segments(home: Path, data_dir: Path) -> list[dict]:
+@dataclass
+class ScoredWeek:
+    """A world home's newest week the oracle covers: its purchases, the stored recommendations, the
+    oracle's 12 and the earlier weeks' history, read once for every table."""
+
+    home: Path
+    week: str
+    truth: pd.DataFrame
+    recs: pd.DataFrame
+    oracle: pd.DataFrame
+    history: pd.DataFrame  # customer_key, article_id of every purchase before the week
+    articles: pd.DataFrame  # article_id, product_code
+    candidates: Path
+
+
+def scored_week(home: Path, data_dir: Path) -> ScoredWeek:
     store = HMStore(home=str(home))
     con = store.connect()
     con.execute(f"CREATE VIEW customers AS SELECT * FROM read_parquet('{store.require('customers')}')")
     week = pd.read_csv(data_dir / "oracle.csv", usecols=["week"])["week"].max()
-    truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
-    recs = pd.read_parquet(store.require("recommendations", week), columns=["customer_key", "article_id", "rank"])
-    oracle = load_oracle(con, data_dir / "oracle.csv", week)
     earlier = [f"'{store.require('transactions', w)}'" for w in stored_history_weeks(store) if parse_week(w) < parse_week(week)]
-    counts = con.execute(
-        f"SELECT customer_key, count(*) AS n FROM read_parquet([{', '.join(earlier)}]) GROUP BY customer_key"
-    ).df().set_index("customer_key")["n"]
+    history = con.execute(f"SELECT customer_key, article_id FROM read_parquet([{', '.join(earlier)}])").df()
+    scored = ScoredWeek(
+        home=home,
+        week=week,
+        truth=pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"]),
+        recs=pd.read_parquet(store.require("recommendations", week), columns=["customer_key", "article_id", "rank"]),
+        oracle=load_oracle(con, data_dir / "oracle.csv", week),
+        history=history,
+        articles=pd.read_parquet(store.require("articles"), columns=["article_id", "product_code"]),
+        candidates=store.require("pair_features", week),
+    )
     con.close()
-    buyers = pd.Series(truth["customer_key"].unique())
+    return scored
+
+
+def ranker_and_oracle(scored: ScoredWeek, truth: pd.DataFrame) -> tuple[float, float]:
+    """MAP@12 of the stored recommendations and of the oracle against ``truth`` (a part of the week's)."""
+    buyers = truth["customer_key"]
+    return (map_at_k(scored.recs[scored.recs["customer_key"].isin(buyers)], truth),
+            map_at_k(scored.oracle[scored.oracle["customer_key"].isin(buyers)], truth))
+
+
+def segments(scored: ScoredWeek) -> list[dict]:
+    counts = scored.history["customer_key"].value_counts()
+    buyers = pd.Series(scored.truth["customer_key"].unique())
     history = buyers.map(counts).fillna(0)
     rows = []
     for label, low, high in SEGMENTS:
         keys = buyers[history.between(low, high)]
-        part = truth[truth["customer_key"].isin(keys)]
-        ranker_map = map_at_k(recs[recs["customer_key"].isin(keys)], part)
-        oracle_map = map_at_k(oracle[oracle["customer_key"].isin(keys)], part)
-        rows.append({"home": home.name, "week": week, "purchases before": label, "buyers": len(keys),
+        ranker_map, oracle_map = ranker_and_oracle(scored, scored.truth[scored.truth["customer_key"].isin(keys)])
+        rows.append({"home": scored.home.name, "week": scored.week, "purchases before": label, "buyers": len(keys),
                      "ranker": ranker_map, "oracle": oracle_map, "ranker / oracle": ranker_map / oracle_map if oracle_map else None})
     return rows
 
 
-def purchase_kinds(home: Path, data_dir: Path) -> list[dict]:
-    store = HMStore(home=str(home))
-    con = store.connect()
-    con.execute(f"CREATE VIEW customers AS SELECT * FROM read_parquet('{store.require('customers')}')")
-    week = pd.read_csv(data_dir / "oracle.csv", usecols=["week"])["week"].max()
-    earlier = [f"'{store.require('transactions', w)}'" for w in stored_history_weeks(store) if parse_week(w) < parse_week(week)]
-    con.execute(f"CREATE VIEW history AS SELECT * FROM read_parquet([{', '.join(earlier)}])")
-    con.execute(f"CREATE VIEW week_articles AS SELECT article_id, product_code FROM read_parquet('{store.require('articles')}')")
-    con.register("oracle_rows", load_oracle(con, data_dir / "oracle.csv", week)[["customer_key", "article_id"]])
+def purchase_kinds(scored: ScoredWeek) -> list[dict]:
+    con = duckdb.connect()
+    for name, frame in (("history", scored.history), ("oracle_rows", scored.oracle[["customer_key", "article_id"]]),
+                        ("recs", scored.recs), ("truth_rows", scored.truth), ("week_articles", scored.articles)):
+        con.register(name, frame)
     found = con.execute(
         f"""
-        WITH truth AS (SELECT DISTINCT customer_key, article_id FROM read_parquet('{store.require('transactions', week)}')),
+        WITH truth AS (SELECT DISTINCT t.customer_key, t.article_id, a.product_code FROM truth_rows t JOIN week_articles a USING (article_id)),
         bought AS (SELECT DISTINCT h.customer_key, h.article_id, a.product_code FROM history h JOIN week_articles a USING (article_id))
         SELECT CASE
                    WHEN EXISTS (SELECT 1 FROM bought b WHERE b.customer_key = t.customer_key AND b.article_id = t.article_id)
                        THEN 're-buy'
-                   WHEN EXISTS (SELECT 1 FROM bought b WHERE b.customer_key = t.customer_key AND b.product_code = a.product_code)
+                   WHEN EXISTS (SELECT 1 FROM bought b WHERE b.customer_key = t.customer_key AND b.product_code = t.product_code)
                        THEN 'other colour of a product bought'
                    WHEN NOT EXISTS (SELECT 1 FROM history h WHERE h.article_id = t.article_id) THEN 'never sold before'
                    WHEN NOT EXISTS (SELECT 1 FROM history h WHERE h.customer_key = t.customer_key) THEN 'buyer without history'
@@ -88,35 +116,25 @@ def purchase_kinds(home: Path, data_dir: Path) -> list[dict]:
                avg(CASE WHEN o.article_id IS NULL THEN 0 ELSE 1 END) AS "in oracle's 12",
                avg(CASE WHEN r.article_id IS NULL THEN 0 ELSE 1 END) AS "in ranker's 12",
                avg(CASE WHEN c.article_id IS NULL THEN 0 ELSE 1 END) AS "in candidates"
-        FROM truth t JOIN week_articles a USING (article_id)
+        FROM truth t
         LEFT JOIN oracle_rows o USING (customer_key, article_id)
-        LEFT JOIN read_parquet('{store.require('recommendations', week)}') r USING (customer_key, article_id)
-        LEFT JOIN read_parquet('{store.require('pair_features', week)}') c USING (customer_key, article_id)
+        LEFT JOIN recs r USING (customer_key, article_id)
+        LEFT JOIN read_parquet('{scored.candidates}') c USING (customer_key, article_id)
         GROUP BY kind ORDER BY kind
         """
     ).df()
     con.close()
-    found.insert(0, "home", home.name)
+    found.insert(0, "home", scored.home.name)
     found.insert(2, "share", found["purchases"] / found["purchases"].sum())
     return found.to_dict("records")
 
 
-def observable(home: Path, data_dir: Path) -> dict:
-    store = HMStore(home=str(home))
-    con = store.connect()
-    con.execute(f"CREATE VIEW customers AS SELECT * FROM read_parquet('{store.require('customers')}')")
-    week = pd.read_csv(data_dir / "oracle.csv", usecols=["week"])["week"].max()
-    truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
-    recs = pd.read_parquet(store.require("recommendations", week), columns=["customer_key", "article_id", "rank"])
-    oracle = load_oracle(con, data_dir / "oracle.csv", week)
-    earlier = [f"'{store.require('transactions', w)}'" for w in stored_history_weeks(store) if parse_week(w) < parse_week(week)]
-    history = con.execute(f"SELECT DISTINCT customer_key, article_id FROM read_parquet([{', '.join(earlier)}])").df()
-    con.close()
+def observable(scored: ScoredWeek) -> dict:
+    truth, history = scored.truth, scored.history
     seen = truth[truth["article_id"].isin(history["article_id"]) & truth["customer_key"].isin(history["customer_key"])]
-    row: dict = {"home": home.name, "week": week}
+    row: dict = {"home": scored.home.name, "week": scored.week}
     for name, part in (("all buyers", truth), ("with history, articles sold before", seen)):
-        ranker_map = map_at_k(recs[recs["customer_key"].isin(part["customer_key"])], part)
-        oracle_map = map_at_k(oracle[oracle["customer_key"].isin(part["customer_key"])], part)
+        ranker_map, oracle_map = ranker_and_oracle(scored, part)
         row.update({f"ranker, {name}": ranker_map, f"oracle, {name}": oracle_map, f"ranker / oracle, {name}": ranker_map / oracle_map})
     return row
 
@@ -124,13 +142,12 @@ def observable(home: Path, data_dir: Path) -> dict:
 def main() -> int:
     homes = world_homes(__doc__.splitlines()[0])
     print(f"Machine: {machine()}")
-    rows = [row for home, data_dir in homes for row in segments(home, data_dir)]
-    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"))
+    weeks = [scored_week(home, data_dir) for home, data_dir in homes]
+    print(pd.DataFrame([row for scored in weeks for row in segments(scored)]).to_markdown(index=False, floatfmt=".4f"))
     print()
-    rows = [row for home, data_dir in homes for row in purchase_kinds(home, data_dir)]
-    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))
+    print(pd.DataFrame([row for scored in weeks for row in purchase_kinds(scored)]).to_markdown(index=False, floatfmt=".3f"))
     print()
-    print(pd.DataFrame([observable(home, data_dir) for home, data_dir in homes]).to_markdown(index=False, floatfmt=".4f"))
+    print(pd.DataFrame([observable(scored) for scored in weeks]).to_markdown(index=False, floatfmt=".4f"))
     return 0
 
 
