@@ -11,9 +11,11 @@ cut-off, in memory), the stored feature tables, the trained ranker and the fallb
    (``fit``'s output, stored by the weekly asset beside its candidates: co-purchase pairs, ALS
    factors and their index, the popularity model and its profile lists, department bestsellers,
    the on-sale set) — the same per-customer function the batch runs for every customer.
-3. The union of the candidates, the business rules, ``sql/pair_features.sql`` and the week's
-   LightGBM ranker run exactly as in the batch assets (``hm_assets.pipeline.ranking.stage``), over the full
-   history plus the new purchases.
+3. The union of the candidates, the business rules, the cap, the pair features and the week's
+   LightGBM ranker give the same results as the batch stage (``hm_assets.pipeline.ranking.stage``)
+   would over the full history plus the new purchases: for one customer they are computed over
+   arrays (``hm_assets.pipeline.ranking.one_customer``, equal to the batch's SQL to the bit), where
+   the SQL's plans would cost more than its rows.
 
 Without ``bought`` the list is the stored recommendation of the week, give or take float rounding
 (see ``hm_assets_tests/integration/test_on_demand.py``). What is *not* updated by ``bought``: the article-level
@@ -50,10 +52,11 @@ from hm_assets.pipeline.evaluation.baselines import last_week_top
 from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ingest.data_contract import K, format_article_id
 from hm_assets.pipeline.ranking import ranker
-from hm_assets.pipeline.ranking.candidates import Stacked, previous_week_calibration
+from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES, prepare_rule_inputs
-from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features_frame, recommend_lists, select_candidates
-from hm_assets.pipeline.retrieval.base import STATE_SUFFIX, RetrievalContext, Retriever, load_state, ranked_candidates_of_all, retriever_inputs
+from hm_assets.pipeline.ranking.one_customer import WeekArticles, customer_candidates, customer_pair_features
+from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, recommend_lists
+from hm_assets.pipeline.retrieval.base import STATE_SUFFIX, RetrievalContext, Retriever, load_state, retriever_inputs
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
 from hm_assets.platform.history import history_files, stored_history_weeks
 from hm_assets.platform.sql import load_sql
@@ -323,6 +326,8 @@ class OnDemandRecommender:
         self.customers = con.sql("SELECT * FROM h_customers").df()
         self._customer_rows = pd.Index(self.customers["customer_key"])
         self._article_ids = set(self.articles["article_id"].tolist())
+        # the names a list shows, by article id (a merge with the whole catalogue per call cost ~10 ms at full scale)
+        self._article_names = self.articles[ARTICLE_COLUMNS].set_index("article_id", drop=False)
         info = json.loads(store.require("ranker", self.week, ".json").read_text())
         self.booster = ranker.load(store.require("ranker", self.week, ".txt")) if info.get("trained") else None
         self.scorer = ranker.PairScorer(self.booster, store.scratch_dir() / "compiled") if self.booster else None
@@ -331,6 +336,7 @@ class OnDemandRecommender:
         full = self._full_cursor()
         try:
             self.fallback = last_week_top(full, self.cutoff, FALLBACK_SIZE)
+            self.week_articles = WeekArticles.read(full, self.article_taste)
             # The rules' whole-history aggregates, once: a call then reads only its customer's history.
             prepare_rule_inputs(full, self.cutoff, temporary=False)
         finally:
@@ -479,24 +485,14 @@ class OnDemandRecommender:
         try:
             self._prepare(cur, who, bought_ids)
             timings["prepare"] = time.perf_counter() - started
-            ctx = RetrievalContext(
-                con=cur, cutoff=self.cutoff, week_key=self.week,
-                customer_keys=np.asarray([who.key], dtype=np.int64), inputs=self.inputs, log=log, shared={},
-            )
-            raws = {}
-            for retriever in self.retrievers:
-                mark = time.perf_counter()
-                raws[retriever.name] = retriever.retrieve(ctx, self.configs[retriever.name], self.states[retriever.name])
-                timings[f"retriever:{retriever.name}"] = time.perf_counter() - mark
+            raws = self._retrieve(cur, who, timings)
             mark = time.perf_counter()
-            ranked_candidates_of_all(cur, raws, self.max_candidates, "retrieved")
-            select_candidates(
-                cur, Stacked("retrieved", tuple(raws)), list(RULES), self.cutoff, DEFAULT_MAX_PER_CUSTOMER, self.calibration, rule_inputs_ready=True
+            candidates = customer_candidates(
+                cur, raws, self.max_candidates, list(RULES), self.cutoff, DEFAULT_MAX_PER_CUSTOMER, self.calibration, who.key
             )
-            candidates = cur.execute("SELECT * FROM candidates").df()
             timings["candidates"] = time.perf_counter() - mark
             mark = time.perf_counter()
-            pairs = pair_features_frame(cur, self.cutoff, self.article_taste)
+            pairs = customer_pair_features(cur, self.week_articles, candidates, who.key, self.cutoff)
             timings["pair_features"] = time.perf_counter() - mark
         finally:
             cur.close()
@@ -508,6 +504,19 @@ class OnDemandRecommender:
         timings["rank"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         return Ranked(who, bought_ids, candidates, pairs, recs, timings)
+
+    def _retrieve(self, cur, who: Customer, timings: dict[str, float]) -> dict[str, object]:
+        """Every retriever's raw candidates for the customer of the prepared cursor ``cur``."""
+        ctx = RetrievalContext(
+            con=cur, cutoff=self.cutoff, week_key=self.week,
+            customer_keys=np.asarray([who.key], dtype=np.int64), inputs=self.inputs, log=log, shared={},
+        )
+        raws = {}
+        for retriever in self.retrievers:
+            mark = time.perf_counter()
+            raws[retriever.name] = retriever.retrieve(ctx, self.configs[retriever.name], self.states[retriever.name])
+            timings[f"retriever:{retriever.name}"] = time.perf_counter() - mark
+        return raws
 
     def _score(self, pairs: pd.DataFrame) -> np.ndarray:
         return self.scorer(pairs) if self.scorer is not None else ranker.heuristic_score(pairs)
@@ -596,12 +605,15 @@ class OnDemandRecommender:
         }
 
     def _describe(self, recs: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
-        proposed = candidates.assign(retrievers=retriever_names_of(candidates))[["article_id", "retrievers"]]
-        out = recs.merge(self.articles[ARTICLE_COLUMNS], on="article_id", how="left")
-        out = out.merge(proposed, on="article_id", how="left")
-        out["retrievers"] = out["retrievers"].fillna("")
-        out = out.sort_values("rank", kind="mergesort")
-        return out[["rank", *ARTICLE_COLUMNS, "score", "retrievers"]].reset_index(drop=True)
+        recs = recs.sort_values("rank", kind="mergesort")
+        listed = candidates[candidates["article_id"].isin(recs["article_id"])]
+        proposed = pd.Series(retriever_names_of(listed).to_numpy(), index=listed["article_id"].to_numpy())
+        out = self._article_names.reindex(recs["article_id"].to_numpy()).reset_index(drop=True)
+        out["article_id"] = recs["article_id"].to_numpy()
+        out.insert(0, "rank", recs["rank"].to_numpy())
+        out["score"] = recs["score"].to_numpy()
+        out["retrievers"] = proposed.reindex(recs["article_id"].to_numpy()).fillna("").to_numpy()
+        return out[["rank", *ARTICLE_COLUMNS, "score", "retrievers"]]
 
 
 __all__ = [

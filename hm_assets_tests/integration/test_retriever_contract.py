@@ -1,6 +1,7 @@
 """The retriever contract on a materialized tiny week: ``fit`` once per week (the state the weekly
-asset stores), ``retrieve`` for any set of customers — for one customer it gives exactly that
-customer's rows of the batch; and the online list after a purchase equals what the batch stage
+asset stores), ``retrieve`` for any set of customers — for one customer, as the online path calls it
+(in-memory seeds and scoring where a retriever has them), it gives exactly that customer's rows of
+the batch; and the online list after a purchase equals what the batch stage
 computes for that customer given the same history."""
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def test_retrieve_for_one_customer_is_their_part_of_the_batch(retriever, store, 
     for key in customers:
         with _week_view(store, week) as view:
             _one_customer(view.con, key)
-            ctx = RetrievalContext(con=view.con, cutoff=view.cutoff, week_key=week, customer_keys=np.array([key]), inputs=inputs)
+            # as online: one context for the call, its seeds and purchases read once (``ctx.shared``)
+            ctx = RetrievalContext(con=view.con, cutoff=view.cutoff, week_key=week, customer_keys=np.array([key]), inputs=inputs, shared={})
             mine = ranked_candidates(view.con, retriever.retrieve(ctx, config, state), config.max_candidates).df()
         theirs = batch[batch["customer_key"] == key].reset_index(drop=True)
         pd.testing.assert_frame_equal(mine, theirs, obj=f"{retriever.name}, customer {key}")

@@ -113,3 +113,28 @@ def test_finalize_ranks_dedupes_and_caps():
         {"customer_key": 1, "article_id": 5, "score": np.float32(0.9), "rank": 1},
         {"customer_key": 2, "article_id": 7, "score": np.float32(1.0), "rank": 1},
     ]
+
+
+def test_seeds_shared_by_the_online_retrievers_equal_each_retrievers_own_query():
+    """Online, one read of the customer's purchases serves every retriever's seeds (lookback and
+    count of its own); each equals that retriever's own query, ties on a day included."""
+    from dataclasses import replace
+
+    from hm_assets.pipeline.retrieval.base import recent_purchase_seeds
+
+    rng = np.random.default_rng(0)
+    articles = articles_frame([{"article_id": a} for a in range(1, 30)])
+    customers = customers_frame([7, 8, 9])
+    days = pd.date_range("2020-06-01", "2020-09-22").strftime("%Y-%m-%d")
+    txns = transactions_frame(
+        [(str(rng.choice(days)), int(rng.choice([7, 8])), int(rng.integers(1, 30)), 0.02, 2) for _ in range(300)]
+        + [("2020-09-20", 7, a, 0.02, 2) for a in (3, 1, 2)]  # a day's purchases tie on the date
+    )
+    con = week_connection(txns, articles, customers, CUTOFF)
+    ctx = retrieval_context(con, CUTOFF, customers)
+    shared = replace(ctx, shared={})
+    for weeks, count in ((8, 10), (6, 6), (4, 5), (1, 2), (20, 100), (2, 1)):
+        own = recent_purchase_seeds(ctx, weeks, count)
+        assert len(own) > 0
+        pd.testing.assert_frame_equal(recent_purchase_seeds(shared, weeks, count), own, check_exact=True)
+    assert len(shared.shared) == 1

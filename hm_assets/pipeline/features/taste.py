@@ -161,46 +161,62 @@ def customer_taste(
     """(customer_key, taste_long, taste_recent) for the customers ``customers_sql`` selects (a query
     with a ``customer_key`` column) who bought an article with a vector in the window: unit
     recency-weighted means of those articles' vectors, read from the ``transactions`` view."""
-    empty = pa.table(
-        {"customer_key": pa.array([], pa.int64()), "taste_long": pa.array([], VECTOR_TYPE), "taste_recent": pa.array([], VECTOR_TYPE)}
-    )
     if len(article_ids) == 0:
-        return empty
-    weeks = matrix_weeks or PurchaseHistoryConfig().matrix_weeks
-    start = pd.Timestamp(cutoff) - pd.Timedelta(days=7 * weeks)
+        return _taste_table(np.zeros(0, np.int64), np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32))
+    start = taste_window_start(cutoff, matrix_weeks)
     rows = con.execute(
         f"""
         SELECT customer_key, article_id, CAST($cutoff::DATE - t_dat AS DOUBLE) AS days
         FROM transactions SEMI JOIN ({customers_sql}) USING (customer_key)
         WHERE t_dat >= $start AND t_dat < $cutoff
         """,
-        {"cutoff": cutoff, "start": start.date()},
+        {"cutoff": cutoff, "start": start},
     ).fetchnumpy()
-    if len(rows["customer_key"]) == 0:
-        return empty
-    article = np.asarray(rows["article_id"], dtype=np.int64)
+    return _taste_table(*taste_vectors(rows["customer_key"], rows["article_id"], rows["days"], article_ids, article_vectors))
+
+
+def _taste_table(keys: np.ndarray, long: np.ndarray, recent: np.ndarray) -> pa.Table:
+    return pa.table(
+        {
+            "customer_key": pa.array(keys, pa.int64()),
+            "taste_long": vector_column(long) if len(keys) else pa.array([], VECTOR_TYPE),
+            "taste_recent": vector_column(recent) if len(keys) else pa.array([], VECTOR_TYPE),
+        }
+    )
+
+
+def taste_window_start(cutoff: date, matrix_weeks: int | None = None) -> date:
+    """The first day of the purchases a customer's taste reads (the ALS matrix's window)."""
+    weeks = matrix_weeks or PurchaseHistoryConfig().matrix_weeks
+    return (pd.Timestamp(cutoff) - pd.Timedelta(days=7 * weeks)).date()
+
+
+def taste_vectors(
+    customer_key: np.ndarray, article_id: np.ndarray, days: np.ndarray, article_ids: np.ndarray, article_vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The customers' long-term and recent taste from their purchases in the window (one row per
+    purchase: customer, article, days before the cut-off; ``article_ids`` sorted): sorted customer keys
+    and two unit-row matrices. Customers none of whose articles has a vector are left out."""
+    dim = article_vectors.shape[1] if article_vectors.ndim == 2 else 0
+    none = (np.zeros(0, np.int64), np.zeros((0, dim), np.float32), np.zeros((0, dim), np.float32))
+    if len(article_ids) == 0 or len(customer_key) == 0:
+        return none
+    article = np.asarray(article_id, dtype=np.int64)
     position = np.searchsorted(article_ids, article)
     known = (position < len(article_ids)) & (article_ids[np.minimum(position, len(article_ids) - 1)] == article)
     if not known.any():
-        return empty
-    customer_key = np.asarray(rows["customer_key"], dtype=np.int64)[known]
-    days = np.asarray(rows["days"], dtype=np.float64)[known]
-    keys, codes = np.unique(customer_key, return_inverse=True)
+        return none
+    keys, codes = np.unique(np.asarray(customer_key, dtype=np.int64)[known], return_inverse=True)
+    days = np.asarray(days, dtype=np.float64)[known]
     shape = (len(keys), len(article_ids))
-    columns: dict[str, pa.Array] = {}
+    profiles = []
     usable_all = np.ones(len(keys), dtype=bool)
-    for name, half_life in (("taste_long", LONG_HALF_LIFE_DAYS), ("taste_recent", RECENT_HALF_LIFE_DAYS)):
+    for half_life in (LONG_HALF_LIFE_DAYS, RECENT_HALF_LIFE_DAYS):
         weights = sp.csr_matrix((0.5 ** (days / half_life), (codes, position[known])), shape=shape)
         profile, usable = _unit_rows(np.asarray(weights @ article_vectors, dtype=np.float64))
         usable_all &= usable
-        columns[name] = profile
-    return pa.table(
-        {
-            "customer_key": pa.array(keys[usable_all], pa.int64()),
-            "taste_long": vector_column(columns["taste_long"][usable_all]),
-            "taste_recent": vector_column(columns["taste_recent"][usable_all]),
-        }
-    )
+        profiles.append(profile)
+    return keys[usable_all], profiles[0][usable_all], profiles[1][usable_all]
 
 
 def register_taste(con: duckdb.DuckDBPyConnection, cutoff: date, articles: ArticleTaste, customers_sql: str) -> None:

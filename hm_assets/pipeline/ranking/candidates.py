@@ -31,30 +31,18 @@ def source_sql(source: Path | str) -> str:
     return f"read_parquet('{source}')" if isinstance(source, Path) else source
 
 
-@dataclass(frozen=True)
-class Stacked:
-    """Every retriever's candidates in one table with a ``retriever`` column (online, where one
-    statement ranks all retrievers' candidates of a customer)."""
-
-    table: str
-    retrievers: tuple[str, ...]
-
-
-Sources = dict[str, Path | str] | Stacked
+Sources = dict[str, Path | str]
 
 
 def source_names(sources: Sources) -> list[str]:
-    return list(sources.retrievers) if isinstance(sources, Stacked) else list(sources)
+    return list(sources)
 
 
 def union_sql(sources: Sources, where: str = "true") -> str:
-    if isinstance(sources, Stacked):
-        parts = f"SELECT retriever, customer_key, article_id, score, rank FROM {sources.table} WHERE {where}"
-    else:
-        parts = " UNION ALL ".join(
-            f"SELECT '{name}' AS retriever, customer_key, article_id, score, rank FROM {source_sql(source)} WHERE {where}"
-            for name, source in sources.items()
-        )
+    parts = " UNION ALL ".join(
+        f"SELECT '{name}' AS retriever, customer_key, article_id, score, rank FROM {source_sql(source)} WHERE {where}"
+        for name, source in sources.items()
+    )
     columns = ",\n".join(
         f"max(score) FILTER (WHERE retriever = '{name}') AS score_{name},\n"
         f"min(rank) FILTER (WHERE retriever = '{name}') AS rank_{name}"

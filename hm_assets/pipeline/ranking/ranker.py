@@ -273,38 +273,67 @@ def importances(booster: lgb.Booster) -> pd.DataFrame:
     return frame.sort_values("gain", ascending=False).reset_index(drop=True)
 
 
+def _first_rows(customer: np.ndarray, article: np.ndarray) -> np.ndarray:
+    """Of rows already in order: the first of each (customer, article), as a mask (pandas'
+    ``drop_duplicates(keep="first")``)."""
+    n = len(customer)
+    keep = np.zeros(n, bool)
+    if n == 0:
+        return keep
+    grouped = np.lexsort((np.arange(n), article, customer))
+    c, a = customer[grouped], article[grouped]
+    starts = np.ones(n, bool)
+    starts[1:] = (c[1:] != c[:-1]) | (a[1:] != a[:-1])
+    keep[grouped[starts]] = True
+    return keep
+
+
+def _rank_in_runs(customer: np.ndarray) -> np.ndarray:
+    """1, 2, ... within each run of equal customers (pandas' ``groupby(...).cumcount() + 1``)."""
+    n = len(customer)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    starts = np.ones(n, bool)
+    starts[1:] = customer[1:] != customer[:-1]
+    return np.arange(n) - np.maximum.accumulate(np.where(starts, np.arange(n), 0)) + 1
+
+
 def top_k(scored: pd.DataFrame, k: int = K) -> pd.DataFrame:
-    """customer_key, article_id, score -> the best k per customer with rank 1..k."""
-    ordered = scored.sort_values(["customer_key", "score", "article_id"], ascending=[True, False, True], kind="mergesort")
-    ordered = ordered.drop_duplicates(["customer_key", "article_id"])
-    ordered["rank"] = ordered.groupby("customer_key", sort=False).cumcount() + 1
-    return ordered[ordered["rank"] <= k].reset_index(drop=True)
+    """customer_key, article_id, score -> the best k per customer with rank 1..k (ties by article id,
+    an article proposed twice at its best score, NaN scores last), in customer then rank order."""
+    customer = scored["customer_key"].to_numpy()
+    article = scored["article_id"].to_numpy()
+    score = scored["score"].to_numpy(np.float64)
+    missing = np.isnan(score)
+    order = np.lexsort((article, -np.where(missing, 0.0, score), missing, customer))
+    order = order[_first_rows(customer[order], article[order])]
+    rank = _rank_in_runs(customer[order])
+    out = scored.iloc[order[rank <= k]].reset_index(drop=True)
+    out["rank"] = rank[rank <= k]
+    return out
 
 
 def fill_to_k(recommendations: pd.DataFrame, customer_keys: np.ndarray, fallback: list[int], k: int = K) -> pd.DataFrame:
     """Every customer gets exactly k distinct articles: their own list first, then ``fallback`` in order."""
     if len(set(fallback)) < k:
         raise ValueError(f"the fallback list needs at least {k} distinct articles, has {len(set(fallback))}")
-    fallback = list(dict.fromkeys(fallback))[: k * 2]
-    have = recommendations[["customer_key", "article_id", "score", "rank"]]
-    have = have[have["customer_key"].isin(customer_keys)]
-    filler = pd.DataFrame(
-        {
-            "customer_key": np.repeat(customer_keys, len(fallback)),
-            "article_id": np.tile(np.asarray(fallback, dtype=np.int32), len(customer_keys)),
-            "score": np.float32(np.nan),
-            "rank": np.tile(np.arange(len(fallback)) + 1000, len(customer_keys)),
-        }
-    )
-    combined = pd.concat([have, filler], ignore_index=True)
-    combined = combined.sort_values(["customer_key", "rank"], kind="mergesort").drop_duplicates(
-        ["customer_key", "article_id"]
-    )
-    combined["rank"] = combined.groupby("customer_key", sort=False).cumcount() + 1
-    combined = combined[combined["rank"] <= k]
-    return combined.astype({"customer_key": "int64", "article_id": "int32", "rank": "int8", "score": "float32"}).reset_index(
-        drop=True
-    )
+    fallback = np.asarray(list(dict.fromkeys(fallback))[: k * 2], dtype=np.int64)
+    customer_keys = np.asarray(customer_keys)
+    have = recommendations[recommendations["customer_key"].isin(customer_keys)]
+    customer = np.concatenate([have["customer_key"].to_numpy(np.int64), np.repeat(customer_keys.astype(np.int64), len(fallback))])
+    article = np.concatenate([have["article_id"].to_numpy(np.int64), np.tile(fallback, len(customer_keys))])
+    score = np.concatenate([have["score"].to_numpy(np.float64), np.full(len(fallback) * len(customer_keys), np.nan)])
+    rank = np.concatenate([have["rank"].to_numpy(np.int64), np.tile(np.arange(len(fallback)) + 1000, len(customer_keys))])
+    order = np.lexsort((rank, customer))
+    order = order[_first_rows(customer[order], article[order])]
+    new_rank = _rank_in_runs(customer[order])
+    order, new_rank = order[new_rank <= k], new_rank[new_rank <= k]
+    return pd.DataFrame({
+        "customer_key": customer[order].astype(np.int64),
+        "article_id": article[order].astype(np.int32),
+        "score": score[order].astype(np.float32),
+        "rank": new_rank.astype(np.int8),
+    })
 
 
 class RankerConfig(dg.Config):

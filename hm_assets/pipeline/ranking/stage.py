@@ -51,8 +51,7 @@ def select_candidates(
     has_truth: bool = False,
     rule_inputs_ready: bool = False,
 ) -> Selection:
-    """The filtered, capped union of ``sources`` (retriever -> its candidate file, or a table; or
-    one ``Stacked`` table of them all) for
+    """The filtered, capped union of ``sources`` (retriever -> its candidate file, or a table) for
     the customers matching ``where``, as temp table ``candidates``; the rules' effects counted
     against ``truth`` when ``has_truth``. ``rule_inputs_ready``: the week's ``rule_*`` tables exist
     already (``prepare_rule_inputs``), else they are computed here from ``transactions``."""

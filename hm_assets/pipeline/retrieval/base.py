@@ -74,14 +74,36 @@ STATE_SUFFIX = ".state.pkl"
 
 def recent_purchase_seeds(ctx: RetrievalContext, lookback_weeks: int, per_customer: int) -> pd.DataFrame:
     """customer_key, article_id, days_ago: each customer's most recent distinct purchases in the
-    lookback window (at most ``per_customer``) — the seeds of the similarity retrievers (kept in
-    ``ctx.shared`` when it is given; callers get their own copy)."""
+    lookback window (at most ``per_customer``) — the seeds of the similarity retrievers. With
+    ``ctx.shared`` (online, a few customers) every retriever's seeds come from one read of the
+    customers' purchases; callers get their own copy."""
     if ctx.shared is None:
         return _recent_purchase_seeds(ctx, lookback_weeks, per_customer)
-    key = ("recent_purchase_seeds", lookback_weeks, per_customer)
+    last = last_purchases(ctx)
+    # the SQL below, over every purchase's last day: a window's last purchase of an article is its last
+    # purchase when that falls in the window
+    last = last[last["days_ago"].to_numpy() <= 7 * lookback_weeks]
+    customer, article, days = last["customer_key"].to_numpy(), last["article_id"].to_numpy(), last["days_ago"].to_numpy()
+    order = np.lexsort((article, days, customer))
+    starts = np.ones(len(order), bool)
+    starts[1:] = customer[order][1:] != customer[order][:-1]
+    position = np.arange(len(order)) - np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
+    chosen = order[position < per_customer]
+    chosen = chosen[np.lexsort((article[chosen], customer[chosen]))]
+    return last.iloc[chosen].reset_index(drop=True)
+
+
+def last_purchases(ctx: RetrievalContext) -> pd.DataFrame:
+    """customer_key, article_id, days_ago: every article each customer bought before the cut-off, with
+    the days since the last time — read once per online call (``ctx.shared``, which it requires)."""
+    key = ("last_purchases",)
     if key not in ctx.shared:
-        ctx.shared[key] = _recent_purchase_seeds(ctx, lookback_weeks, per_customer)
-    return ctx.shared[key].copy()
+        ctx.shared[key] = ctx.con.execute(
+            "SELECT customer_key, article_id, ($cutoff::DATE - max(t_dat)) AS days_ago FROM transactions "
+            "WHERE t_dat < $cutoff GROUP BY customer_key, article_id",
+            {"cutoff": ctx.cutoff},
+        ).df()
+    return ctx.shared[key]
 
 
 def _recent_purchase_seeds(ctx: RetrievalContext, lookback_weeks: int, per_customer: int) -> pd.DataFrame:
@@ -159,22 +181,22 @@ if TYPE_CHECKING:
 
 
 RANKING_SQL = """
-    SELECT {keys}CAST(customer_key AS BIGINT) AS customer_key, CAST(article_id AS INTEGER) AS article_id,
+    SELECT CAST(customer_key AS BIGINT) AS customer_key, CAST(article_id AS INTEGER) AS article_id,
            CAST(score AS FLOAT) AS score, CAST(rank AS SMALLINT) AS rank
     FROM (
-        SELECT {keys}customer_key, article_id, score,
-               row_number() OVER (PARTITION BY {keys}customer_key ORDER BY score DESC, article_id) AS rank
-        FROM (SELECT {keys}customer_key, article_id, max(score) AS score FROM {source} GROUP BY ALL)
+        SELECT customer_key, article_id, score,
+               row_number() OVER (PARTITION BY customer_key ORDER BY score DESC, article_id) AS rank
+        FROM (SELECT customer_key, article_id, max(score) AS score FROM {source} GROUP BY ALL)
     )
     WHERE rank <= {max_candidates}
-    ORDER BY {keys}customer_key, rank
+    ORDER BY customer_key, rank
 """
 
 
 def ranked_candidates(con: duckdb.DuckDBPyConnection, raw: RawCandidates, max_candidates: int) -> duckdb.DuckDBPyRelation:
     """Dedupe (keep the best score), rank per customer (1 = best), keep the top ``max_candidates``,
     ordered by customer_key then rank."""
-    sql = RANKING_SQL.format(keys="", source="raw_candidates", max_candidates=int(max_candidates))
+    sql = RANKING_SQL.format(source="raw_candidates", max_candidates=int(max_candidates))
     if isinstance(raw, duckdb.DuckDBPyRelation):
         return raw.query("raw_candidates", sql)
     con.register("raw_candidates", raw_frame(raw))
@@ -186,29 +208,6 @@ RAW_TYPES = {"customer_key": "int64", "article_id": "int32", "score": "float64"}
 
 def raw_frame(raw: pd.DataFrame) -> pd.DataFrame:
     return raw.reindex(columns=list(RAW_TYPES)).astype(RAW_TYPES)
-
-
-def ranked_candidates_of_all(
-    con: duckdb.DuckDBPyConnection, raws: dict[str, RawCandidates], max_candidates: dict[str, int], table: str
-) -> None:
-    """``ranked_candidates`` of several retrievers in one statement (for a few customers, where a
-    statement's fixed cost is most of its time), as temp table ``table`` with a ``retriever`` column."""
-    # A relation's rows pass through pandas here (a NaN score would come back as NULL and rank last,
-    # where the batch ranks NaN first: no retriever emits NaN, and none may).
-    frames = {name: raw if isinstance(raw, pd.DataFrame) else raw.df() for name, raw in raws.items()}
-    # numpy, not pandas' astype and concat per frame: those cost more than the statement for a few rows
-    stacked = pd.DataFrame({
-        "retriever": np.concatenate([np.full(len(frame), name, dtype=object) for name, frame in frames.items()]),
-        **{
-            column: np.concatenate([frame[column].to_numpy(dtype) for frame in frames.values()])
-            for column, dtype in RAW_TYPES.items()
-        },
-    })
-    con.register(f"{table}_raw", stacked)
-    limits = " ".join(f"WHEN '{name}' THEN {int(max_candidates[name])}" for name in raws)
-    sql = RANKING_SQL.format(keys="retriever, ", source=f"{table}_raw", max_candidates=f"CASE retriever {limits} END")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}")
-    con.unregister(f"{table}_raw")
 
 
 def finalize_candidates(raw: RawCandidates, max_candidates: int, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:

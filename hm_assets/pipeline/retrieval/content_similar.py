@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.features.embeddings.index import ContentIndex, load_index
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, recent_purchase_seeds
+from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, last_purchases, recent_purchase_seeds
 
 
 class ContentSimilarConfig(RetrieverConfig):
@@ -124,6 +124,8 @@ def content_similar_candidates(
     if neighbours.empty:
         return empty_candidates()
 
+    if ctx.shared is not None:
+        return _scored_in_memory(ctx, config, seeds, neighbours)
     con = ctx.con
     con.register("content_seeds", seeds)
     con.register("content_neighbours", neighbours)
@@ -154,6 +156,46 @@ def content_similar_candidates(
     finally:
         con.unregister("content_seeds")
         con.unregister("content_neighbours")
+
+
+# DECIMAL(18, 12): the SQL's exact sums of terms rounded to 12 decimals
+DECIMAL_SCALE = 1e12
+
+
+def _scored_in_memory(ctx: RetrievalContext, config: ContentSimilarConfig, seeds: pd.DataFrame, neighbours: pd.DataFrame) -> pd.DataFrame:
+    """The SQL of ``content_similar_candidates`` for the few customers of an online call, in memory
+    and to the bit: each term rounded to 12 decimals and summed exactly as the SQL's DECIMAL, the
+    customer's earlier purchases left out, the best ``max_candidates`` by score then article id."""
+    seed_ids = neighbours["seed_article_id"].to_numpy()
+    by_seed = np.argsort(seed_ids, kind="stable")
+    wanted = seeds["article_id"].to_numpy()
+    start = np.searchsorted(seed_ids[by_seed], wanted, side="left")
+    counts = np.searchsorted(seed_ids[by_seed], wanted, side="right") - start
+    seed_rows = np.repeat(np.arange(len(seeds)), counts)
+    pair_rows = by_seed[np.repeat(start, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)]
+    customer = seeds["customer_key"].to_numpy(np.int64)[seed_rows]
+    article = neighbours["article_id"].to_numpy(np.int64)[pair_rows]
+    decay = np.power(0.5, seeds["days_ago"].to_numpy(np.float64)[seed_rows] / config.half_life_days)
+    terms = np.rint(neighbours["similarity"].to_numpy(np.float64)[pair_rows] * decay * DECIMAL_SCALE).astype(np.int64)
+    bought = last_purchases(ctx)
+    earlier = pd.MultiIndex.from_arrays([bought["customer_key"].to_numpy(np.int64), bought["article_id"].to_numpy(np.int64)])
+    fresh = ~pd.MultiIndex.from_arrays([customer, article]).isin(earlier)
+    customer, article, terms = customer[fresh], article[fresh], terms[fresh]
+    if not len(terms):
+        return empty_candidates()
+    order = np.lexsort((article, customer))
+    customer, article, terms = customer[order], article[order], terms[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (customer[1:] != customer[:-1]) | (article[1:] != article[:-1])
+    starts = np.flatnonzero(first)
+    customer, article = customer[starts], article[starts]
+    score = np.add.reduceat(terms, starts).astype(np.float64) / DECIMAL_SCALE
+    best = np.lexsort((article, -score, customer))
+    run = np.ones(len(best), bool)
+    run[1:] = customer[best][1:] != customer[best][:-1]
+    position = np.arange(len(best)) - np.maximum.accumulate(np.where(run, np.arange(len(best)), 0))
+    best = best[position < config.max_candidates]
+    return pd.DataFrame({"customer_key": customer[best], "article_id": article[best].astype(np.int32), "score": score[best]})
 
 
 def content_retriever(

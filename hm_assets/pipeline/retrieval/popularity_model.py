@@ -157,6 +157,10 @@ def popularity_model_candidates(ctx: RetrievalContext, config: PopularityModelCo
         keyed = pd.concat([keyed[keyed["profile_id"].notna()], unseen.drop(columns="profile_id").merge(fresh, on=PROFILE_COLUMNS)])
         lists = pd.concat([lists, score_profiles(state.model, fresh, pool, config.max_candidates)], ignore_index=True)
     keyed = keyed[["customer_key", "profile_id"]].astype({"profile_id": "int64"})
+    if ctx.shared is not None:
+        # online, a few customers: their profiles' lists picked here (a join over every profile's list,
+        # ~10^5 rows, cost more than the rest of the retriever)
+        return keyed.merge(lists[lists["profile_id"].isin(keyed["profile_id"])], on="profile_id")[["customer_key", "article_id", "score"]]
     # customers x lists can reach 10^8 rows: expanded lazily by DuckDB, not in pandas
     ctx.con.register("customer_profiles", keyed)
     ctx.con.register("profile_lists", lists)
