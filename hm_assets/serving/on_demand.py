@@ -54,7 +54,7 @@ from hm_assets.pipeline.ingest.data_contract import K, format_article_id
 from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES, prepare_rule_inputs
-from hm_assets.pipeline.ranking.one_customer import WeekArticles, customer_candidates, customer_pair_features
+from hm_assets.pipeline.ranking.one_customer import CustomerRows, WeekArticles, WeekRules, customer_candidates, customer_pair_features
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, recommend_lists
 from hm_assets.pipeline.retrieval.base import STATE_SUFFIX, RetrievalContext, Retriever, load_state, retriever_inputs
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
@@ -339,6 +339,7 @@ class OnDemandRecommender:
             self.week_articles = WeekArticles.read(full, self.article_taste)
             # The rules' whole-history aggregates, once: a call then reads only its customer's history.
             prepare_rule_inputs(full, self.cutoff, temporary=False)
+            self.week_rules = WeekRules.read(full, list(RULES), self.cutoff)
         finally:
             full.close()
         self.median_age = float(self.customers["age"].median()) if self.customers["age"].notna().any() else 30.0
@@ -487,12 +488,11 @@ class OnDemandRecommender:
             timings["prepare"] = time.perf_counter() - started
             raws = self._retrieve(cur, who, timings)
             mark = time.perf_counter()
-            candidates = customer_candidates(
-                cur, raws, self.max_candidates, list(RULES), self.cutoff, DEFAULT_MAX_PER_CUSTOMER, self.calibration, who.key
-            )
+            rows = CustomerRows.read(cur, who.key, self.cutoff)
+            candidates = customer_candidates(cur, raws, self.max_candidates, self.week_rules, rows, DEFAULT_MAX_PER_CUSTOMER, self.calibration)
             timings["candidates"] = time.perf_counter() - mark
             mark = time.perf_counter()
-            pairs = customer_pair_features(cur, self.week_articles, candidates, who.key, self.cutoff)
+            pairs = customer_pair_features(self.week_articles, candidates, rows, self.cutoff)
             timings["pair_features"] = time.perf_counter() - mark
         finally:
             cur.close()

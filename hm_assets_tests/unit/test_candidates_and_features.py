@@ -56,7 +56,7 @@ def test_one_customer_candidates_equal_the_batch_selection(world, tmp_path):
 
     from hm_assets.pipeline.ranking.candidates import RANK_BANDS, OPEN_BAND, RetrieverCalibration
     from hm_assets.pipeline.ranking.filters import RULES
-    from hm_assets.pipeline.ranking.one_customer import customer_candidates
+    from hm_assets.pipeline.ranking.one_customer import CustomerRows, WeekRules, customer_candidates
     from hm_assets.pipeline.ranking.stage import select_candidates
 
     articles, customers, txns = world
@@ -81,9 +81,11 @@ def test_one_customer_candidates_equal_the_batch_selection(world, tmp_path):
         selection = select_candidates(con, sources, list(RULES), CUTOFF, cap, calibrated, rule_inputs_ready=True)
         assert sum(effect.removed for effect in selection.effects) > 0  # the rules have something to do
         batch = con.sql("SELECT * FROM candidates").df()
+        week_rules = WeekRules.read(con, list(RULES), CUTOFF)
         for key in (7, 8, 9):
             mine = customer_candidates(
-                con, {name: raw[raw["customer_key"] == key] for name, raw in raws.items()}, caps, list(RULES), CUTOFF, cap, calibrated, key
+                con, {name: raw[raw["customer_key"] == key] for name, raw in raws.items()}, caps, week_rules,
+                CustomerRows.read(con, key, CUTOFF), cap, calibrated,
             )
             theirs = batch[batch["customer_key"] == key].reset_index(drop=True)
             assert len(theirs) > 0
@@ -219,3 +221,37 @@ def test_calibrated_cap_keeps_the_likelier_candidates_not_the_best_ranks(world, 
     calibration = RetrieverCalibration("2020-09-16", table)
     kept = filtered_candidates(con, 2, calibration, list(sources)).df()
     assert set(kept.article_id) == {2, 3}
+
+
+def test_per_customer_rules_in_memory_remove_what_their_sql_removes():
+    """The online path evaluates the article-only rules once a week (their SQL over every article) and
+    the per-customer rules over arrays: for customers each rule applies to, and for one it does not,
+    the same removals as the rules' SQL."""
+    import numpy as np
+
+    from hm_assets.pipeline.ranking.filters import RULES
+    from hm_assets.pipeline.ranking.one_customer import CustomerRows, WeekRules, _removed_by_rules
+
+    articles = articles_frame(
+        [{"article_id": a} for a in range(1, 12)]
+        + [{"article_id": 60, "index_group_name": "Baby/Children"}, {"article_id": 61}, {"article_id": 62}, {"article_id": 63}]
+    )
+    rows = [("2020-09-%02d" % (1 + i), 50, 1 + i, 0.02 + 0.001 * i, 1) for i in range(10)]  # 10 store purchases, no kids
+    rows += [("2020-09-%02d" % (1 + i), 51, 1 + i, 0.02, 1 + i % 2) for i in range(10)]  # both channels
+    rows += [("2020-09-10", 52, 60, 0.02, 2)]  # one purchase
+    rows += [("2020-09-%02d" % (2 + i % 20), 90 + i, 62, 0.02, 2) for i in range(25)]  # 62: sold online only
+    rows += [("2020-09-15", 90, a, price, 1) for a, price in ((60, 0.01), (61, 0.2), (63, 0.025))]  # on sale
+    con = week_connection(transactions_frame(rows), articles, customers_frame([50, 51, 52] + [90 + i for i in range(25)]), CUTOFF)
+    prepare_rule_inputs(con, CUTOFF)
+    week_rules = WeekRules.read(con, list(RULES), CUTOFF)
+    candidates = np.array([11, 60, 61, 62, 63, 64], dtype=np.int64)  # 64: in no table
+    removed = {}
+    for key in (50, 51, 52):
+        mine = week_rules.removed(con, CustomerRows.read(con, key, CUTOFF), candidates)
+        theirs = _removed_by_rules(con, list(RULES), CUTOFF, key, candidates)
+        assert mine.tolist() == theirs.tolist(), key
+        removed[key] = set(candidates[mine].tolist())
+    # 11 and 64 (not sold in 3 weeks) for anyone; customer 50: 60 (children's), 61 (over twice the most paid),
+    # 62 (store-only buyer, sold online only); customer 51 buys in both channels
+    assert removed[50] == {11, 60, 61, 62, 64}
+    assert removed[51] == {11, 60, 61, 64} and removed[52] == {11, 64}

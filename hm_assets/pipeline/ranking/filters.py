@@ -19,6 +19,8 @@ class FilterRule:
     name: str
     description: str
     sql: str
+    # True: what it removes depends on the article alone (the online path then evaluates it once a week)
+    per_article: bool = False
 
 
 OUT_OF_STOCK = FilterRule(
@@ -28,6 +30,7 @@ OUT_OF_STOCK = FilterRule(
     SELECT u.customer_key, u.article_id FROM union_candidates u
     ANTI JOIN rule_recent_sellers s USING (article_id)
     """,
+    per_article=True,
 )
 
 WRONG_CHANNEL = FilterRule(
@@ -55,6 +58,7 @@ OUT_OF_SEASON = FilterRule(
     JOIN articles a USING (article_id) JOIN rule_type_sales s USING (product_type_no)
     WHERE s.days_known >= 112 AND s.usual >= 20 AND s.recent < 0.1 * s.usual
     """,
+    per_article=True,
 )
 
 PRICE_RANGE = FilterRule(

@@ -3,17 +3,23 @@
 For one customer the batch's statements cost their plans, not their rows: the pair features alone
 are some 120 operators to bind, optimize and start for ~120 candidate rows (about 50 ms a call), and
 the union, rules and cap another ~35 ms in eight statements. Here the same results come from the
-customer's own rows and the week's tables, loaded once as arrays (``WeekArticles``):
+customer's own rows (``CustomerRows``, read once per call) and the week's tables, read once per week
+as arrays (``WeekArticles``, ``WeekRules``):
 
     customer_candidates      ``ranked_candidates`` of every retriever, ``build_union``, the rules
-                             (their SQL, one statement over the union) and the calibrated cap
+                             and the calibrated cap (``stage.select_candidates``)
     customer_pair_features   ``sql/pair_features.sql``
+
+The rules that depend on the article alone (``FilterRule.per_article``) run their own SQL once a
+week over every article; the per-customer rules have an array form here (``IN_MEMORY``), and a rule
+without one runs its SQL on every call.
 
 The SQL stays the definition: the batch runs it for every customer, and the tests hold these equal to
 it, to the bit and with the same column names, order and types (``test_one_customer.py`` on the
-tiny run's week for customers with history, without, unknown and after purchases;
-``test_retriever_contract.py`` end to end). A change to the SQL's features or the cap's order
-needs the same change here; those tests say where.
+tiny run's week for customers with history, without, unknown and after purchases; unit tests with
+ties, duplicates, every rule and a calibrated cap; ``test_retriever_contract.py`` end to end). A
+change to the SQL's features, a rule or the cap's order needs the same change here; those tests say
+where.
 """
 
 from __future__ import annotations
@@ -175,18 +181,44 @@ def _one_row(con: duckdb.DuckDBPyConnection, table: str, customer_key: int) -> d
     return read_columns(con, f"SELECT * FROM {table} WHERE customer_key = {int(customer_key)}")
 
 
-def customer_pair_features(
-    con: duckdb.DuckDBPyConnection, week: WeekArticles, candidates: pd.DataFrame, customer_key: int, cutoff: date
-) -> pd.DataFrame:
-    """The pair features of one customer's ``candidates`` (the temp table ``candidates``, as a frame),
-    from the connection's one-customer views ``transactions``, ``customer_features`` and
-    ``customer_transaction_stats``: the columns and values of ``sql/pair_features.sql``."""
-    cf = _one_row(con, "customer_features", customer_key)
-    cs = _one_row(con, "customer_transaction_stats", customer_key)
-    history = con.execute(
-        f"SELECT article_id, CAST($cutoff::DATE - t_dat AS INTEGER) AS days FROM transactions WHERE customer_key = {int(customer_key)}",
-        {"cutoff": cutoff},
-    ).fetchnumpy()
+@dataclass(frozen=True)
+class CustomerRows:
+    """One customer's rows of the connection's views, read once per call: the history (article,
+    days before the cut-off, channel) and the ``customer_features`` and
+    ``customer_transaction_stats`` rows (empty columns when the customer has none)."""
+
+    key: int
+    article: np.ndarray
+    days: np.ndarray
+    channel: np.ndarray
+    features: dict[str, Column]
+    stats: dict[str, Column]
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection, customer_key: int, cutoff: date) -> "CustomerRows":
+        history = con.execute(
+            "SELECT article_id, CAST($cutoff::DATE - t_dat AS INTEGER) AS days, sales_channel_id FROM transactions "
+            f"WHERE customer_key = {int(customer_key)}",
+            {"cutoff": cutoff},
+        ).fetchnumpy()
+        return cls(
+            int(customer_key),
+            np.asarray(history["article_id"], dtype=np.int64),
+            np.asarray(history["days"], dtype=np.int64),
+            np.asarray(history["sales_channel_id"], dtype=np.int64),
+            _one_row(con, "customer_features", customer_key),
+            _one_row(con, "customer_transaction_stats", customer_key),
+        )
+
+    def stat(self, name: str) -> float | None:
+        column = self.stats[name]
+        return column.values[0] if len(column.values) and column.valid[0] else None
+
+
+def customer_pair_features(week: WeekArticles, candidates: pd.DataFrame, customer: CustomerRows, cutoff: date) -> pd.DataFrame:
+    """The pair features of one customer's ``candidates`` (the frame of its table ``candidates``),
+    from the customer's rows of the week's views: the columns and values of ``sql/pair_features.sql``."""
+    cf, cs, customer_key = customer.features, customer.stats, customer.key
     order = np.lexsort((candidates["article_id"].to_numpy(), candidates["best_rank"].to_numpy()))
     candidates = candidates.iloc[order].reset_index(drop=True)
     n = len(candidates)
@@ -208,8 +240,7 @@ def customer_pair_features(
     a_taste = {name: column.take(taste_rows, taste_found) for name, column in week.taste_clusters.columns.items()}
 
     # The history: the customer's purchases of articles in both `articles` and `article_features`.
-    bought = np.asarray(history["article_id"], dtype=np.int64)
-    days = np.asarray(history["days"], dtype=np.int64)
+    bought, days = customer.article, customer.days
     h_a_rows, h_a_found = week.articles.rows(bought)
     h_af_rows, h_af_found = week.features.rows(bought)
     kept = h_a_found & h_af_found
@@ -368,16 +399,16 @@ def customer_candidates(
     con: duckdb.DuckDBPyConnection,
     raws: dict[str, pd.DataFrame | duckdb.DuckDBPyRelation],
     max_candidates: dict[str, int],
-    rules: list[FilterRule],
-    cutoff: date,
+    rules: WeekRules,
+    customer: CustomerRows,
     max_per_customer: int,
     calibration: RetrieverCalibration | None,
-    customer_key: int,
 ) -> pd.DataFrame:
     """``stage.select_candidates`` for one customer, as the frame of its table ``candidates``: each
     retriever's raw candidates ranked and capped, their union (a score and rank column per retriever
-    in ``raws``' order), without what the ``rules`` remove (their SQL over the connection's
-    one-customer views), at most ``max_per_customer`` by calibrated priority."""
+    in ``raws``' order), without what the ``rules`` remove, at most ``max_per_customer`` by
+    calibrated priority."""
+    customer_key = customer.key
     names = list(raws)
     ranked = {}
     for name, raw in raws.items():
@@ -402,7 +433,7 @@ def customer_candidates(
     best_rank = np.where(proposed, np.array([ranks[name] for name in names]).reshape(len(names), n), np.iinfo(np.int64).max).min(
         axis=0, initial=np.iinfo(np.int64).max
     )
-    removed = _removed_by_rules(con, rules, cutoff, customer_key, article)
+    removed = rules.removed(con, customer, article)
     kept = ~removed
     priority = np.zeros(n)
     if calibration is not None:
@@ -448,3 +479,96 @@ def _removed_by_rules(
     finally:
         con.unregister("one_customer_union")
     return np.isin(article, np.asarray(gone["article_id"], dtype=np.int64))
+
+
+# The per-customer rules of ``filters.RULES`` over arrays (their SQL is the definition; the tests hold
+# the two equal). A rule without an entry here runs its SQL on every call.
+KIDS_INDEX_GROUP = "Baby/Children"
+
+
+def _wrong_channel(week: "WeekRules", customer: CustomerRows, article: np.ndarray) -> np.ndarray:
+    channels = customer.channel
+    if len(channels) < 5 or channels.min() != channels.max():
+        return np.zeros(len(article), bool)
+    rows, found = week.channels.rows(article)
+    sales = week.channels.columns["store_sales" if channels[0] == 1 else "online_sales"].take(rows, found)
+    return found & (channels[0] in (1, 2)) & sales.valid & (sales.values == 0)
+
+
+def _price_range(week: "WeekRules", customer: CustomerRows, article: np.ndarray) -> np.ndarray:
+    txn_all, highest, lowest = customer.stat("txn_all"), customer.stat("max_price_all"), customer.stat("min_price_all")
+    if txn_all is None or txn_all < 5:
+        return np.zeros(len(article), bool)
+    rows, found = week.prices.rows(article)
+    price = week.prices.columns["price"].take(rows, found)
+    # FLOAT arithmetic, as DuckDB does it for a FLOAT column and a decimal constant
+    above = price.values > np.float32(2.0) * np.float32(highest) if highest is not None else np.zeros(len(article), bool)
+    below = price.values < np.float32(lowest) / np.float32(3.0) if lowest is not None else np.zeros(len(article), bool)
+    return found & price.valid & (above | below)
+
+
+def _customer_type(week: "WeekRules", customer: CustomerRows, article: np.ndarray) -> np.ndarray:
+    rows, found = week.kids.rows(customer.article)
+    total = int(found.sum())
+    kids = int(week.kids.columns["kids"].take(rows, found).values[found].sum())
+    if total < 8 or kids > 0:
+        return np.zeros(len(article), bool)
+    rows, found = week.kids.rows(article)
+    return found & week.kids.columns["kids"].take(rows, found).values.astype(bool)
+
+
+IN_MEMORY = {"wrong_channel": _wrong_channel, "price_range": _price_range, "customer_type": _customer_type}
+
+
+@dataclass(frozen=True)
+class WeekRules:
+    """The business rules for one customer at a time, read once per week: what the article-only rules
+    remove (their own SQL over every article), the per-customer rules' inputs as arrays, and the
+    rules (in their order) that run as SQL on every call, having no array form."""
+
+    rules: tuple[FilterRule, ...]
+    cutoff: date
+    evaluated: np.ndarray  # sorted article ids the article-only rules were evaluated for
+    removed_for_anyone: np.ndarray  # sorted article ids they remove
+    channels: Table  # rule_article_channels
+    prices: Table  # article_features' price
+    kids: Table  # articles: whether of the children's index group
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection, rules: list[FilterRule], cutoff: date) -> "WeekRules":
+        """``con``: the whole week's views and its ``rule_*`` tables (``prepare_rule_inputs``)."""
+        article_only = [rule for rule in rules if rule.per_article]
+        evaluated = np.unique(np.asarray(
+            con.execute("SELECT article_id FROM articles UNION SELECT article_id FROM transactions").fetchnumpy()["article_id"], dtype=np.int64
+        ))
+        removed = evaluated[_removed_by_rules(con, article_only, cutoff, -1, evaluated)]
+        return cls(
+            tuple(rules),
+            cutoff,
+            evaluated,
+            removed,
+            Table.read(con, "rule_article_channels"),
+            Table.read(con, "article_features", columns="article_id, price"),
+            Table.read(
+                con, "articles",
+                columns=f"article_id, CAST(index_group_name IS NOT DISTINCT FROM '{KIDS_INDEX_GROUP}' AS TINYINT) AS kids",
+            ),
+        )
+
+    def removed(self, con: duckdb.DuckDBPyConnection, customer: CustomerRows, article: np.ndarray) -> np.ndarray:
+        """Which of the customer's candidate ``article`` the rules remove."""
+        out = np.isin(article, self.removed_for_anyone)
+        unseen = ~np.isin(article, self.evaluated)
+        if unseen.any():  # an article in no table of the week: its article-only rules as SQL too
+            out[unseen] |= _removed_by_rules(con, [rule for rule in self.rules if rule.per_article], self.cutoff, customer.key, article[unseen])
+        by_sql = []
+        for rule in self.rules:
+            if rule.per_article:
+                continue
+            if rule.name in IN_MEMORY:
+                out |= IN_MEMORY[rule.name](self, customer, article)
+            else:
+                by_sql.append(rule)
+        if by_sql:
+            out |= _removed_by_rules(con, by_sql, self.cutoff, customer.key, article)
+        return out
