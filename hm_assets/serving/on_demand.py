@@ -6,7 +6,8 @@ cut-off, in memory), the stored feature tables, the trained ranker and the fallb
 
 1. The customer's history, plus the ``bought`` articles as purchases made the day before the
    cut-off, becomes a one-customer DuckDB view (``transactions``, ``customers``, and
-   ``customer_features`` / ``customer_transaction_stats`` recomputed with the project's SQL).
+   ``customer_features`` / ``customer_transaction_stats``: the rows the project's SQL gives, computed
+   in memory by ``one_customer.CustomerRows``).
 2. Every retriever of the registry runs its ``retrieve`` on that view with the week's fitted state
    (``fit``'s output, stored by the weekly asset beside its candidates: co-purchase pairs, ALS
    factors and their index, the popularity model and its profile lists, department bestsellers,
@@ -54,12 +55,11 @@ from hm_assets.pipeline.ingest.data_contract import K, format_article_id
 from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES, prepare_rule_inputs
-from hm_assets.pipeline.ranking.one_customer import CustomerRows, WeekArticles, WeekRules, customer_candidates, customer_pair_features
+from hm_assets.pipeline.ranking.one_customer import CustomerRows, WeekArticles, WeekRules, customer_candidates, customer_pair_features, schema_of
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, recommend_lists
 from hm_assets.pipeline.retrieval.base import STATE_SUFFIX, RetrievalContext, Retriever, load_state, retriever_inputs
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
 from hm_assets.platform.history import history_files, stored_history_weeks
-from hm_assets.platform.sql import load_sql
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import parse_week
 
@@ -343,6 +343,11 @@ class OnDemandRecommender:
         finally:
             full.close()
         self.median_age = float(self.customers["age"].median()) if self.customers["age"].notna().any() else 30.0
+        con.execute(
+            "CREATE TABLE h_postal_codes AS SELECT postal_code, count(*) AS customers FROM h_customers "
+            "WHERE postal_code IS NOT NULL GROUP BY postal_code ORDER BY postal_code"
+        )
+        self._schemas = {table: schema_of(con, f"h_{table}") for table in ("customer_features", "customer_transaction_stats")}
         self.default_price = float(con.execute("SELECT coalesce(median(price), 0) FROM h_history").fetchall()[0][0])
 
     def _full_cursor(self):
@@ -401,7 +406,7 @@ class OnDemandRecommender:
         row.update({"customer_key": found.key, "customer_id": found.customer_id})
         return Customer(found.key, found.customer_id, False, row, overridden=True)
 
-    def _prepare(self, cur, who: Customer, bought: list[int]) -> None:
+    def _prepare(self, cur, who: Customer, bought: list[int]) -> CustomerRows:
         key = int(who.key)
         if who.known and not who.overridden:
             cur.execute(f"CREATE TEMP TABLE one_customer AS SELECT * FROM h_customers WHERE customer_key = {key}")
@@ -434,23 +439,30 @@ class OnDemandRecommender:
         # per-customer step reads only its customer's rows; whole-history aggregates are the week's.
         cur.execute("CREATE TEMP VIEW transactions AS SELECT * FROM own_history")
         cur.execute("CREATE TEMP VIEW articles AS SELECT * FROM h_articles")
-        # Customer features count the customers of each postal code: this one's neighbours suffice.
-        cur.execute(
-            f"CREATE TEMP VIEW customers AS SELECT * FROM h_customers WHERE customer_key <> {key} "
-            f"AND postal_code IS NOT DISTINCT FROM (SELECT postal_code FROM one_customer) UNION ALL SELECT * FROM one_customer"
-        )
-        params = {"cutoff": self.cutoff}
-        cur.execute(
-            f"CREATE TEMP TABLE customer_features AS SELECT * FROM (\n{load_sql('customer_features')}\n) WHERE customer_key = {key}",
-            params,
-        )
-        cur.execute(
-            f"CREATE TEMP TABLE customer_transaction_stats AS SELECT * FROM (\n{load_sql('customer_transaction_stats')}\n)",
-            params,
-        )
-        cur.execute("CREATE OR REPLACE TEMP VIEW customers AS SELECT * FROM one_customer")
+        cur.execute("CREATE TEMP VIEW customers AS SELECT * FROM one_customer")
+        # customer_features and customer_transaction_stats: their SQL's row, computed in memory (two
+        # statements' plans cost more than the rest of the preparation; the tests hold them equal)
+        row = cur.execute("SELECT * FROM one_customer").fetchall()[0]
+        attributes = dict(zip([d[0] for d in cur.description], row))
+        history = cur.execute(
+            "SELECT article_id, CAST($cutoff::DATE - t_dat AS INTEGER) AS days, sales_channel_id, price FROM own_history",
+            {"cutoff": self.cutoff},
+        ).fetchnumpy()
+        rows = CustomerRows.build(attributes, history, self._postal_code_customers(cur, who, attributes.get("postal_code")), self._schemas)
+        for table, frame in rows.frames().items():
+            cur.register(table, frame)
         cur.execute("CREATE TEMP VIEW article_features AS SELECT * FROM h_article_features")
         cur.execute("CREATE TEMP VIEW article_transaction_stats AS SELECT * FROM h_article_transaction_stats")
+        return rows
+
+    def _postal_code_customers(self, cur, who: Customer, postal_code: str | None) -> int:
+        """``customer_features``' count of the customers of the postal code, this one included."""
+        if postal_code is None:
+            return 0
+        total = cur.execute("SELECT customers FROM h_postal_codes WHERE postal_code = $code", {"code": postal_code}).fetchall()
+        position = self._customer_rows.get_indexer([who.key])[0]
+        stored_here = position >= 0 and self.customers["postal_code"].iloc[position] == postal_code
+        return (int(total[0][0]) if total else 0) - int(stored_here) + 1
 
     def newest_purchases(self, customer_key: int, limit: int = 12) -> pd.DataFrame:
         """``newest_purchases`` of the module, from the loaded week (no file is read)."""
@@ -484,11 +496,10 @@ class OnDemandRecommender:
         bought_ids = self._bought_ids(bought)
         cur = self._con.cursor()
         try:
-            self._prepare(cur, who, bought_ids)
+            rows = self._prepare(cur, who, bought_ids)
             timings["prepare"] = time.perf_counter() - started
             raws = self._retrieve(cur, who, timings)
             mark = time.perf_counter()
-            rows = CustomerRows.read(cur, who.key, self.cutoff)
             candidates = customer_candidates(cur, raws, self.max_candidates, self.week_rules, rows, DEFAULT_MAX_PER_CUSTOMER, self.calibration)
             timings["candidates"] = time.perf_counter() - mark
             mark = time.perf_counter()

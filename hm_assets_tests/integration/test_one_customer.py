@@ -1,7 +1,7 @@
 """The online ranking stage over arrays (``hm_assets.pipeline.ranking.one_customer``) against the
 batch's SQL on the tiny run's week: for customers with history, without, a new one, and after
-purchases, the candidates and the pair features are the same to the bit — names, order, types and
-values of every column."""
+purchases, the customer's feature rows, the candidates and the pair features are the same to the
+bit — names, order, types and values of every column."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from hm_assets.pipeline.ranking.filters import RULES
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features_frame, select_candidates
 from hm_assets.pipeline.retrieval.base import ranked_candidates
+from hm_assets.platform.sql import load_sql
 from hm_assets.platform.store import HMStore
 from hm_assets.serving.on_demand import OnDemandRecommender
 from hm_assets_tests.tiny_run import customers_with_history
@@ -42,7 +43,23 @@ def test_one_customer_stage_equals_the_batch_sql(recommender, recs_run):
         ranked = recommender.rank(customer, bought=bought, exclude_bought=False, **attributes)
         cur = recommender._con.cursor()
         try:
-            recommender._prepare(cur, who, recommender._bought_ids(bought))
+            rows = recommender._prepare(cur, who, recommender._bought_ids(bought))
+            # the customer's feature rows by their SQL, over the customer and the other customers of
+            # its postal code, in place of the in-memory ones, for everything below
+            key = int(who.key)
+            cur.execute(
+                f"CREATE OR REPLACE TEMP VIEW customers AS SELECT * FROM h_customers WHERE customer_key <> {key} AND postal_code "
+                "IS NOT DISTINCT FROM (SELECT postal_code FROM one_customer) UNION ALL SELECT * FROM one_customer"
+            )
+            for table in ("customer_features", "customer_transaction_stats"):
+                cur.unregister(table)
+                cur.execute(
+                    f"CREATE TEMP TABLE {table} AS SELECT * FROM ({load_sql(table)}) WHERE customer_key = {key}", {"cutoff": recommender.cutoff}
+                )
+                pd.testing.assert_frame_equal(
+                    rows.frames()[table], cur.execute(f"SELECT * FROM {table}").df(), check_exact=True, obj=f"{table} of {customer}"
+                )
+            cur.execute("CREATE OR REPLACE TEMP VIEW customers AS SELECT * FROM one_customer")
             raws = recommender._retrieve(cur, who, {})
             for name, raw in raws.items():
                 cur.register(f"ranked_{name}", ranked_candidates(cur, raw, recommender.max_candidates[name]).df())

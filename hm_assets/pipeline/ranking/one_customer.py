@@ -210,9 +210,109 @@ class CustomerRows:
             _one_row(con, "customer_transaction_stats", customer_key),
         )
 
+    @classmethod
+    def build(
+        cls,
+        customer: dict[str, object],
+        history: dict[str, np.ndarray],
+        postal_code_customers: int,
+        schemas: dict[str, dict[str, str]],
+    ) -> "CustomerRows":
+        """The rows ``sql/customer_features.sql`` and ``sql/customer_transaction_stats.sql`` give the
+        customer, computed here: ``customer``, its one row of ``customers`` (None for NULL);
+        ``history``, its purchases (article_id, days before the cut-off, sales_channel_id, price);
+        ``postal_code_customers``, the customers of its postal code (itself included; 0 without one);
+        ``schemas``, each table's column names and pandas types (``schema_of``)."""
+        article = np.asarray(history["article_id"], dtype=np.int64)
+        days = np.asarray(history["days"], dtype=np.int64)
+        channel = np.asarray(history["sales_channel_id"], dtype=np.int64)
+        price_array = history["price"]
+        price_valid = ~np.ma.getmaskarray(price_array) if isinstance(price_array, np.ma.MaskedArray) else np.ones(len(article), bool)
+        price = np.ma.getdata(price_array).astype(np.float32)
+        n = len(article)
+        one = np.ones(1, bool)
+
+        def value(v, valid: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            valid = valid and v is not None
+            return np.asarray([v if valid else 0]), np.asarray([valid])
+
+        def code(name: str, codes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+            return value(codes.get(customer[name], 3))  # type: ignore[arg-type]
+
+        features: dict[str, tuple[np.ndarray, np.ndarray]] = {
+            "customer_key": value(customer["customer_key"]),
+            "age": value(customer["age"]),
+            "fn": value(customer["fn"]),
+            "active": value(customer["active"]),
+            "club_status_code": code("club_member_status", {"ACTIVE": 0, "PRE-CREATE": 1, "LEFT CLUB": 2}),
+            "news_frequency_code": code("fashion_news_frequency", {"NONE": 0, "REGULARLY": 1, "MONTHLY": 2}),
+            "postal_code_customers": value(postal_code_customers),
+            "customer_online_share": value((channel == 2).sum() / n if n else -1.0),
+            "lifetime_txn_count": value(n),
+            "lifetime_active_days": value(len(np.unique(days))),
+            "days_since_first_purchase": value(days.max() if n else -1),
+        }
+        stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if n:
+            recent = days <= 28
+
+            def median(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                chosen = np.sort(price[rows & price_valid])
+                if not len(chosen):
+                    return value(0.0, False)
+                half = len(chosen) // 2
+                if len(chosen) % 2:
+                    return value(chosen[half])
+                low, high = np.float64(chosen[half - 1]), np.float64(chosen[half])
+                return value(low + (high - low) * 0.5)
+
+            paid = price[price_valid].astype(np.float64)
+            stats = {
+                "customer_key": value(customer["customer_key"]),
+                "txn_1w": value((days <= 7).sum()),
+                "txn_4w": value(recent.sum()),
+                "txn_all": value(n),
+                "median_price_4w": median(recent),
+                "median_price_all": median(np.ones(n, bool)),
+                # avg(): a double sum in row order
+                "mean_price_all": value(np.cumsum(paid)[-1] / len(paid) if len(paid) else 0.0, bool(len(paid))),
+                "min_price_all": value(paid.min() if len(paid) else 0.0, bool(len(paid))),
+                "max_price_all": value(paid.max() if len(paid) else 0.0, bool(len(paid))),
+                "days_since_last_purchase": value(days.min()),
+                "distinct_articles": value(len(np.unique(article))),
+                "shopping_days": value(len(np.unique(days))),
+            }
+
+        def typed(table: str, values: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Column]:
+            schema = schemas[table]
+            if not values:
+                return {name: Column(np.zeros(0, dtype), np.zeros(0, bool), dtype) for name, dtype in schema.items()}
+            missing = set(schema) ^ set(values)
+            if missing:
+                raise ValueError(f"the in-memory {table} and its SQL differ in columns {sorted(missing)}")
+            return {name: Column(values[name][0].astype(dtype), values[name][1] & one, dtype) for name, dtype in schema.items()}
+
+        return cls(
+            int(customer["customer_key"]), article, days, channel,  # type: ignore[call-overload]
+            typed("customer_features", features), typed("customer_transaction_stats", stats),
+        )
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The two rows as the frames DuckDB would give (no rows without history, for the stats)."""
+        return {
+            "customer_features": pd.DataFrame({name: column.pandas() for name, column in self.features.items()}),
+            "customer_transaction_stats": pd.DataFrame({name: column.pandas() for name, column in self.stats.items()}),
+        }
+
     def stat(self, name: str) -> float | None:
         column = self.stats[name]
         return column.values[0] if len(column.values) and column.valid[0] else None
+
+
+def schema_of(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """A table's column names and the pandas types of its numeric columns."""
+    relation = con.sql(f"SELECT * FROM {table} LIMIT 0")
+    return {name: NUMPY_TYPES[str(kind)] for name, kind in zip(relation.columns, relation.types)}
 
 
 def customer_pair_features(week: WeekArticles, candidates: pd.DataFrame, customer: CustomerRows, cutoff: date) -> pd.DataFrame:
