@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload-seconds", type=float, default=30.0,
                        help="how often to look for a newer week with recommendations (default 30; 0: never)")
     serve.add_argument("--threads", type=int, default=None,
-                       help="threads answering the requests that compute (default: 40)")
+                       help="computations (purchases, on-demand lists) run at once (default: one per core)")
     serve.add_argument("--computed-lists", type=int, default=None,
                        help="computed lists kept per week, answered again without computing until the customer's "
                             "next purchase (default 20000; 0: none)")

@@ -543,6 +543,17 @@ class RecommendationService:
         ]
         return self._answer(state, Who(key, canonical, True), "stored", items)
 
+    def _kept_answer(self, state: WeekState, customer_id: str, k: int) -> dict | None:
+        """A known customer's list computed with their online purchases so far, if it is kept."""
+        key = direct_key(customer_id)
+        bought = state.online.get(key) if key is not None else None
+        canonical = state.customers.customer_id(key) if bought else None
+        items = state.computed.get((key, tuple(bought), k)) if canonical is not None else None
+        if items is None:
+            return None
+        self.metrics.computed_lists.labels(result="hit").inc()
+        return self._answer(state, Who(key, canonical, True), "online", items)
+
     def _answer(self, state: WeekState, who: Who, source: str, items: list[dict]) -> dict:
         self.metrics.recommendations.labels(source).inc()
         return {
@@ -582,14 +593,15 @@ class RecommendationService:
 
     # ---- the API ---------------------------------------------------------------------------
 
-    def stored_recommendations(self, customer_id: str, k: int, overrides: dict) -> dict | None:
-        """The stored list if that is the answer, else None (then ``recommendations`` computes it):
-        no blocking work, callable on the event loop."""
+    def ready_recommendations(self, customer_id: str, k: int, overrides: dict) -> dict | None:
+        """The answer when nothing needs computing — the stored list, or the list computed before with
+        the customer's online purchases so far — else None (then ``recommendations`` computes it): no
+        blocking work, callable on the event loop."""
         check_customer_id(customer_id)
         if overrides:
             return None
         with self.lease() as state:
-            return self._stored_answer(state, customer_id, k)
+            return self._stored_answer(state, customer_id, k) or self._kept_answer(state, customer_id, k)
 
     def recommendations(
         self, customer_id: str, k: int = K, overrides: dict | None = None, what_if: Iterable[str | int] = ()
