@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.ingest.data_contract import K
+from hm_assets.platform.arrays import position_in_runs
 from hm_assets.platform.progress import Progress
 from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
 from hm_assets.platform.store import HMStore
@@ -288,16 +289,6 @@ def _first_rows(customer: np.ndarray, article: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _rank_in_runs(customer: np.ndarray) -> np.ndarray:
-    """1, 2, ... within each run of equal customers (pandas' ``groupby(...).cumcount() + 1``)."""
-    n = len(customer)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    starts = np.ones(n, bool)
-    starts[1:] = customer[1:] != customer[:-1]
-    return np.arange(n) - np.maximum.accumulate(np.where(starts, np.arange(n), 0)) + 1
-
-
 def top_k(scored: pd.DataFrame, k: int = K) -> pd.DataFrame:
     """customer_key, article_id, score -> the best k per customer with rank 1..k (ties by article id,
     an article proposed twice at its best score, NaN scores last), in customer then rank order."""
@@ -307,7 +298,7 @@ def top_k(scored: pd.DataFrame, k: int = K) -> pd.DataFrame:
     missing = np.isnan(score)
     order = np.lexsort((article, -np.where(missing, 0.0, score), missing, customer))
     order = order[_first_rows(customer[order], article[order])]
-    rank = _rank_in_runs(customer[order])
+    rank = position_in_runs(customer[order]) + 1
     out = scored.iloc[order[rank <= k]].reset_index(drop=True)
     out["rank"] = rank[rank <= k]
     return out
@@ -326,7 +317,7 @@ def fill_to_k(recommendations: pd.DataFrame, customer_keys: np.ndarray, fallback
     rank = np.concatenate([have["rank"].to_numpy(np.int64), np.tile(np.arange(len(fallback)) + 1000, len(customer_keys))])
     order = np.lexsort((rank, customer))
     order = order[_first_rows(customer[order], article[order])]
-    new_rank = _rank_in_runs(customer[order])
+    new_rank = position_in_runs(customer[order]) + 1
     order, new_rank = order[new_rank <= k], new_rank[new_rank <= k]
     return pd.DataFrame({
         "customer_key": customer[order].astype(np.int64),

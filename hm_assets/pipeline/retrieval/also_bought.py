@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, recency_weight, recent_purchase_seeds
+from hm_assets.platform.arrays import matching_rows
 
 
 class AlsoBoughtConfig(RetrieverConfig):
@@ -40,12 +41,7 @@ class CoPurchasePairs:
     def partners(self, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For every partner of every seed: (the seed's position in ``seeds``, the partner's row), in
         seed order, then in the table's order (the order of an inner merge of seeds with the pairs)."""
-        ids = self.pairs["article_id"].to_numpy()
-        start = np.searchsorted(ids, seeds, side="left")
-        counts = np.searchsorted(ids, seeds, side="right") - start
-        seed_rows = np.repeat(np.arange(len(seeds)), counts)
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        return seed_rows, np.repeat(start, counts) + within
+        return matching_rows(self.pairs["article_id"].to_numpy(), seeds)
 
 
 def co_purchase_pairs(ctx: RetrievalContext, config: AlsoBoughtConfig) -> CoPurchasePairs:

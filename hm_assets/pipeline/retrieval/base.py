@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.features.embeddings.index import companion_files
+from hm_assets.platform.arrays import position_in_runs
 from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.store import HMStore, atomic_path
 
@@ -85,10 +86,7 @@ def recent_purchase_seeds(ctx: RetrievalContext, lookback_weeks: int, per_custom
     last = last[last["days_ago"].to_numpy() <= 7 * lookback_weeks]
     customer, article, days = last["customer_key"].to_numpy(), last["article_id"].to_numpy(), last["days_ago"].to_numpy()
     order = np.lexsort((article, days, customer))
-    starts = np.ones(len(order), bool)
-    starts[1:] = customer[order][1:] != customer[order][:-1]
-    position = np.arange(len(order)) - np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
-    chosen = order[position < per_customer]
+    chosen = order[position_in_runs(customer[order]) < per_customer]
     chosen = chosen[np.lexsort((article[chosen], customer[chosen]))]
     return last.iloc[chosen].reset_index(drop=True)
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from hm_assets.pipeline.features.embeddings.index import ContentIndex, load_index
 from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, last_purchases, recent_purchase_seeds
+from hm_assets.platform.arrays import matching_rows, position_in_runs
 
 
 class ContentSimilarConfig(RetrieverConfig):
@@ -168,11 +169,8 @@ def _scored_in_memory(ctx: RetrievalContext, config: ContentSimilarConfig, seeds
     customer's earlier purchases left out, the best ``max_candidates`` by score then article id."""
     seed_ids = neighbours["seed_article_id"].to_numpy()
     by_seed = np.argsort(seed_ids, kind="stable")
-    wanted = seeds["article_id"].to_numpy()
-    start = np.searchsorted(seed_ids[by_seed], wanted, side="left")
-    counts = np.searchsorted(seed_ids[by_seed], wanted, side="right") - start
-    seed_rows = np.repeat(np.arange(len(seeds)), counts)
-    pair_rows = by_seed[np.repeat(start, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)]
+    seed_rows, pair_rows = matching_rows(seed_ids[by_seed], seeds["article_id"].to_numpy())
+    pair_rows = by_seed[pair_rows]
     customer = seeds["customer_key"].to_numpy(np.int64)[seed_rows]
     article = neighbours["article_id"].to_numpy(np.int64)[pair_rows]
     decay = np.power(0.5, seeds["days_ago"].to_numpy(np.float64)[seed_rows] / config.half_life_days)
@@ -191,10 +189,7 @@ def _scored_in_memory(ctx: RetrievalContext, config: ContentSimilarConfig, seeds
     customer, article = customer[starts], article[starts]
     score = np.add.reduceat(terms, starts).astype(np.float64) / DECIMAL_SCALE
     best = np.lexsort((article, -score, customer))
-    run = np.ones(len(best), bool)
-    run[1:] = customer[best][1:] != customer[best][:-1]
-    position = np.arange(len(best)) - np.maximum.accumulate(np.where(run, np.arange(len(best)), 0))
-    best = best[position < config.max_candidates]
+    best = best[position_in_runs(customer[best]) < config.max_candidates]
     return pd.DataFrame({"customer_key": customer[best], "article_id": article[best].astype(np.int32), "score": score[best]})
 
 
