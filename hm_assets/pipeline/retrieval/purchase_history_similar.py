@@ -8,6 +8,7 @@ customer gets the neighbours of their most recent purchases.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import hnswlib
 import numpy as np
@@ -82,14 +83,24 @@ class ArticleNeighbours:
         index.add_items(vectors, np.arange(len(ids)), num_threads=1)
         return cls(ids, vectors, index)
 
+    @cached_property
+    def _rows(self) -> pd.Index:
+        # built once per loaded state (a per-call hash table over every article cost most of an online call)
+        return pd.Index(self.ids)
+
+    def rows(self, article_ids: np.ndarray) -> np.ndarray:
+        """Row of each article in ``ids`` (-1 when it has no factors)."""
+        return self._rows.get_indexer(np.asarray(article_ids))
+
     def nearest(self, queries: np.ndarray, k: int) -> pd.DataFrame:
         """For each query article (must be in ``ids``): its k nearest other articles with cosine similarity."""
         empty = pd.DataFrame({"article_id": pd.Series(dtype="int32"), "neighbour_id": pd.Series(dtype="int32"),
                               "similarity": pd.Series(dtype="float32")})
         if self.index is None or not len(queries):
             return empty
-        position = pd.Series(np.arange(len(self.ids)), index=self.ids)
-        query_rows = position.loc[queries].to_numpy()
+        query_rows = self.rows(queries)
+        if (query_rows < 0).any():
+            raise KeyError("some query articles have no factors")
         k = min(k + 1, len(self.ids))
         labels, distances = self.index.knn_query(self.vectors[query_rows], k=k, num_threads=1)
         neighbours = pd.DataFrame(
@@ -117,7 +128,7 @@ def purchase_history_candidates(ctx: RetrievalContext, config: PurchaseHistoryCo
         return pd.DataFrame(columns=["customer_key", "article_id", "score"])
     seeds = recent_purchase_seeds(ctx, config.lookback_weeks, config.seed_articles)
     seeds["weight"] = recency_weight(seeds["days_ago"], config.half_life_days)
-    seeds = seeds[seeds["article_id"].isin(state.ids)]
+    seeds = seeds[state.rows(seeds["article_id"].to_numpy()) >= 0]
     neighbours = state.nearest(seeds["article_id"].unique(), config.neighbours)
     scored = seeds.merge(neighbours, on="article_id")
     scored["score"] = scored["weight"] * scored["similarity"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import hnswlib
@@ -125,10 +126,14 @@ class ContentIndex:
     def __len__(self) -> int:
         return int(len(self.article_ids))
 
+    @cached_property
+    def _labels(self) -> pd.Index:
+        # built once: per query it was a hash table over the whole catalogue (105k at full scale)
+        return pd.Index(self.article_ids)
+
     def positions(self, article_ids: np.ndarray) -> np.ndarray:
         """Label of each article (-1 when it is not indexed)."""
-        lookup = pd.Series(np.arange(len(self.article_ids)), index=self.article_ids)
-        return lookup.reindex(np.asarray(article_ids)).fillna(-1).to_numpy(np.int64)
+        return self._labels.get_indexer(np.asarray(article_ids)).astype(np.int64)
 
     def vectors(self, article_ids: np.ndarray) -> np.ndarray:
         """The stored (normalised) vectors of indexed articles."""
