@@ -266,6 +266,11 @@ def example_customers(store: HMStore, week: str, customers: CustomerIndex, store
     return chosen
 
 
+def computed_key(customer_key: int, bought: Iterable[int], k: int) -> tuple:
+    """Everything a kept computed list depends on in a week."""
+    return (int(customer_key), tuple(bought), int(k))
+
+
 class ComputedLists:
     """A bounded, least-recently-used map from (customer_key, online purchases, k) to the list's
     items. Thread-safe; an entry can never be stale, because everything the list depends on in a
@@ -548,7 +553,7 @@ class RecommendationService:
         key = direct_key(customer_id)
         bought = state.online.get(key) if key is not None else None
         canonical = state.customers.customer_id(key) if bought else None
-        items = state.computed.get((key, tuple(bought), k)) if canonical is not None else None
+        items = state.computed.get(computed_key(key, bought, k)) if canonical is not None else None
         if items is None:
             return None
         self.metrics.computed_lists.labels(result="hit").inc()
@@ -569,7 +574,7 @@ class RecommendationService:
     def _computed(self, state: WeekState, customer_id: str, k: int, overrides: dict, what_if: tuple[int, ...] = ()) -> dict:
         who = self._who(state, customer_id, overrides)
         bought = (*state.online.get(who.key, ()), *what_if)
-        key = None if overrides or what_if else (who.key, bought, k)
+        key = None if overrides or what_if else computed_key(who.key, bought, k)
         items = state.computed.get(key) if key is not None else None
         if key is not None:
             self.metrics.computed_lists.labels(result="hit" if items is not None else "miss").inc()

@@ -147,7 +147,7 @@ class WeekArticles:
     features: Table
     stats: Table
     taste: ArticleTaste
-    taste_clusters: Table
+    taste_clusters: Table  # rows in ``taste.ids`` order: a row here is the row of ``taste.vectors``
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection, taste: ArticleTaste) -> "WeekArticles":
@@ -156,6 +156,8 @@ class WeekArticles:
             clusters = Table.read(con, "online_article_taste", columns="* EXCLUDE (vector)")
         finally:
             con.unregister("online_article_taste")
+        if not np.array_equal(clusters.ids, taste.ids):
+            raise ValueError("article_taste's clusters and vectors are not in one article order")
         return cls(
             Table.read(con, "articles", columns=", ".join(("article_id",) + HISTORY_ATTRIBUTES)),
             Table.read(con, "article_features"),
@@ -444,11 +446,10 @@ def customer_pair_features(week: WeekArticles, candidates: pd.DataFrame, custome
     keys, long, recent_taste = taste_vectors(
         np.full(int(window.sum()), customer_key), bought[window], days[window].astype(np.float64), week.taste.ids, week.taste.vectors
     )
-    vector_rows, has_vector = _positions(week.taste.ids.astype(np.int64), article)
     has_taste = len(keys) == 1
     for name, profile in (("taste_long", long), ("taste_recent", recent_taste)):
-        cosine = inner_products(week.taste.vectors[vector_rows], profile[0]) if has_taste and len(week.taste.ids) else np.zeros(n)
-        out[name] = _float(cosine, has_vector & has_taste).pandas()
+        cosine = inner_products(week.taste.vectors[taste_rows], profile[0]) if has_taste and len(week.taste.ids) else np.zeros(n)
+        out[name] = _float(cosine, taste_found & has_taste).pandas()
     in_taste = a_taste["article_id"].valid
     cluster_counts = {}
     for k in ("16", "64"):
