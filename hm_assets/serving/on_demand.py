@@ -5,9 +5,11 @@ cut-off, in memory), the stored feature tables, the trained ranker and the fallb
 ``recommend(customer, bought=[...], age=...)`` then runs the weekly pipeline for that one customer:
 
 1. The customer's history, plus the ``bought`` articles as purchases made the day before the
-   cut-off, becomes a one-customer DuckDB view (``transactions``, ``customers``, and
-   ``customer_features`` / ``customer_transaction_stats``: the rows the project's SQL gives, computed
-   in memory by ``one_customer.CustomerRows``).
+   cut-off, is read into memory with its ``customer_features`` / ``customer_transaction_stats``
+   rows (the rows the project's SQL gives, computed by ``one_customer.CustomerRows``). The same rows
+   as one-customer DuckDB views (``transactions``, ``customers``, the feature tables) are made only
+   when a statement of the call reads them (``CustomerViews``): the registry's retrievers and rules
+   have in-memory forms for one customer and need none.
 2. Every retriever of the registry runs its ``retrieve`` on that view with the week's fitted state
    (``fit``'s output, stored by the weekly asset beside its candidates: co-purchase pairs, ALS
    factors and their index, the popularity model and its profile lists, department bestsellers,
@@ -40,11 +42,13 @@ import logging
 import pickle
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from hashlib import sha256
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -57,7 +61,7 @@ from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES, prepare_rule_inputs
 from hm_assets.pipeline.ranking.one_customer import CustomerRows, WeekArticles, WeekRules, customer_candidates, customer_pair_features, schema_of
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, recommend_lists
-from hm_assets.pipeline.retrieval.base import STATE_SUFFIX, RetrievalContext, Retriever, load_state, retriever_inputs
+from hm_assets.pipeline.retrieval.base import STATE_SUFFIX, RetrievalContext, Retriever, load_state, online_shared, retriever_inputs
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
 from hm_assets.platform.history import history_files, stored_history_weeks
 from hm_assets.platform.store import HMStore
@@ -244,6 +248,23 @@ class Ranked:
     pairs: pd.DataFrame
     recs: pd.DataFrame  # customer_key, article_id, score, rank
     timings: dict[str, float]
+    views: bool = False  # whether a statement needed the customer's views (``CustomerViews``)
+
+
+class CustomerViews:
+    """A call's DuckDB cursor whose views of the customer (``create``) are made at its first use: the
+    in-memory steps run no statement for most calls, and making the views costs some ten."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, create: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        self._cursor = cursor
+        self._create = create
+        self.created = False
+
+    def __getattr__(self, name: str):
+        if not self.created:
+            self.created = True
+            self._create(self._cursor)
+        return getattr(self._cursor, name)
 
 
 class OnDemandRecommender:
@@ -343,10 +364,12 @@ class OnDemandRecommender:
         finally:
             full.close()
         self.median_age = float(self.customers["age"].median()) if self.customers["age"].notna().any() else 30.0
-        con.execute(
-            "CREATE TABLE h_postal_codes AS SELECT postal_code, count(*) AS customers FROM h_customers "
-            "WHERE postal_code IS NOT NULL GROUP BY postal_code ORDER BY postal_code"
-        )
+        postal = con.execute(
+            "SELECT postal_code, count(*) AS customers FROM h_customers WHERE postal_code IS NOT NULL GROUP BY postal_code"
+        ).fetchnumpy()
+        self._postal_counts: dict[str, int] = dict(zip(postal["postal_code"].tolist(), postal["customers"].tolist()))
+        # the articles table by article_id, for retrievers' online lookups (``RetrievalContext.articles``)
+        self._articles_by_id = self.articles.set_index("article_id", drop=False)
         self._schemas = {table: schema_of(con, f"h_{table}") for table in ("customer_features", "customer_transaction_stats")}
         self.default_price = float(con.execute("SELECT coalesce(median(price), 0) FROM h_history").fetchall()[0][0])
 
@@ -406,17 +429,73 @@ class OnDemandRecommender:
         row.update({"customer_key": found.key, "customer_id": found.customer_id})
         return Customer(found.key, found.customer_id, False, row, overridden=True)
 
-    def _prepare(self, cur, who: Customer, bought: list[int]) -> CustomerRows:
+    def _prepare(self, cur, who: Customer, bought: list[int]) -> tuple[CustomerRows, dict[str, pd.DataFrame], dict]:
+        """The customer's rows, in memory: its ``customers`` row, its history with the purchases just
+        made (dated the day before the cut-off, in the customer's usual channel) and the
+        ``customer_features`` / ``customer_transaction_stats`` rows (``CustomerRows``); and what the
+        retrievers share of them (``online_shared``). The same rows as views for SQL are created only
+        if a statement of the call needs them (``CustomerViews``)."""
+        key = int(who.key)
+        if who.known and not who.overridden:
+            found = cur.execute("SELECT * FROM h_customers WHERE customer_key = $key", {"key": key})
+        else:  # the attributes given, typed as the table's columns (the views reuse the table)
+            self._one_customer_table(cur, who)
+            found = cur.execute("SELECT * FROM one_customer")
+        attributes = dict(zip([d[0] for d in found.description], found.fetchall()[0]))
+        stored = cur.execute(
+            "SELECT article_id, CAST($cutoff::DATE - t_dat AS INTEGER) AS days, sales_channel_id, price "
+            "FROM h_history WHERE customer_key = $key",
+            {"cutoff": self.cutoff, "key": key},
+        ).fetchnumpy()
+        history = self._with_purchases(stored, bought)
+        rows = CustomerRows.build(attributes, history, self._postal_code_customers(who, attributes.get("postal_code")), self._schemas)
+        frames = rows.frames()
+        purchases = pd.DataFrame({
+            "customer_key": np.full(len(rows.article), key, np.int64),
+            "article_id": rows.article.astype(np.int32),
+            "days_ago": rows.days,
+        })
+        return rows, frames, online_shared(purchases, {"customer_features": frames["customer_features"]})
+
+    def _one_customer_table(self, cur, who: Customer) -> None:
         key = int(who.key)
         if who.known and not who.overridden:
             cur.execute(f"CREATE TEMP TABLE one_customer AS SELECT * FROM h_customers WHERE customer_key = {key}")
-        else:
-            cur.execute("CREATE TEMP TABLE one_customer AS SELECT * FROM h_customers LIMIT 0")
-            row = pd.DataFrame([{c: who.attributes.get(c) for c in self.customers.columns}])
-            cur.register("one_customer_df", row)
-            cur.execute("INSERT INTO one_customer BY NAME SELECT * FROM one_customer_df")
-            cur.unregister("one_customer_df")
-        # The purchases just made, dated the day before the cut-off, in the customer's usual channel.
+            return
+        cur.execute("CREATE TEMP TABLE one_customer AS SELECT * FROM h_customers LIMIT 0")
+        row = pd.DataFrame([{c: who.attributes.get(c) for c in self.customers.columns}])
+        cur.register("one_customer_df", row)
+        cur.execute("INSERT INTO one_customer BY NAME SELECT * FROM one_customer_df")
+        cur.unregister("one_customer_df")
+
+    def _with_purchases(self, stored: dict[str, np.ndarray], bought: list[int]) -> dict[str, np.ndarray]:
+        """The customer's history (article_id, days, sales_channel_id, price) and after it the purchases
+        just made: a day before the cut-off, at the article's price, in the channel the customer used
+        most (ties: the higher; 2 without history)."""
+        if not bought:
+            return stored
+        channels = np.ma.asarray(stored["sales_channel_id"])
+        counts = {int(c): int(n) for c, n in zip(*np.unique(channels.compressed(), return_counts=True))}
+        missing = int(np.ma.count_masked(channels))
+        usual = max(counts, key=lambda c: (counts[c], c)) if counts else None
+        channel = 2 if usual is None or missing > counts[usual] else usual
+        prices = self.week_articles.features.columns["price"]
+        rows, found = self.week_articles.features.rows(np.asarray(bought, np.int64))
+        price = np.where(found & prices.valid[rows], prices.values[rows], np.float32(self.default_price)).astype(np.float32)
+        n = len(bought)
+        return {
+            "article_id": np.concatenate([np.ma.getdata(stored["article_id"]).astype(np.int32), np.asarray(bought, np.int32)]),
+            "days": np.concatenate([np.ma.getdata(stored["days"]).astype(np.int32), np.ones(n, np.int32)]),
+            "sales_channel_id": np.concatenate([np.ma.getdata(channels).astype(np.int8), np.full(n, channel, np.int8)]),
+            "price": np.ma.concatenate([np.ma.asarray(stored["price"], dtype=np.float32), np.ma.asarray(price)]),
+        }
+
+    def _create_views(self, cur, who: Customer, bought: list[int], frames: dict[str, pd.DataFrame]) -> None:
+        """The customer's rows as the views the batch's SQL reads (``transactions``, ``customers``, the
+        feature tables), for a statement of the call that needs them."""
+        key = int(who.key)
+        if who.known and not who.overridden:  # else _prepare made it
+            self._one_customer_table(cur, who)
         bought_values = ", ".join(f"({int(article)}, {position})" for position, article in enumerate(bought)) or "(NULL, NULL)"
         cur.execute(
             f"""
@@ -436,33 +515,22 @@ class OnDemandRecommender:
             """
         )
         # From here on the customer's own history (with the new purchases) is the week's history: every
-        # per-customer step reads only its customer's rows; whole-history aggregates are the week's.
+        # per-customer statement reads only its customer's rows; whole-history aggregates are the week's.
         cur.execute("CREATE TEMP VIEW transactions AS SELECT * FROM own_history")
         cur.execute("CREATE TEMP VIEW articles AS SELECT * FROM h_articles")
         cur.execute("CREATE TEMP VIEW customers AS SELECT * FROM one_customer")
-        # customer_features and customer_transaction_stats: their SQL's row, computed in memory (two
-        # statements' plans cost more than the rest of the preparation; the tests hold them equal)
-        row = cur.execute("SELECT * FROM one_customer").fetchall()[0]
-        attributes = dict(zip([d[0] for d in cur.description], row))
-        history = cur.execute(
-            "SELECT article_id, CAST($cutoff::DATE - t_dat AS INTEGER) AS days, sales_channel_id, price FROM own_history",
-            {"cutoff": self.cutoff},
-        ).fetchnumpy()
-        rows = CustomerRows.build(attributes, history, self._postal_code_customers(cur, who, attributes.get("postal_code")), self._schemas)
-        for table, frame in rows.frames().items():
+        for table, frame in frames.items():
             cur.register(table, frame)
         cur.execute("CREATE TEMP VIEW article_features AS SELECT * FROM h_article_features")
         cur.execute("CREATE TEMP VIEW article_transaction_stats AS SELECT * FROM h_article_transaction_stats")
-        return rows
 
-    def _postal_code_customers(self, cur, who: Customer, postal_code: str | None) -> int:
+    def _postal_code_customers(self, who: Customer, postal_code: str | None) -> int:
         """``customer_features``' count of the customers of the postal code, this one included."""
         if postal_code is None:
             return 0
-        total = cur.execute("SELECT customers FROM h_postal_codes WHERE postal_code = $code", {"code": postal_code}).fetchall()
         position = self._customer_rows.get_indexer([who.key])[0]
         stored_here = position >= 0 and self.customers["postal_code"].iloc[position] == postal_code
-        return (int(total[0][0]) if total else 0) - int(stored_here) + 1
+        return self._postal_counts.get(postal_code, 0) - int(stored_here) + 1
 
     def newest_purchases(self, customer_key: int, limit: int = 12) -> pd.DataFrame:
         """``newest_purchases`` of the module, from the loaded week (no file is read)."""
@@ -494,11 +562,12 @@ class OnDemandRecommender:
         started = time.perf_counter()
         who = self.customer(customer, age, attributes)
         bought_ids = self._bought_ids(bought)
-        cur = self._con.cursor()
+        cursor = self._con.cursor()
         try:
-            rows = self._prepare(cur, who, bought_ids)
+            rows, frames, shared = self._prepare(cursor, who, bought_ids)
+            cur = CustomerViews(cursor, partial(self._create_views, who=who, bought=bought_ids, frames=frames))
             timings["prepare"] = time.perf_counter() - started
-            raws = self._retrieve(cur, who, timings)
+            raws = self._retrieve(cur, who, shared, timings)
             mark = time.perf_counter()
             candidates = customer_candidates(cur, raws, self.max_candidates, self.week_rules, rows, DEFAULT_MAX_PER_CUSTOMER, self.calibration)
             timings["candidates"] = time.perf_counter() - mark
@@ -506,7 +575,7 @@ class OnDemandRecommender:
             pairs = customer_pair_features(self.week_articles, candidates, rows, self.cutoff)
             timings["pair_features"] = time.perf_counter() - mark
         finally:
-            cur.close()
+            cursor.close()
         mark = time.perf_counter()
         recs = recommend_lists(
             pairs, self._score, np.asarray([who.key], dtype=np.int64), list(self.fallback), k,
@@ -514,13 +583,14 @@ class OnDemandRecommender:
         )
         timings["rank"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
-        return Ranked(who, bought_ids, candidates, pairs, recs, timings)
+        return Ranked(who, bought_ids, candidates, pairs, recs, timings, cur.created)
 
-    def _retrieve(self, cur, who: Customer, timings: dict[str, float]) -> dict[str, object]:
+    def _retrieve(self, cur, who: Customer, shared: dict, timings: dict[str, float]) -> dict[str, object]:
         """Every retriever's raw candidates for the customer of the prepared cursor ``cur``."""
         ctx = RetrievalContext(
             con=cur, cutoff=self.cutoff, week_key=self.week,
-            customer_keys=np.asarray([who.key], dtype=np.int64), inputs=self.inputs, log=log, shared={},
+            customer_keys=np.asarray([who.key], dtype=np.int64), inputs=self.inputs, log=log, shared=shared,
+            articles=self._articles_by_id,
         )
         raws = {}
         for retriever in self.retrievers:

@@ -5,16 +5,18 @@ bit — names, order, types and values of every column."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from hm_assets.pipeline.ranking.filters import RULES
 from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features_frame, select_candidates
-from hm_assets.pipeline.retrieval.base import ranked_candidates
+from hm_assets.pipeline.retrieval.base import RetrievalContext, customer_purchases, ranked_candidates
 from hm_assets.platform.sql import load_sql
 from hm_assets.platform.store import HMStore
-from hm_assets.serving.on_demand import OnDemandRecommender
+from hm_assets.serving.on_demand import CustomerViews, OnDemandRecommender
 from hm_assets_tests.tiny_run import customers_with_history
 
 
@@ -41,9 +43,17 @@ def test_one_customer_stage_equals_the_batch_sql(recommender, recs_run):
     for customer, bought, attributes in _cases(recommender, recs_run):
         who = recommender.customer(customer, **attributes)
         ranked = recommender.rank(customer, bought=bought, exclude_bought=False, **attributes)
+        # every step of the registry's retrievers and rules has its in-memory form: no view was needed
+        assert not ranked.views
         cur = recommender._con.cursor()
         try:
-            rows = recommender._prepare(cur, who, recommender._bought_ids(bought))
+            bought_ids = recommender._bought_ids(bought)
+            rows, frames, shared = recommender._prepare(cur, who, bought_ids)
+            recommender._create_views(cur, who, bought_ids, frames)
+            # what the retrievers share online, computed in memory, is what they would read from the views
+            ctx = RetrievalContext(con=cur, cutoff=recommender.cutoff, week_key=recs_run.week,
+                                   customer_keys=np.asarray([who.key]), shared={})
+            pd.testing.assert_frame_equal(shared[("purchases",)], customer_purchases(ctx), check_exact=True, obj=f"purchases of {customer}")
             # the customer's feature rows by their SQL, over the customer and the other customers of
             # its postal code, in place of the in-memory ones, for everything below
             key = int(who.key)
@@ -57,10 +67,10 @@ def test_one_customer_stage_equals_the_batch_sql(recommender, recs_run):
                     f"CREATE TEMP TABLE {table} AS SELECT * FROM ({load_sql(table)}) WHERE customer_key = {key}", {"cutoff": recommender.cutoff}
                 )
                 pd.testing.assert_frame_equal(
-                    rows.frames()[table], cur.execute(f"SELECT * FROM {table}").df(), check_exact=True, obj=f"{table} of {customer}"
+                    frames[table], cur.execute(f"SELECT * FROM {table}").df(), check_exact=True, obj=f"{table} of {customer}"
                 )
             cur.execute("CREATE OR REPLACE TEMP VIEW customers AS SELECT * FROM one_customer")
-            raws = recommender._retrieve(cur, who, {})
+            raws = recommender._retrieve(cur, who, {}, {})
             for name, raw in raws.items():
                 cur.register(f"ranked_{name}", ranked_candidates(cur, raw, recommender.max_candidates[name]).df())
                 cur.execute(f"CREATE TEMP TABLE source_{name} AS SELECT * FROM ranked_{name}")
@@ -83,3 +93,23 @@ def test_one_customer_stage_equals_the_batch_sql(recommender, recs_run):
             assert row.empty or int(row["bought_same_article"].iloc[0]) >= 1
     assert checked == len(_cases(recommender, recs_run))
     assert np.isfinite(ranked.recs["score"].dropna()).all()
+
+
+def test_the_customer_views_are_made_at_the_first_statement_of_a_call(recommender, recs_run):
+    """A step without an in-memory form reads the customer's views (``CustomerViews``): they are made
+    when its first statement runs, and hold the history with the purchases just made."""
+    key = customers_with_history(recommender.store, recs_run.week, 1)[0]
+    article = int(recommender.articles["article_id"].iloc[0])
+    who = recommender.customer(key)
+    cursor = recommender._con.cursor()
+    try:
+        rows, frames, _ = recommender._prepare(cursor, who, [article])
+        views = CustomerViews(cursor, partial(recommender._create_views, who=who, bought=[article], frames=frames))
+        assert not views.created
+        history = views.execute("SELECT article_id FROM transactions").fetchnumpy()["article_id"]
+        assert views.created
+        assert history.tolist() == rows.article.tolist() and history[-1] == article
+        assert views.execute("SELECT customer_key FROM customers").fetchall() == [(key,)]
+        assert views.execute("SELECT customer_key FROM customer_features").fetchall() == [(key,)]
+    finally:
+        cursor.close()

@@ -63,8 +63,10 @@ def test_retrieve_for_one_customer_is_their_part_of_the_batch(retriever, store, 
     for key in customers:
         with _week_view(store, week) as view:
             _one_customer(view.con, key)
-            # as online: one context for the call, its seeds and purchases read once (``ctx.shared``)
-            ctx = RetrievalContext(con=view.con, cutoff=view.cutoff, week_key=week, customer_keys=np.array([key]), inputs=inputs, shared={})
+            # as online: one context for the call, its seeds and purchases read once (``ctx.shared``), the
+            # articles in memory
+            ctx = RetrievalContext(con=view.con, cutoff=view.cutoff, week_key=week, customer_keys=np.array([key]), inputs=inputs, shared={},
+                                   articles=view.con.sql("SELECT * FROM articles").df().set_index("article_id", drop=False))
             mine = ranked_candidates(view.con, retriever.retrieve(ctx, config, state), config.max_candidates).df()
         theirs = batch[batch["customer_key"] == key].reset_index(drop=True)
         pd.testing.assert_frame_equal(mine, theirs, obj=f"{retriever.name}, customer {key}")

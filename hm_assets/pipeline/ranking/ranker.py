@@ -197,6 +197,9 @@ def predict(booster: lgb.Booster, pairs: pd.DataFrame, threads: int = 2) -> np.n
     return booster.predict(pairs[booster.feature_name()], num_threads=threads)
 
 
+PARALLEL_ROWS = 10_000  # fewer pairs are scored on the calling thread
+
+
 class PairScorer:
     """A trained ranker as a function of pair features.
 
@@ -217,7 +220,9 @@ class PairScorer:
         if self.compiled is None:
             return predict(self.booster, pairs, self.threads)
         matrix = pairs[self.features].to_numpy(np.float64, na_value=np.nan)
-        return self.compiled.predict(matrix, n_jobs=self.threads)
+        # a pool of threads per call costs more than scoring one customer's candidates
+        threads = self.threads if len(matrix) >= PARALLEL_ROWS else 1
+        return self.compiled.predict(matrix, n_jobs=threads)
 
 
 def compile_model(booster: lgb.Booster, cache_dir: Path):

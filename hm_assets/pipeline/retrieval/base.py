@@ -63,6 +63,9 @@ class RetrievalContext:
     # same arguments are kept here and computed once. None (the batch, where each retriever is a step
     # of its own over every customer): nothing is kept, which would only hold memory.
     shared: dict[tuple, pd.DataFrame] | None = field(default=None, repr=False, compare=False)
+    # Online: the week's ``articles`` table in memory, indexed by article_id (the views' rows, read once
+    # per week), for retrievers that look up attributes of a few articles. None in the batch.
+    articles: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def lookback_start(self, weeks: int) -> date:
         return self.cutoff - pd.Timedelta(days=7 * weeks).to_pytimedelta()
@@ -91,16 +94,56 @@ def recent_purchase_seeds(ctx: RetrievalContext, lookback_weeks: int, per_custom
     return last.iloc[chosen].reset_index(drop=True)
 
 
-def last_purchases(ctx: RetrievalContext) -> pd.DataFrame:
-    """customer_key, article_id, days_ago: every article each customer bought before the cut-off, with
-    the days since the last time — read once per online call (``ctx.shared``, which it requires)."""
-    key = ("last_purchases",)
+def online_shared(purchases: pd.DataFrame | None = None, views: dict[str, pd.DataFrame] | None = None) -> dict[tuple, pd.DataFrame]:
+    """A ``RetrievalContext.shared`` for one online call, holding what the caller has in memory already:
+    ``purchases`` as ``customer_purchases`` gives them, ``views`` the rows of views by name (as
+    ``view_rows`` gives them). What is not given is read by the first retriever that asks."""
+    shared: dict[tuple, pd.DataFrame] = {}
+    if purchases is not None:
+        shared[("purchases",)] = purchases
+    for name, frame in (views or {}).items():
+        shared[("view", name)] = frame
+    return shared
+
+
+def customer_purchases(ctx: RetrievalContext) -> pd.DataFrame:
+    """customer_key, article_id, days_ago: every purchase of the call's customers before the cut-off,
+    in the order of ``transactions`` — read once per online call (``ctx.shared``, which it requires)."""
+    key = ("purchases",)
     if key not in ctx.shared:
         ctx.shared[key] = ctx.con.execute(
-            "SELECT customer_key, article_id, ($cutoff::DATE - max(t_dat)) AS days_ago FROM transactions "
-            "WHERE t_dat < $cutoff GROUP BY customer_key, article_id",
+            "SELECT customer_key, article_id, ($cutoff::DATE - t_dat) AS days_ago FROM transactions WHERE t_dat < $cutoff",
             {"cutoff": ctx.cutoff},
         ).df()
+    return ctx.shared[key]
+
+
+def view_rows(ctx: RetrievalContext, name: str) -> pd.DataFrame:
+    """Every row of the view ``name`` (online: the call's customers' rows), read once per online call
+    (``ctx.shared``, which it requires)."""
+    key = ("view", name)
+    if key not in ctx.shared:
+        ctx.shared[key] = ctx.con.sql(f"SELECT * FROM {name}").df()
+    return ctx.shared[key]
+
+
+def last_purchases(ctx: RetrievalContext) -> pd.DataFrame:
+    """customer_key, article_id, days_ago: every article each customer bought before the cut-off, with
+    the days since the last time, ordered by customer and article — from ``customer_purchases``,
+    once per online call (``ctx.shared``, which it requires)."""
+    key = ("last_purchases",)
+    if key not in ctx.shared:
+        bought = customer_purchases(ctx)
+        customer = bought["customer_key"].to_numpy(np.int64)
+        article = bought["article_id"].to_numpy()
+        days = bought["days_ago"].to_numpy()
+        order = np.lexsort((days, article, customer))
+        first = np.ones(len(order), bool)
+        first[1:] = (customer[order][1:] != customer[order][:-1]) | (article[order][1:] != article[order][:-1])
+        last = order[first]
+        ctx.shared[key] = pd.DataFrame(
+            {"customer_key": customer[last], "article_id": article[last], "days_ago": days[last]}
+        )
     return ctx.shared[key]
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from hm_assets.pipeline.features.embeddings.index import ContentIndex, load_index
 from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, last_purchases, recent_purchase_seeds
-from hm_assets.platform.arrays import matching_rows, position_in_runs
+from hm_assets.platform.arrays import matching_rows, pairs_in, position_in_runs
 
 
 class ContentSimilarConfig(RetrieverConfig):
@@ -79,12 +79,20 @@ class ContentState:
     query_neighbours: int
     index: ContentIndex | None = field(default=None, compare=False)
     _opening: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    _on_sale_labels: tuple[ContentIndex, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def __getstate__(self) -> dict:
         return {"on_sale": self.on_sale, "query_neighbours": self.query_neighbours}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
+
+    def on_sale_labels(self, index: ContentIndex) -> np.ndarray:
+        """Whether each label of ``index`` is an article on sale (computed once per opened index)."""
+        cached = self._on_sale_labels
+        if cached is None or cached[0] is not index:
+            cached = self._on_sale_labels = (index, np.isin(index.article_ids, self.on_sale))
+        return cached[1]
 
     def opened(self, target: Path) -> ContentIndex:
         with self._opening:  # concurrent online requests open it once
@@ -116,6 +124,8 @@ def content_similar_candidates(
         return empty_candidates()
     if state.query_neighbours == 0:  # nothing of the index is on sale
         return empty_candidates()
+    if ctx.shared is not None:
+        return _scored_in_memory(ctx, config, seeds, *_neighbour_arrays(index, state, seeds, config))
     neighbours = index.neighbours(seeds["article_id"].to_numpy(), state.query_neighbours, threads=config.query_threads)
     if state.on_sale is not None:
         neighbours = neighbours[neighbours["article_id"].isin(state.on_sale)]
@@ -124,9 +134,6 @@ def content_similar_candidates(
     neighbours = neighbours.groupby("seed_article_id", sort=False).head(config.neighbours_per_seed)
     if neighbours.empty:
         return empty_candidates()
-
-    if ctx.shared is not None:
-        return _scored_in_memory(ctx, config, seeds, neighbours)
     con = ctx.con
     con.register("content_seeds", seeds)
     con.register("content_neighbours", neighbours)
@@ -163,21 +170,42 @@ def content_similar_candidates(
 DECIMAL_SCALE = 1e12
 
 
-def _scored_in_memory(ctx: RetrievalContext, config: ContentSimilarConfig, seeds: pd.DataFrame, neighbours: pd.DataFrame) -> pd.DataFrame:
+def _neighbour_arrays(
+    index: ContentIndex, state: ContentState, seeds: pd.DataFrame, config: ContentSimilarConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The neighbours the batch path keeps (on sale, similar enough, the best ``neighbours_per_seed``
+    of each seed), as arrays: seed_article_id, article_id, similarity."""
+    seed_ids, found, distances = index.query(seeds["article_id"].to_numpy(), state.query_neighbours, threads=config.query_threads)
+    label = found.reshape(-1).astype(np.int64)
+    seed = np.repeat(seed_ids, found.shape[1]).astype(np.int32)
+    article = index.article_ids[label].astype(np.int32)
+    similarity = (1.0 - distances.reshape(-1)).astype(np.float32)
+    keep = (seed != article) & (similarity > config.min_similarity)
+    if state.on_sale is not None:
+        keep &= state.on_sale_labels(index)[label]
+    seed, article, similarity = seed[keep], article[keep], similarity[keep]
+    best = position_in_runs(seed) < config.neighbours_per_seed  # rows come by seed, by similarity
+    return seed[best], article[best], similarity[best]
+
+
+def _scored_in_memory(
+    ctx: RetrievalContext, config: ContentSimilarConfig, seeds: pd.DataFrame,
+    seed_ids: np.ndarray, neighbour_ids: np.ndarray, similarity: np.ndarray,
+) -> pd.DataFrame:
     """The SQL of ``content_similar_candidates`` for the few customers of an online call, in memory
     and to the bit: each term rounded to 12 decimals and summed exactly as the SQL's DECIMAL, the
     customer's earlier purchases left out, the best ``max_candidates`` by score then article id."""
-    seed_ids = neighbours["seed_article_id"].to_numpy()
+    if not len(seed_ids):
+        return empty_candidates()
     by_seed = np.argsort(seed_ids, kind="stable")
     seed_rows, pair_rows = matching_rows(seed_ids[by_seed], seeds["article_id"].to_numpy())
     pair_rows = by_seed[pair_rows]
     customer = seeds["customer_key"].to_numpy(np.int64)[seed_rows]
-    article = neighbours["article_id"].to_numpy(np.int64)[pair_rows]
+    article = neighbour_ids.astype(np.int64)[pair_rows]
     decay = np.power(0.5, seeds["days_ago"].to_numpy(np.float64)[seed_rows] / config.half_life_days)
-    terms = np.rint(neighbours["similarity"].to_numpy(np.float64)[pair_rows] * decay * DECIMAL_SCALE).astype(np.int64)
+    terms = np.rint(similarity.astype(np.float64)[pair_rows] * decay * DECIMAL_SCALE).astype(np.int64)
     bought = last_purchases(ctx)
-    earlier = pd.MultiIndex.from_arrays([bought["customer_key"].to_numpy(np.int64), bought["article_id"].to_numpy(np.int64)])
-    fresh = ~pd.MultiIndex.from_arrays([customer, article]).isin(earlier)
+    fresh = ~pairs_in(customer, article, bought["customer_key"].to_numpy(np.int64), bought["article_id"].to_numpy(np.int64))
     customer, article, terms = customer[fresh], article[fresh], terms[fresh]
     if not len(terms):
         return empty_candidates()

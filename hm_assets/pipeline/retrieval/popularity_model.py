@@ -9,13 +9,14 @@ profile once and the lists are handed to every customer of that profile, with or
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig
+from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, view_rows
 
 if TYPE_CHECKING:
     from hm_assets.pipeline.retrieval.base import RawCandidates
@@ -35,6 +36,8 @@ class PopularityModelConfig(RetrieverConfig):
 
 def customer_profiles(ctx: RetrievalContext) -> pd.DataFrame:
     """customer_key -> profile attributes (banded so that distinct profiles stay few)."""
+    if ctx.shared is not None:
+        return _profiles_in_memory(view_rows(ctx, "customer_features"))
     return ctx.con.sql(
         """
         SELECT customer_key,
@@ -44,6 +47,22 @@ def customer_profiles(ctx: RetrievalContext) -> pd.DataFrame:
         FROM customer_features
         """
     ).df()
+
+
+def _profiles_in_memory(features: pd.DataFrame) -> pd.DataFrame:
+    """``customer_profiles``' SQL over the rows of ``customer_features`` of an online call."""
+    age = features["age"].to_numpy(np.float64)
+    postal = np.maximum(features["postal_code_customers"].to_numpy(np.float64, na_value=np.nan), 1)
+    return pd.DataFrame({
+        "customer_key": features["customer_key"].to_numpy(np.int64),
+        "age_band": (np.floor(age / 2) * 2).astype(np.float32),  # halving is exact: float or double agree
+        "club_status_code": features["club_status_code"].to_numpy(),
+        "news_frequency_code": features["news_frequency_code"].to_numpy(),
+        "fn": features["fn"].to_numpy(),
+        "active": features["active"].to_numpy(),
+        # log2 is exact at powers of two, where the floor changes
+        "postal_band": pd.array(np.floor(np.log2(postal)), dtype="Int8") if np.isnan(postal).any() else np.floor(np.log2(postal)).astype(np.int8),
+    })
 
 
 def bestseller_pool(ctx: RetrievalContext, size: int) -> pd.DataFrame:
@@ -119,6 +138,43 @@ class PopularityState:
     profiles: pd.DataFrame  # PROFILE_COLUMNS + profile_id
     lists: pd.DataFrame  # profile_id, article_id, score
 
+    def __getstate__(self) -> dict:
+        return {name: getattr(self, name) for name in ("pool", "model", "profiles", "lists")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    @cached_property
+    def profile_ids(self) -> dict[tuple, int]:
+        """Each fitted profile's id by its attributes (a missing value as None), for online lookups."""
+        return dict(zip(_profile_keys(self.profiles), self.profiles["profile_id"].tolist()))
+
+    @cached_property
+    def list_rows(self) -> dict[int, tuple[int, int]]:
+        """Each profile's rows of ``lists``, start and stop (contiguous: the fit writes them profile
+        by profile)."""
+        ids = self.lists["profile_id"].to_numpy()
+        if len(ids) and (np.diff(ids) < 0).any():
+            raise ValueError("the popularity lists are not ordered by profile")
+        distinct, start = np.unique(ids, return_index=True)
+        stop = np.append(start[1:], len(ids))
+        return {int(p): (int(a), int(b)) for p, a, b in zip(distinct, start, stop)}
+
+    def lists_of(self, customers: np.ndarray, profile_ids: list[int]) -> pd.DataFrame:
+        """customer_key, article_id, score: the lists of the customers' (fitted) profiles, in list order."""
+        spans = [self.list_rows.get(p, (0, 0)) for p in profile_ids]
+        rows = np.concatenate([np.arange(a, b) for a, b in spans] + [np.zeros(0, np.int64)])
+        return pd.DataFrame({
+            "customer_key": np.repeat(customers, [b - a for a, b in spans]),
+            "article_id": self.lists["article_id"].to_numpy()[rows],
+            "score": self.lists["score"].to_numpy()[rows],
+        })
+
+
+def _profile_keys(profiles: pd.DataFrame) -> list[tuple]:
+    columns = [[None if v != v else v for v in profiles[c].tolist()] for c in PROFILE_COLUMNS]
+    return list(zip(*columns))
+
 
 def fit_popularity(ctx: RetrievalContext, config: PopularityModelConfig) -> PopularityState:
     pool = bestseller_pool(ctx, config.pool_size)
@@ -147,6 +203,12 @@ def popularity_model_candidates(ctx: RetrievalContext, config: PopularityModelCo
         # Too little data to learn from: everyone gets the plain bestseller list.
         ranked = pool.assign(score=pool["sales"] / pool["sales"].max())[["article_id", "score"]].head(config.max_candidates)
         return profiles[["customer_key"]].merge(ranked, how="cross")
+    if ctx.shared is not None:
+        found = [state.profile_ids.get(key) for key in _profile_keys(profiles)]
+        if None not in found:
+            # online, a few customers: their profiles' lists picked here (a join over every profile's
+            # list, ~10^5 rows, cost more than the rest of the retriever)
+            return state.lists_of(profiles["customer_key"].to_numpy(np.int64), found)
     keyed = profiles.merge(state.profiles, on=PROFILE_COLUMNS, how="left")
     lists = state.lists
     unseen = keyed[keyed["profile_id"].isna()]
@@ -157,9 +219,7 @@ def popularity_model_candidates(ctx: RetrievalContext, config: PopularityModelCo
         keyed = pd.concat([keyed[keyed["profile_id"].notna()], unseen.drop(columns="profile_id").merge(fresh, on=PROFILE_COLUMNS)])
         lists = pd.concat([lists, score_profiles(state.model, fresh, pool, config.max_candidates)], ignore_index=True)
     keyed = keyed[["customer_key", "profile_id"]].astype({"profile_id": "int64"})
-    if ctx.shared is not None:
-        # online, a few customers: their profiles' lists picked here (a join over every profile's list,
-        # ~10^5 rows, cost more than the rest of the retriever)
+    if ctx.shared is not None:  # new profiles (new customers online), scored above
         return keyed.merge(lists[lists["profile_id"].isin(keyed["profile_id"])], on="profile_id")[["customer_key", "article_id", "score"]]
     # customers x lists can reach 10^8 rows: expanded lazily by DuckDB, not in pandas
     ctx.con.register("customer_profiles", keyed)

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, recency_weight, recent_purchase_seeds
+from hm_assets.platform.arrays import compensated_sums, group_rows, matching_rows
 
 
 class PurchaseHistoryConfig(RetrieverConfig):
@@ -129,6 +130,8 @@ def purchase_history_candidates(ctx: RetrievalContext, config: PurchaseHistoryCo
     seeds = recent_purchase_seeds(ctx, config.lookback_weeks, config.seed_articles)
     seeds["weight"] = recency_weight(seeds["days_ago"], config.half_life_days)
     seeds = seeds[state.rows(seeds["article_id"].to_numpy()) >= 0]
+    if ctx.shared is not None:
+        return _scored_in_memory(seeds, state, config)
     neighbours = state.nearest(seeds["article_id"].unique(), config.neighbours)
     scored = seeds.merge(neighbours, on="article_id")
     scored["score"] = scored["weight"] * scored["similarity"]
@@ -137,6 +140,35 @@ def purchase_history_candidates(ctx: RetrievalContext, config: PurchaseHistoryCo
         .sum()
         .rename(columns={"neighbour_id": "article_id"})
     )
+
+
+def _scored_in_memory(seeds: pd.DataFrame, state: ArticleNeighbours, config: PurchaseHistoryConfig) -> pd.DataFrame:
+    """The merge and group sum above for the few customers of an online call, over arrays and to the
+    bit: the rows in the merge's order, each group summed as pandas sums (compensated, in row order)."""
+    queries = seeds["article_id"].unique()
+    if not len(queries):
+        return pd.DataFrame({"customer_key": seeds["customer_key"].iloc[:0], "article_id": pd.Series(dtype="int32"),
+                             "score": pd.Series(dtype="float64")})
+    k = min(config.neighbours + 1, len(state.ids))
+    labels, distances = state.index.knn_query(state.vectors[state.rows(queries)], k=k, num_threads=1)
+    query = np.repeat(queries, k)
+    neighbour = state.ids[labels.ravel()]
+    similarity = 1.0 - distances.ravel()
+    other = neighbour != query
+    query, neighbour, similarity = query[other], neighbour[other], similarity[other]
+    # seeds.merge(neighbours, on="article_id"): each seed row in order, then its neighbours in order
+    by_query = np.argsort(query, kind="stable")
+    seed_rows, pair_rows = matching_rows(query[by_query], seeds["article_id"].to_numpy())
+    pair_rows = by_query[pair_rows]
+    customer = seeds["customer_key"].to_numpy()[seed_rows]
+    article = neighbour[pair_rows]
+    value = seeds["weight"].to_numpy()[seed_rows] * similarity[pair_rows]
+    number, first = group_rows(customer, article)
+    return pd.DataFrame({
+        "customer_key": customer[first],
+        "article_id": article[first],
+        "score": compensated_sums(number, value, len(first)),
+    })
 
 
 RETRIEVER = Retriever(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig
+from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, customer_purchases
+from hm_assets.platform.arrays import group_rows
 
 
 class RepurchaseConfig(RetrieverConfig):
@@ -14,6 +18,8 @@ class RepurchaseConfig(RetrieverConfig):
 
 
 def repurchase_candidates(ctx: RetrievalContext, config: RepurchaseConfig, state: None = None) -> pd.DataFrame:
+    if ctx.shared is not None:
+        return _scored_in_memory(ctx, config)
     return ctx.con.execute(
         """
         SELECT customer_key, article_id,
@@ -24,6 +30,26 @@ def repurchase_candidates(ctx: RetrievalContext, config: RepurchaseConfig, state
         """,
         {"cutoff": ctx.cutoff, "start": ctx.lookback_start(config.lookback_weeks), "half_life": config.half_life_days},
     ).df()
+
+
+def decay_weights(days: np.ndarray, half_life_days: float) -> np.ndarray:
+    """The SQL's ``pow(0.5, days / half_life)`` per row: C's pow, as DuckDB calls it (numpy's own
+    power may differ in the last bit)."""
+    weights = {d: math.pow(0.5, d / half_life_days) for d in np.unique(days).tolist()}
+    return np.array([weights[d] for d in days.tolist()], dtype=np.float64)
+
+
+def _scored_in_memory(ctx: RetrievalContext, config: RepurchaseConfig) -> pd.DataFrame:
+    """The SQL above for the few customers of an online call, from their purchases read once: each
+    (customer, article)'s weights summed in row order."""
+    bought = customer_purchases(ctx)
+    days = bought["days_ago"].to_numpy(np.int64)
+    recent = days <= (ctx.cutoff - ctx.lookback_start(config.lookback_weeks)).days
+    customer = bought["customer_key"].to_numpy(np.int64)[recent]
+    article = bought["article_id"].to_numpy()[recent]
+    number, first = group_rows(customer, article)
+    score = np.bincount(number, weights=decay_weights(days[recent], config.half_life_days), minlength=len(first))
+    return pd.DataFrame({"customer_key": customer[first], "article_id": article[first], "score": score})
 
 
 RETRIEVER = Retriever(

@@ -9,9 +9,12 @@ solutions; this is its personal form, cheap enough for every customer with histo
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig
+from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, customer_purchases
+from hm_assets.pipeline.retrieval.repurchase import decay_weights
+from hm_assets.platform.arrays import group_rows, matching_rows, position_in_runs
 
 
 class TastePopularConfig(RetrieverConfig):
@@ -46,6 +49,8 @@ def department_bestsellers(ctx: RetrievalContext, config: TastePopularConfig) ->
 
 def taste_popular_candidates(ctx: RetrievalContext, config: TastePopularConfig, bestsellers: pd.DataFrame) -> pd.DataFrame:
     """``bestsellers``: the week's ``department_bestsellers`` (the fitted state)."""
+    if ctx.shared is not None and ctx.articles is not None:
+        return _scored_in_memory(ctx, config, bestsellers)
     ctx.con.register("taste_popular_bestsellers", bestsellers)
     try:
         return ctx.con.execute(
@@ -69,6 +74,35 @@ def taste_popular_candidates(ctx: RetrievalContext, config: TastePopularConfig, 
         ).df()
     finally:
         ctx.con.unregister("taste_popular_bestsellers")
+
+
+def _scored_in_memory(ctx: RetrievalContext, config: TastePopularConfig, bestsellers: pd.DataFrame) -> pd.DataFrame:
+    """The SQL above for the few customers of an online call: their purchases read once, the
+    departments from the week's articles in memory."""
+    bought = customer_purchases(ctx)
+    days = bought["days_ago"].to_numpy(np.int64)
+    rows = ctx.articles.index.get_indexer(bought["article_id"].to_numpy())
+    keep = (days <= (ctx.cutoff - ctx.lookback_start(config.lookback_weeks)).days) & (rows >= 0)
+    customer = bought["customer_key"].to_numpy(np.int64)[keep]
+    department = ctx.articles["department_no"].to_numpy()[rows[keep]]
+    number, first = group_rows(customer, department)
+    weight = np.bincount(number, weights=decay_weights(days[keep], config.half_life_days), minlength=len(first))
+    customer, department = customer[first], department[first]
+    # each customer's strongest departments: weight descending, then department
+    order = np.lexsort((department, -weight, customer))
+    order = order[position_in_runs(customer[order]) < config.departments]
+    customer, department, weight = customer[order], department[order], weight[order]
+    per_customer = group_rows(customer)[0]
+    share = weight / np.bincount(per_customer, weights=weight)[per_customer]
+    hot = bestsellers
+    if not hot["department_no"].is_monotonic_increasing:  # the fit orders it so
+        hot = hot.sort_values("department_no", kind="stable")
+    mine, row = matching_rows(hot["department_no"].to_numpy(), department)
+    return pd.DataFrame({
+        "customer_key": customer[mine],
+        "article_id": hot["article_id"].to_numpy()[row],
+        "score": share[mine] * hot["share"].to_numpy()[row],
+    })
 
 
 RETRIEVER = Retriever(

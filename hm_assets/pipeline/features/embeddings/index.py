@@ -142,22 +142,16 @@ class ContentIndex:
             raise KeyError("some articles are not in the index")
         return np.asarray(self.index.get_items(labels.tolist()), dtype=np.float32)
 
-    def neighbours(self, article_ids: np.ndarray, k: int, threads: int = -1) -> pd.DataFrame:
-        """The ``k`` nearest other articles of each indexed article in ``article_ids`` (one batched query).
-
-        Returns (seed_article_id, article_id, similarity = 1 - cosine distance); articles that are
-        not indexed give no rows; the seed itself is dropped.
-        """
-        empty = pd.DataFrame(
-            {"seed_article_id": pd.Series(dtype="int32"), "article_id": pd.Series(dtype="int32"),
-             "similarity": pd.Series(dtype="float32")}
-        )
+    def query(self, article_ids: np.ndarray, k: int, threads: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One batched query for the ``k`` nearest other articles of each indexed article in
+        ``article_ids``: the distinct indexed seeds (ascending), and for each seed's row the labels and
+        cosine distances of its ``k + 1`` nearest (the seed itself among them)."""
         seeds = np.unique(np.asarray(article_ids, dtype=np.int64))
         labels = self.positions(seeds)
         seeds, labels = seeds[labels >= 0], labels[labels >= 0]
         k = min(k + 1, len(self))  # +1: the seed finds itself
         if not len(seeds) or k <= 0 or self.index is None:
-            return empty
+            return seeds[:0], np.zeros((0, max(k, 0)), np.uint64), np.zeros((0, max(k, 0)), np.float32)
         self.index.set_ef(max(self.ef, k))
         queries = np.asarray(self.index.get_items(labels.tolist()), dtype=np.float32)
         try:
@@ -165,9 +159,18 @@ class ContentIndex:
         except RuntimeError:  # "cannot return the results": the beam found fewer than k; widen it
             self.index.set_ef(max(4 * k, min(len(self), 10_000)))
             found, distances = self.index.knn_query(queries, k=k, num_threads=threads)
+        return seeds, found, distances
+
+    def neighbours(self, article_ids: np.ndarray, k: int, threads: int = -1) -> pd.DataFrame:
+        """The ``k`` nearest other articles of each indexed article in ``article_ids`` (``query``).
+
+        Returns (seed_article_id, article_id, similarity = 1 - cosine distance); articles that are
+        not indexed give no rows; the seed itself is dropped.
+        """
+        seeds, found, distances = self.query(article_ids, k, threads)
         frame = pd.DataFrame(
             {
-                "seed_article_id": np.repeat(seeds, k).astype(np.int32),
+                "seed_article_id": np.repeat(seeds, found.shape[1]).astype(np.int32),
                 "article_id": self.article_ids[found.reshape(-1)].astype(np.int32),
                 "similarity": (1.0 - distances.reshape(-1)).astype(np.float32),
             }
