@@ -174,8 +174,9 @@ def _neighbour_arrays(
     index: ContentIndex, state: ContentState, seeds: pd.DataFrame, config: ContentSimilarConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The neighbours the batch path keeps (on sale, similar enough, the best ``neighbours_per_seed``
-    of each seed), as arrays: seed_article_id, article_id, similarity."""
-    seed_ids, found, distances = index.query(seeds["article_id"].to_numpy(), state.query_neighbours, threads=config.query_threads)
+    of each seed), as arrays: seed_article_id, article_id, similarity. One thread: a call's few
+    queries cost less than starting more, and a service runs calls side by side."""
+    seed_ids, found, distances = index.query(seeds["article_id"].to_numpy(), state.query_neighbours, threads=1)
     label = found.reshape(-1).astype(np.int64)
     seed = np.repeat(seed_ids, found.shape[1]).astype(np.int32)
     article = index.article_ids[label].astype(np.int32)
