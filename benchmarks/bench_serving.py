@@ -2,14 +2,14 @@
 throughput of a mixed closed loop, against a real server process over a materialized store.
 
     python benchmarks/bench_serving.py --home HM_HOME [--week W] [--duration 30] [--clients 8]
-        [--purchase-share 0.10] [--sequential 300] [--customers 2000] [--threads N] [--out FILE.json]
+        [--purchase-share 0.10] [--sequential 300] [--customers 2000] [--threads N] [--workers N] [--out FILE.json]
 
 The store is never written to: the benchmark serves a hard-linked copy of it (in a temporary folder
 beside ``--home``, so on the same filesystem; files are copied where linking fails, and the event
 log, the one file the service appends to in place, is always copied), so the purchases land in the
 copy's event log; the copy is removed at the end. The server is ``python -m hm_assets.cli serve
---home COPY --port FREE --reload-seconds 0`` in its own session, stopped by its pid (SIGTERM to its
-process group, SIGKILL after a timeout).
+--home COPY --port FREE --reload-seconds 0 [--workers N]`` in its own session, stopped by its pid
+(SIGTERM to its process group, SIGKILL after a timeout).
 
 Phases (each: count, errors = non-2xx or no answer, p50/p90/p99/max latency in ms, client side):
 
@@ -22,7 +22,8 @@ Phases (each: count, errors = non-2xx or no answer, p50/p90/p99/max latency in m
    are reported by the ``source`` of the answer).
 
 The client runs on the same machine as the server (on 2 cores it takes CPU from it: its share is
-recorded). The server's resident memory (the process and its children) is sampled every 0.5 s.
+recorded). The server's resident memory (the process and its children: with ``--workers``, the
+supervisor and every worker) is sampled every 0.5 s.
 The targets are for full scale (1.37M customers); the output says which scale was measured.
 """
 
@@ -151,6 +152,42 @@ def wait_healthy(process: subprocess.Popen, port: int, timeout: float, log: Path
             pass
         time.sleep(0.2)
     raise RuntimeError(f"no healthy /healthz after {timeout:.0f} s:\n{tail(log)}")
+
+
+def wait_workers(process: subprocess.Popen, port: int, workers: int, timeout: float, log: Path) -> list[int]:
+    """The pids of the workers that answered /healthz (each on a new connection), once ``workers``
+    different ones have: with ``--workers N`` the phases start when every worker has its week loaded."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers and time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode}:\n{tail(log)}")
+        try:
+            status, body = get_json(port, "/healthz", timeout=2.0)
+            if status == 200 and body and body.get("week") and body.get("worker"):
+                seen.add(int(body["worker"]))
+                continue
+        except OSError:
+            pass
+        time.sleep(0.05)
+    if len(seen) < workers:
+        raise RuntimeError(f"only {len(seen)} of {workers} workers answered /healthz after {timeout:.0f} s:\n{tail(log)}")
+    return sorted(seen)
+
+
+def process_rss(process: psutil.Process) -> dict[str, int]:
+    """Resident bytes of the server and each of its children, by pid."""
+    try:
+        processes = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    found = {}
+    for proc in processes:
+        try:
+            found[str(proc.pid)] = proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return found
 
 
 def stop_server(process: subprocess.Popen, timeout: float = 30.0) -> str:
@@ -460,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=2000,
                         help="customers sampled for the mixed phase (at least 2 x --sequential are sampled)")
     parser.add_argument("--threads", type=int, default=None, help="passed to hm-recs serve --threads")
+    parser.add_argument("--workers", type=int, default=1, help="passed to hm-recs serve --workers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--load-timeout", type=float, default=1800.0, help="seconds to wait for /healthz")
     parser.add_argument("--out", help="JSON result (default: benchmarks/results/serving-<date>-<home name>.json)")
@@ -508,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--week", args.week]
         if args.threads:
             command += ["--threads", str(args.threads)]
+        if args.workers != 1:
+            command += ["--workers", str(args.workers)]
         env = {k: v for k, v in os.environ.items() if k not in ("HM_OBJECT_STORE",)}
         env["HM_HOME"] = str(copy)
         result["server_command"] = " ".join(command)
@@ -520,8 +560,11 @@ def main(argv: list[str] | None = None) -> int:
         sampler.start()
         print(f"server pid {process.pid} on port {port}: loading …", flush=True)
         health = wait_healthy(process, port, args.load_timeout, log_path)
+        if args.workers > 1:
+            result["workers_answering"] = wait_workers(process, port, args.workers, args.load_timeout, log_path)
         load_seconds = time.perf_counter() - t0
         rss_load = sampler.now()
+        result["rss_at_load_by_process_gib"] = {pid: gib(rss) for pid, rss in process_rss(server).items()}
         week = health["week"]
         cpu_load = cpu_seconds(server)
         result |= {"week": week, "server_load_seconds": round(load_seconds, 2), "server_cpu_seconds_at_load": round(cpu_load, 1)}

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 
+WORKER_HEALTHCHECK_SECONDS = 60
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     import dagster as dg
 
@@ -240,24 +243,37 @@ def command_show(args: argparse.Namespace) -> int:
 
 def command_serve(args: argparse.Namespace) -> int:
     """The http service over the store: real-time recommendations of a week, and the galleries,
-    submissions and plots the UI links to."""
+    submissions and plots the UI links to; with ``--workers N``, N processes on the port
+    (``hm_assets/serving/workers.py``)."""
     import uvicorn
-
-    from hm_assets.serving.app import create_app
-    from hm_assets.serving.service import COMPUTED_LISTS
 
     store = _store_for(args)
     if args.week and args.week not in store.partitions("recommendations"):
         print(f"error: week {args.week} has no recommendations under {store.asset_dir('recommendations')}", file=sys.stderr)
         return 1
-    if args.reload_seconds < 0 or (args.threads is not None and args.threads < 1) or (args.computed_lists or 0) < 0:
-        print("error: --reload-seconds and --computed-lists must be >= 0 and --threads >= 1", file=sys.stderr)
+    if (args.reload_seconds < 0 or (args.threads is not None and args.threads < 1) or (args.computed_lists or 0) < 0
+            or args.workers < 1):
+        print("error: --reload-seconds and --computed-lists must be >= 0, --threads and --workers >= 1", file=sys.stderr)
         return 2
     print(f"serving {store.root} on http://{args.host}:{args.port} (set HM_SERVE_URL if the UI reaches it elsewhere); "
-          f"loading week {args.week or 'newest'} …", flush=True)
-    kept = COMPUTED_LISTS if args.computed_lists is None else args.computed_lists
-    app = create_app(store, week=args.week, reload_seconds=args.reload_seconds, threads=args.threads, computed_lists=kept)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+          f"{args.workers} worker{'s' if args.workers > 1 else ''} loading week {args.week or 'newest'} …", flush=True)
+    if args.workers == 1:
+        from hm_assets.serving.app import create_app
+        from hm_assets.serving.service import COMPUTED_LISTS
+
+        kept = COMPUTED_LISTS if args.computed_lists is None else args.computed_lists
+        app = create_app(store, week=args.week, reload_seconds=args.reload_seconds, threads=args.threads, computed_lists=kept)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return 0
+    from hm_assets.serving.workers import ServeConfig, worker_folder
+
+    config = ServeConfig(home=str(store.root), week=args.week, reload_seconds=args.reload_seconds, threads=args.threads,
+                         computed_lists=args.computed_lists, workers=args.workers, folder="")
+    with worker_folder(config):  # the workers' shared folder, named in the environment they inherit
+        # A worker holds the interpreter lock for long stretches while it loads a week: uvicorn's
+        # supervisor must not take its slow answers to a health ping for a hung worker.
+        uvicorn.run("hm_assets.serving.app:worker_app", factory=True, workers=args.workers, host=args.host,
+                    port=args.port, log_level="warning", timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS)
     return 0
 
 
@@ -302,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload-seconds", type=float, default=30.0,
                        help="how often to look for a newer week with recommendations (default 30; 0: never)")
     serve.add_argument("--threads", type=int, default=None,
-                       help="computations (purchases, on-demand lists) run at once (default: one per core)")
+                       help="computations (purchases, on-demand lists) run at once, per worker (default: one per core, shared "
+                            "out among the workers)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes on the port, each with the week loaded (its memory each), sharing the "
+                            "event log, reloads and metrics (default 1)")
     serve.add_argument("--computed-lists", type=int, default=None,
                        help="computed lists kept per week, answered again without computing until the customer's "
                             "next purchase (default 20000; 0: none)")

@@ -7,7 +7,10 @@ by default one per core: each is CPU-bound Python and DuckDB, so more at once on
 and the interpreter lock (measured: 8 concurrent clients, 10% purchases, 90 requests/s with 40
 threads, 129 with 2 on 2 cores); files are served from anyio's own pool.
 
-    hm-recs serve [--home HM_HOME] [--host 127.0.0.1] [--port 8000] [--week W] [--reload-seconds 30] [--threads N]
+    hm-recs serve [--home HM_HOME] [--host 127.0.0.1] [--port 8000] [--week W] [--reload-seconds 30] [--threads N] [--workers N]
+
+With ``--workers N`` uvicorn runs N processes of this app on the port (``worker_app``, built from the
+configuration the parent process wrote; ``hm_assets/serving/workers.py`` says what they share).
 
 Recommendations (JSON; see ``hm_assets/serving/service.py`` for which list a customer gets):
 
@@ -46,6 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hm_assets.platform.store import HMStore
 from hm_assets.serving.metrics import MetricsMiddleware, ServiceMetrics
 from hm_assets.serving.service import ATTRIBUTES, COMPUTED_LISTS, K, RecommendationService, ServiceError
+from hm_assets.serving.workers import ServeConfig, WorkerGroup
 
 SERVED_FOLDER = "assets"
 STATIC = resources.files("hm_assets.serving") / "static"
@@ -126,13 +130,15 @@ def _validation_message(errors: list[dict]) -> str:
 
 def create_app(
     store: HMStore, week: str | None = None, reload_seconds: float = 0.0, threads: int | None = None,
-    computed_lists: int = COMPUTED_LISTS,
+    computed_lists: int = COMPUTED_LISTS, group: WorkerGroup | None = None,
 ) -> FastAPI:
     """The service over ``store``. The week is loaded at start-up (the app's lifespan; uvicorn and
     ``with TestClient(app)`` run it): until then, and on a store without recommendations, only the
-    files are served. ``threads``: how many computations run at once (default: one per core)."""
-    metrics = ServiceMetrics()
-    compute_threads = threads or os.cpu_count() or 2
+    files are served. ``threads``: how many computations run at once (default: one per core, shared
+    out among the workers). ``group``: the workers of a multi-worker server this app is one of."""
+    metrics = ServiceMetrics(group.metrics_dir if group is not None else None)
+    workers = group.count if group is not None else 1
+    compute_threads = threads or -(-(os.cpu_count() or 2) // workers)
     limiter: dict[str, anyio.CapacityLimiter] = {}
 
     async def compute(function: Callable, *args, **kwargs):
@@ -142,7 +148,7 @@ def create_app(
         return await anyio.to_thread.run_sync(partial(function, *args, **kwargs), limiter=limiter["pool"])
 
     service = RecommendationService(
-        store, week=week, reload_seconds=reload_seconds, metrics=metrics, computed_lists=computed_lists
+        store, week=week, reload_seconds=reload_seconds, metrics=metrics, computed_lists=computed_lists, group=group
     )
 
     @asynccontextmanager
@@ -152,6 +158,7 @@ def create_app(
             yield
         finally:
             await run_in_threadpool(service.stop)
+            metrics.process_exited()
 
     app = FastAPI(title="hm-recs", description="Real-time recommendations and the files of the hm-recs store.",
                   lifespan=lifespan)
@@ -251,3 +258,13 @@ def create_app(
         return service.examples()
 
     return app
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker of ``hm-recs serve --workers N`` (uvicorn's factory, called in each worker
+    process), from the configuration its parent wrote (``HM_SERVE_CONFIG``)."""
+    config = ServeConfig.from_environment()
+    return create_app(
+        HMStore(home=config.home), week=config.week, reload_seconds=config.reload_seconds, threads=config.threads,
+        computed_lists=COMPUTED_LISTS if config.computed_lists is None else config.computed_lists, group=config.group,
+    )

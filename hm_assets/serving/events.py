@@ -4,6 +4,11 @@ One JSON object per line (the fields of ``PurchaseEvent``) in ``events/purchases
 store's root. An append is one write of whole lines followed by an fsync, under a lock that holds
 across threads and processes, so an acknowledged event survives a kill -9 or a power cut. The next
 weekly ``transactions`` partition ingests the events (``hm_assets.pipeline.ingest.ingest.write_week``).
+
+The log is also what the workers of one ``hm-recs serve`` share: each keeps a ``LogPosition`` (the
+byte offset past the last complete line it applied) and reads only what was appended after it
+(``EventLog.read_since``). Complete lines never move: the only bytes ever cut off are a torn last
+line (a write killed half-way, never acknowledged), and a reader never consumes that.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -24,6 +31,7 @@ import pandas as pd
 from hm_assets.platform.store import HMStore
 
 EVENTS_FILE = "events/purchases.jsonl"
+CUSTOMER_LOCKS_FOLDER = "events/locks"
 SALES_CHANNELS = (1, 2)
 FRAME_DTYPES = {
     "event_id": "object",
@@ -41,6 +49,10 @@ class EventLogError(ValueError):
 
 def event_log_path(store: HMStore) -> Path:
     return store.root / EVENTS_FILE
+
+
+def customer_locks_path(store: HMStore) -> Path:
+    return store.root / CUSTOMER_LOCKS_FOLDER
 
 
 def new_event_id() -> str:
@@ -93,6 +105,28 @@ class PurchaseEvent:
         )
 
 
+@dataclass(frozen=True)
+class LogPosition:
+    """How far a reader has read the log: the file it read (device, inode; None before there was
+    one) and the byte offset just past the last complete line it consumed."""
+
+    file: tuple[int, int] | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """What ``read_since`` found after a position: the events of the complete lines, in log order,
+    duplicates included; the position after them. ``restarted``: the file is not the one the position
+    was taken in, or is shorter than its offset (replaced or cut by hand), so ``events`` are the whole
+    log again. ``torn``: the log ends with a torn line (not consumed; the next append cuts it off)."""
+
+    events: list[PurchaseEvent] = field(default_factory=list)
+    position: LogPosition = LogPosition()
+    restarted: bool = False
+    torn: bool = False
+
+
 class EventLog:
     """An append-only, fsync'd JSON-lines file of purchase events."""
 
@@ -105,7 +139,13 @@ class EventLog:
         """Write ``events`` durably: when this returns they are on disk. An OSError propagates."""
         if not events:
             return
-        data = "".join(_checked_line(event) for event in events).encode("utf-8")
+        with self.locked() as log:
+            log.append(events)
+
+    @contextmanager
+    def locked(self) -> Iterator[LockedLog]:
+        """The log held exclusively (threads of this process and other processes) with any torn last
+        line cut off: read what others appended, then append, with nobody writing in between."""
         with self._lock:
             _make_dirs(self.path.parent)
             try:
@@ -116,44 +156,46 @@ class EventLog:
                 created = False
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                start = _drop_torn_tail(fd)
-                try:
-                    _write_all(fd, data)
-                    os.fsync(fd)
-                except OSError:
-                    # Leave no partial batch behind for the caller's retry to duplicate.
-                    _truncate_quietly(fd, start)
-                    raise
+                _drop_torn_tail(fd)
+                yield LockedLog(fd, self.path)
             finally:
                 os.close(fd)  # closing releases the flock
             if created:
                 _fsync_dir(self.path.parent)
 
+    def changed_since(self, position: LogPosition) -> bool:
+        """Whether the log may hold lines after ``position`` (a stat, no lock, no read)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return position.file is not None
+        return (stat.st_dev, stat.st_ino) != position.file or stat.st_size != position.offset
+
+    def read_since(self, position: LogPosition, wait: bool = True) -> LogTail | None:
+        """The complete events appended after ``position`` (``LogPosition()``: all of them), read
+        under a shared lock so that a batch whose write has not finished (or fails and is cut off
+        again) is never seen. ``wait=False``: None instead of waiting while someone appends."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return LogTail(restarted=position.file is not None)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH if wait else fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            return _tail(fd, self.path, position)
+        finally:
+            os.close(fd)
+
     def read(self) -> list[PurchaseEvent]:
         """Every complete event, the first of each event_id, in log order; [] when there is no log."""
-        self.torn_lines = 0
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        lines = data.split(b"\n")
-        if lines[-1]:
-            # No trailing newline: a write that did not finish (never acknowledged).
-            self.torn_lines = 1
-        lines.pop()
+        tail = self.read_since(LogPosition())
+        assert tail is not None
+        self.torn_lines = int(tail.torn)
         events: list[PurchaseEvent] = []
         seen: set[str] = set()
-        last = len(lines) - 1
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            try:
-                event = PurchaseEvent.from_json(raw.decode("utf-8"))
-            except (ValueError, KeyError, TypeError) as error:
-                if number - 1 == last and not self.torn_lines:
-                    self.torn_lines = 1  # a last line that is not an event: torn as well
-                    continue
-                raise EventLogError(f"{self.path}: line {number} is not a purchase event: {error}") from error
+        for event in tail.events:
             if event.event_id not in seen:
                 seen.add(event.event_id)
                 events.append(event)
@@ -161,6 +203,58 @@ class EventLog:
 
     def event_ids(self) -> set[str]:
         return {event.event_id for event in self.read()}
+
+
+class LockedLog:
+    """The log while ``EventLog.locked`` holds it."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self.path = path
+
+    def read_since(self, position: LogPosition) -> LogTail:
+        return _tail(self._fd, self.path, position)
+
+    def append(self, events: Sequence[PurchaseEvent]) -> LogPosition:
+        """Write ``events`` durably; the position just past them (the end of the log)."""
+        data = "".join(_checked_line(event) for event in events).encode("utf-8")
+        stat = os.fstat(self._fd)
+        start = stat.st_size
+        try:
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
+        except OSError:
+            # Leave no partial batch behind for the caller's retry to duplicate.
+            _truncate_quietly(self._fd, start)
+            raise
+        return LogPosition((stat.st_dev, stat.st_ino), start + len(data))
+
+
+class CustomerLocks:
+    """One customer at a time, across the threads and processes of every server on a store: an
+    exclusive flock on one of ``buckets`` files (the bucket from a hash that is the same in every
+    process), opened for each acquisition, so that two threads of one process exclude each other too."""
+
+    def __init__(self, folder: Path, buckets: int) -> None:
+        self.folder = Path(folder)
+        self.buckets = int(buckets)
+
+    def bucket(self, name: str) -> int:
+        return zlib.crc32(name.encode("utf-8")) % self.buckets
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        path = self.folder / f"customer-{self.bucket(name):04d}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
 
 def read_events_frame(path: Path) -> pd.DataFrame:
@@ -190,6 +284,40 @@ def _checked_line(event: PurchaseEvent) -> str:
     if not same:
         raise ValueError(f"this event would not read back from the log as written: {event!r}")
     return line + "\n"
+
+
+def _tail(fd: int, path: Path, position: LogPosition) -> LogTail:
+    """The complete lines of ``fd`` after ``position`` (caller holds a flock on it)."""
+    stat = os.fstat(fd)
+    file = (stat.st_dev, stat.st_ino)
+    restarted = position.file is not None and (position.file != file or stat.st_size < position.offset)
+    start = 0 if restarted else position.offset
+    data = os.pread(fd, stat.st_size - start, start) if stat.st_size > start else b""
+    events, consumed, torn = _parse_lines(data, path, start)
+    return LogTail(events, LogPosition(file, start + consumed), restarted, torn)
+
+
+def _parse_lines(data: bytes, path: Path, offset: int) -> tuple[list[PurchaseEvent], int, bool]:
+    """The events of ``data``'s complete lines (read from byte ``offset`` of the log), the bytes they
+    take, and whether the data ends with a torn line. A last line without its newline, or a last
+    complete line that is not an event, is torn: not consumed (``_drop_torn_tail`` cuts it off
+    before the next append). Any other line that is not an event is an error."""
+    lines = data.split(b"\n")
+    torn = bool(lines.pop())  # the bytes after the last newline: a write that did not finish
+    events: list[PurchaseEvent] = []
+    consumed = 0
+    last = len(lines) - 1
+    for index, raw in enumerate(lines):
+        if raw.strip():
+            try:
+                events.append(PurchaseEvent.from_json(raw.decode("utf-8")))
+            except (ValueError, KeyError, TypeError) as error:
+                if index == last and not torn:
+                    return events, consumed, True
+                where = f"line {index + 1}" + (f" after byte {offset}" if offset else "")
+                raise EventLogError(f"{path}: {where} is not a purchase event: {error}") from error
+        consumed += len(raw) + 1
+    return events, consumed, torn
 
 
 def _make_dirs(folder: Path) -> None:
@@ -258,10 +386,16 @@ def _is_event_or_blank(line: bytes) -> bool:
 
 
 __all__ = [
+    "CUSTOMER_LOCKS_FOLDER",
     "EVENTS_FILE",
+    "CustomerLocks",
     "EventLog",
     "EventLogError",
+    "LockedLog",
+    "LogPosition",
+    "LogTail",
     "PurchaseEvent",
+    "customer_locks_path",
     "event_log_path",
     "new_event_id",
     "read_events_frame",

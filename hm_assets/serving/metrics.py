@@ -2,14 +2,27 @@
 
 The process-wide default registry of ``prometheus_client`` is not used: two apps in one process (the
 tests build many) keep separate counts.
+
+The workers of ``hm-recs serve --workers N`` count in prometheus_client's multiprocess mode: each
+worker's values go to files in a folder the server's parent process creates (and removes at exit),
+and ``/metrics`` of any worker adds up every worker's files. prometheus_client picks its mode when it
+is imported, from ``PROMETHEUS_MULTIPROC_DIR``, so that variable must name the folder in every worker
+before anything imports it (the parent sets it before it starts them). Gauges then say how the
+workers' values combine (``multiprocess_mode``); an ``Info`` is not supported there, so the served
+week is a gauge with the week as label (1: served, 0: served before).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 # From 1 ms (a stored list) to 2 s (an on-demand list on a cold recommender).
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -20,7 +33,13 @@ class ServiceMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        """``multiprocess_dir``: the folder of a multi-worker server's counts (None: this process's only)."""
+        if multiprocess_dir is not None and os.environ.get(MULTIPROCESS_VARIABLE) != str(multiprocess_dir):
+            raise RuntimeError(f"{MULTIPROCESS_VARIABLE} must be {multiprocess_dir} in this process before "
+                               f"prometheus_client is imported (it is {os.environ.get(MULTIPROCESS_VARIABLE)!r})")
+        self.multiprocess_dir = multiprocess_dir
+        self._week: str | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "hm_http_requests", "HTTP requests answered, by endpoint (route template) and status code",
@@ -44,9 +63,13 @@ class ServiceMetrics:
         self.reloads = Counter(
             "hm_reloads", "Week reloads, by outcome (loaded, failed)", ["outcome"], registry=self.registry
         )
-        self.week = Info("hm_served_week", "The week whose artefacts the service answers from", registry=self.registry)
+        self.week = Gauge(
+            "hm_served_week_info", "The week whose artefacts the service answers from (1; 0: a week served before)",
+            ["week"], multiprocess_mode="livemax", registry=self.registry,
+        )
         self.week_loaded = Gauge(
-            "hm_served_week_loaded_timestamp_seconds", "When the served week was loaded (Unix time)", registry=self.registry
+            "hm_served_week_loaded_timestamp_seconds", "When the served week was loaded (Unix time; the newest of the workers')",
+            multiprocess_mode="livemax", registry=self.registry,
         )
         self.computed_lists = Counter(
             "hm_computed_list_lookups",
@@ -55,16 +78,29 @@ class ServiceMetrics:
             ["result"], registry=self.registry,
         )
         self.online_customers = Gauge(
-            "hm_online_customers", "Customers with online purchases since the served week's cut-off", registry=self.registry
+            "hm_online_customers", "Customers with online purchases since the served week's cut-off",
+            multiprocess_mode="livemax", registry=self.registry,
         )
 
     def served(self, week: str, online_customers: int) -> None:
-        self.week.info({"week": week})
+        if self._week is not None and self._week != week:
+            self.week.labels(self._week).set(0)
+        self._week = week
+        self.week.labels(week).set(1)
         self.week_loaded.set(time.time())
         self.online_customers.set(online_customers)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        everyone = CollectorRegistry()
+        MultiProcessCollector(everyone, path=str(self.multiprocess_dir))
+        return generate_latest(everyone)
+
+    def process_exited(self) -> None:
+        """This worker's gauges stop counting (its counters' files stay: what it counted still counts)."""
+        if self.multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), str(self.multiprocess_dir))
 
 
 class MetricsMiddleware:

@@ -16,18 +16,28 @@ A computed list is kept (``ComputedLists``, per week) under everything it depend
 their online purchases and the list's length. A read after a purchase is then answered without
 computing again; the next purchase changes the key, a reload starts an empty cache. Lists for
 attribute overrides or imagined (what-if) purchases are not kept.
+
+The event log is the truth of online purchases. The service keeps a position in it and, before it
+answers anything that depends on a customer's purchases, applies what was appended after it (by the
+other workers of ``hm-recs serve --workers N``, or any other writer): after one worker acknowledges a
+purchase, every worker's next answer for that customer includes it. A purchase holds the customer's
+lock (a file lock: across processes) from before it reads the log to after its list is computed,
+and checks the event_id and appends under the log's own lock, so one customer's purchases are
+applied in order and an event_id is recorded once, whichever worker gets them. Kept computed lists
+are per process: another worker computes the list again (the same list).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -44,8 +54,19 @@ from hm_assets.serving.on_demand import (
     newest_recommendation_week,
     parse_customer_key,
 )
-from hm_assets.serving.events import EventLog, PurchaseEvent, event_log_path, new_event_id
+from hm_assets.serving.events import (
+    CustomerLocks,
+    EventLog,
+    LockedLog,
+    LogPosition,
+    LogTail,
+    PurchaseEvent,
+    customer_locks_path,
+    event_log_path,
+    new_event_id,
+)
 from hm_assets.serving.metrics import ServiceMetrics
+from hm_assets.serving.workers import ReloadRequests, WorkerGroup
 
 log = logging.getLogger("hm_assets.serving")
 
@@ -57,6 +78,9 @@ ONLINE_CHANNEL = 2  # sales_channel_id of an online purchase in the H&M data
 HISTORY_SIZE = 12
 EXAMPLE_CUSTOMERS = 6
 CUSTOMER_LOCKS = 512
+# With several workers, how often each one's poller looks for a reload request of another worker
+# (and catches up with the event log, so that a request after a quiet spell has little to read).
+FOLLOW_SECONDS = 0.5
 # Computed lists kept per week (about 4 KiB each): every customer who bought since the cut-off, up
 # to this many, is answered from memory until their next purchase.
 COMPUTED_LISTS = 20_000
@@ -361,37 +385,52 @@ class RecommendationService:
     ``week``: the week to serve (default: the newest with recommendations). A chosen week stays
     served; otherwise the service follows the store: every ``reload_seconds`` (0: never) a poller
     thread looks for a newer week with recommendations and swaps it in. ``computed_lists``: how many
-    computed lists a week keeps (0: none).
+    computed lists a week keeps (0: none). ``group``: the workers of a multi-worker server this
+    service is one of (None: the only one); its poller then also follows the reload requests the
+    other workers received, every ``FOLLOW_SECONDS``.
     """
 
     def __init__(self, store: HMStore, week: str | None = None, reload_seconds: float = 0.0,
-                 metrics: ServiceMetrics | None = None, computed_lists: int = COMPUTED_LISTS) -> None:
+                 metrics: ServiceMetrics | None = None, computed_lists: int = COMPUTED_LISTS,
+                 group: WorkerGroup | None = None) -> None:
         self.store = store
         self.computed_lists = int(computed_lists)
         self.pinned_week = week
         self.reload_seconds = float(reload_seconds)
         self.metrics = metrics or ServiceMetrics()
+        self.group = group
         self.events = EventLog(event_log_path(store))
+        self.reload_requests = ReloadRequests(group.reload_file) if group is not None else None
         self._state: WeekState | None = None
         self._state_lock = threading.Lock()  # the reference swap vs taking a lease
-        self._log_lock = threading.Lock()  # appending + recording an event vs replaying the log and swapping
+        # Applying the log's events (catching up, recording, replaying at a reload) vs each other and
+        # the swap: the served state's ``online``, ``_event_ids`` and ``_position`` change together.
+        self._log_lock = threading.Lock()
         self._reload_lock = threading.RLock()  # one reload at a time; choose() holds it across reload + pin
-        self._customer_locks = [threading.Lock() for _ in range(CUSTOMER_LOCKS)]
+        self._customer_locks = CustomerLocks(customer_locks_path(store), CUSTOMER_LOCKS)
         self._event_ids: set[str] = set()
+        self._position = LogPosition()  # how far the served state has applied the log
+        self._reload_seen: str | None = None  # the id of the newest reload request applied
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._poll_seconds = self.reload_seconds if group is None else min(self.reload_seconds or FOLLOW_SECONDS, FOLLOW_SECONDS)
 
     # ---- life cycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the week (if the store has one) and start the poller."""
+        """Load the week (if the store has one) and start the poller. A worker that starts after a
+        reload request of its server (uvicorn restarted it) serves the requested week."""
+        if self.reload_requests is not None:
+            request = self.reload_requests.current()
+            if request is not None:
+                self._reload_seen, self.pinned_week = request.id, request.week
         try:
             self.reload(self.pinned_week)
         except ServiceError as exc:
             if self.pinned_week is not None:
                 raise
             log.warning("%s; serving files only until a week is materialized", exc.message)
-        if self.reload_seconds > 0:
+        if self._poll_seconds > 0:
             self._stop.clear()
             self._poller = threading.Thread(target=self._poll, name="hm-serve-reload", daemon=True)
             self._poller.start()
@@ -407,13 +446,39 @@ class RecommendationService:
             state.retire()
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.reload_seconds):
+        scan_every = max(1, round(self.reload_seconds / self._poll_seconds)) if self.reload_seconds > 0 else 0
+        ticks = 0
+        while not self._stop.wait(self._poll_seconds):
+            ticks += 1
+            if self.reload_requests is not None:
+                try:
+                    self._follow_reload_request()
+                    self._catch_up()
+                except Exception:
+                    log.exception("following the other workers failed; still serving %s", self.week)
+            if not scan_every or ticks % scan_every:
+                continue
             try:
                 self.reload(newer_only=True)
             except ServiceError as exc:  # nothing materialized yet
                 log.debug("%s", exc.message)
             except Exception:  # a week that fails to load is retried at the next poll
                 log.exception("reload failed; still serving %s", self.week)
+
+    def _follow_reload_request(self) -> None:
+        """Apply the newest reload request another worker of the server received, once."""
+        with self._reload_lock:
+            request = self.reload_requests.current() if self.reload_requests is not None else None
+            if request is None or request.id == self._reload_seen:
+                return
+            self._reload_seen = request.id
+            try:
+                self.reload(request.week)
+            except Exception:  # not retried: the next request, or the poller's scan, moves on
+                log.exception("reload request %s (week %s) failed; still serving %s", request.id,
+                              request.week or "newest", self.week)
+                return
+            self.pinned_week = request.week
 
     @property
     def week(self) -> str | None:
@@ -440,9 +505,20 @@ class RecommendationService:
         """``POST /admin/reload``: serve ``week`` and stay on it, or (None) the newest week and follow
         the newer ones from then on."""
         with self._reload_lock:
+            if self.reload_requests is not None:
+                self._available(week)  # an unknown week is refused here, not passed on
+                self._reload_seen = self.reload_requests.publish(week).id
             answer = self.reload(week)
             self.pinned_week = week
         return answer
+
+    def _available(self, week: str | None) -> list[str]:
+        """The weeks with recommendations; a 404 when ``week`` is given and not one of them."""
+        available = self.store.partitions("recommendations")
+        if week is not None and week not in available:
+            raise ServiceError(404, f"week {week} has no recommendations in {self.store.asset_dir('recommendations')}"
+                                    f" (materialized: {', '.join(available) or 'none'})")
+        return available
 
     def reload(self, week: str | None = None, newer_only: bool = False) -> dict:
         """Serve ``week`` (default: the newest with recommendations) if it is not served already.
@@ -452,10 +528,7 @@ class RecommendationService:
             previous = self.week
             if newer_only and self.pinned_week is not None:
                 return {"week": previous, "previous": previous, "reloaded": False}
-            available = self.store.partitions("recommendations")
-            if week is not None and week not in available:
-                raise ServiceError(404, f"week {week} has no recommendations in {self.store.asset_dir('recommendations')}"
-                                        f" (materialized: {', '.join(available) or 'none'})")
+            available = self._available(week)
             if week is None:
                 if not available:
                     raise ServiceError(503, f"no recommendations under {self.store.asset_dir('recommendations')} yet")
@@ -494,26 +567,69 @@ class RecommendationService:
         return WeekState(recommender, stored, customers, catalogue, examples, self.computed_lists)
 
     def _replay(self, state: WeekState) -> None:
-        """The online purchases since ``state``'s cut-off, from the event log (caller holds the log lock)."""
-        online: dict[int, list[int]] = {}
-        ids: set[str] = set()
-        for event in self.events.read():
-            ids.add(event.event_id)
+        """The online purchases since ``state``'s cut-off, from the whole event log; the position is
+        then the end of what was read (caller holds the log lock)."""
+        tail = self.events.read_since(LogPosition())
+        assert tail is not None
+        state.online = {}
+        self._event_ids = set()
+        self._follow(state, tail)
+
+    def _catch_up(self, wait: bool = True) -> bool:
+        """Apply the events appended to the log since the position (by another worker, or any other
+        writer) to the served state. A stat when there are none. ``wait=False`` (on the event loop):
+        False, with nothing done, when that would mean waiting for a lock (the log is being written,
+        or this process applies events right now)."""
+        if not self.events.changed_since(self._position):
+            return True
+        if not self._log_lock.acquire(blocking=wait):
+            return False
+        try:
+            state = self._state
+            if state is None:
+                return True
+            tail = self.events.read_since(self._position, wait=wait)
+            if tail is None:
+                return False
+            self._follow(state, tail)
+        finally:
+            self._log_lock.release()
+        return True
+
+    def _follow(self, state: WeekState, tail: LogTail) -> None:
+        """Apply ``tail`` (read from the position) to ``state`` (caller holds the log lock)."""
+        if tail.restarted:
+            log.warning("%s was replaced or cut short: its online purchases are read again from the start", self.events.path)
+            state.online = {}
+            self._event_ids = set()
+        self._apply(state, tail.events)
+        self._position = tail.position
+        self.metrics.online_customers.set(len(state.online))
+
+    def _apply(self, state: WeekState, events: Iterable[PurchaseEvent]) -> None:
+        """Count ``events`` (in log order; the first of each event_id) as their customers' online
+        purchases, those since the cut-off (caller holds the log lock)."""
+        added: dict[int, list[int]] = {}
+        for event in events:
+            if event.event_id in self._event_ids:
+                continue
+            self._event_ids.add(event.event_id)
             article = int(event.article_id)
             if event.t_dat < state.cutoff:
                 continue
             if article not in state.catalogue:
                 log.warning("event %s: article %s is not in the articles table; ignored", event.event_id, article)
                 continue
-            online.setdefault(int(event.customer_key), []).append(article)
-        state.online = {key: tuple(articles) for key, articles in online.items()}
-        self._event_ids = ids
+            added.setdefault(int(event.customer_key), []).append(article)
+        for key, articles in added.items():
+            state.online[key] = (*state.online.get(key, ()), *articles)
 
     # ---- customers -------------------------------------------------------------------------
 
-    def _customer_lock(self, customer_id: str) -> threading.Lock:
+    def _customer_lock(self, customer_id: str) -> AbstractContextManager[None]:
+        """The customer's lock, across the threads and processes of every server on the store."""
         key = direct_key(customer_id)
-        return self._customer_locks[hash(customer_id if key is None else key) % CUSTOMER_LOCKS]
+        return self._customer_locks.hold(customer_id if key is None else str(key))
 
     @staticmethod
     def _split(overrides: dict) -> tuple[float | None, dict]:
@@ -603,7 +719,7 @@ class RecommendationService:
         the customer's online purchases so far — else None (then ``recommendations`` computes it): no
         blocking work, callable on the event loop."""
         check_customer_id(customer_id)
-        if overrides:
+        if overrides or not self._catch_up(wait=False):
             return None
         with self.lease() as state:
             return self._stored_answer(state, customer_id, k) or self._kept_answer(state, customer_id, k)
@@ -616,6 +732,7 @@ class RecommendationService:
         check_customer_id(customer_id)
         overrides = overrides or {}
         imagined = tuple(parse_article(a) for a in what_if)
+        self._catch_up()
         with self.lease() as state:
             unknown = [a for a in imagined if a not in state.catalogue]
             if unknown:
@@ -634,8 +751,10 @@ class RecommendationService:
         ``event_id`` is not recorded again; the answer is the current list. Several articles under
         one ``event_id`` are events ``<event_id>/0``, ``<event_id>/1`` …
 
-        The customer's lock spans the append and the recomputation: one customer's purchases are
-        applied, and answered, in log order; other customers' run in parallel."""
+        The customer's lock spans catching up with the log, the append and the recomputation: one
+        customer's purchases are applied, and answered, in log order, whichever worker gets them;
+        other customers' run in parallel. The event_id is checked, and the events appended, under
+        the log's lock after catching up with it: a duplicate is refused whoever recorded the first."""
         check_customer_id(customer_id)
         overrides = overrides or {}
         bought = [parse_article(a) for a in articles]
@@ -654,17 +773,20 @@ class RecommendationService:
                     with self._log_lock:
                         if state is not self._state:
                             continue  # a reload swapped weeks meanwhile: record against the new one
-                        if ids[0] in self._event_ids:
-                            self.metrics.duplicates.inc()
-                        else:
-                            self._record(state, who, bought, ids, price, sales_channel_id)
+                        with self.events.locked() as locked:
+                            self._follow(state, locked.read_since(self._position))
+                            if ids[0] in self._event_ids:
+                                self.metrics.duplicates.inc()
+                            else:
+                                self._record(state, locked, who, bought, ids, price, sales_channel_id)
                     answer = self._computed(state, customer_id, k, overrides)
                     answer["source"] = "online"
                     return answer
 
-    def _record(self, state: WeekState, who: Who, bought: list[int], ids: list[str], price: float | None,
-                sales_channel_id: int | None) -> None:
-        """Append the events durably, then count them as the customer's (caller holds the log lock)."""
+    def _record(self, state: WeekState, events_log: LockedLog, who: Who, bought: list[int], ids: list[str],
+                price: float | None, sales_channel_id: int | None) -> None:
+        """Append the events durably, then count them as the customer's (caller holds the log lock
+        and the locked log, caught up with)."""
         recorded_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         events = [
             PurchaseEvent(
@@ -674,9 +796,9 @@ class RecommendationService:
             )
             for event_id, article in zip(ids, bought)
         ]
-        self.events.append(events)
-        self._event_ids.update(ids)
-        state.online[who.key] = (*state.online.get(who.key, ()), *bought)
+        position = events_log.append(events)
+        self._apply(state, events)
+        self._position = position
         self.metrics.purchases.inc(len(events))
         self.metrics.online_customers.set(len(state.online))
 
@@ -685,6 +807,7 @@ class RecommendationService:
         check_customer_id(customer_id)
         overrides = overrides or {}
         article_id = parse_article(article)
+        self._catch_up()
         with self.lease() as state:
             if article_id not in state.catalogue:
                 raise ServiceError(404, f"unknown article {format_article_id(article_id)}: not in the articles table")
@@ -719,6 +842,7 @@ class RecommendationService:
         """The customer's purchases, newest first: the online ones since the cut-off, then the newest
         ``limit`` before it."""
         check_customer_id(customer_id)
+        self._catch_up()
         with self.lease() as state:
             key = direct_key(customer_id)
             canonical = state.customers.customer_id(key) if key is not None else None
@@ -757,4 +881,5 @@ class RecommendationService:
         state = self._state
         return {"status": "ok", "store": str(self.store.root), "week": state.week if state else None,
                 "cutoff": state.cutoff.isoformat() if state else None,
-                "loaded_at": datetime.fromtimestamp(state.loaded_at, timezone.utc).isoformat(timespec="seconds") if state else None}
+                "loaded_at": datetime.fromtimestamp(state.loaded_at, timezone.utc).isoformat(timespec="seconds") if state else None,
+                "worker": os.getpid(), "workers": self.group.count if self.group is not None else 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -24,8 +26,10 @@ from hm_assets.defs.runner import RANGE_END_TAG, RANGE_START_TAG
 from hm_assets.pipeline.ingest.ingest import staged_transactions, write_week
 from hm_assets.serving.on_demand import customer_key_from_id
 from hm_assets.serving.events import (
+    CustomerLocks,
     EventLog,
     EventLogError,
+    LogPosition,
     PurchaseEvent,
     event_log_path,
     new_event_id,
@@ -106,6 +110,98 @@ def test_round_trip_torn_last_line_and_garbage_in_the_middle(tmp_path: Path):
     log.path.write_text(lines[0] + "{not json\n" + "".join(lines[1:]))
     with pytest.raises(EventLogError, match=rf"{log.path.name}: line 2\b"):
         log.read()
+
+
+def test_a_reader_catches_up_with_complete_lines_only(tmp_path: Path):
+    """``read_since`` hands a reader what was appended after its position: whole lines only; a torn
+    tail is left (and its bytes are not counted), and once the next append has cut it off, the
+    reader gets exactly the new lines from the same offset."""
+    log = EventLog(tmp_path / "events" / "purchases.jsonl")
+    start = log.read_since(LogPosition())
+    assert start.events == [] and start.position == LogPosition() and not start.restarted
+    assert not log.changed_since(start.position)
+    first = [event(), event(article_id=2)]
+    log.append(first)
+    assert log.changed_since(start.position)
+    tail = log.read_since(start.position)
+    assert tail.events == first and not tail.torn and not tail.restarted
+    assert tail.position.offset == log.path.stat().st_size and not log.changed_since(tail.position)
+    assert log.read_since(tail.position).events == []
+
+    with log.path.open("ab") as handle:  # a writer killed half-way through its line
+        handle.write(event().to_json().encode()[:50])
+    torn = log.read_since(tail.position)
+    assert torn.events == [] and torn.torn and torn.position == tail.position
+    assert log.changed_since(tail.position)  # looked at again next time: the bytes may grow into a line
+    later = event(article_id=3)
+    log.append([later])  # cuts the torn bytes off, then appends
+    after = log.read_since(tail.position)
+    assert after.events == [later] and not after.torn and not after.restarted
+    assert after.position.offset == log.path.stat().st_size
+
+    # a last complete line that is not an event is torn too: not consumed, cut off by the next append
+    with log.path.open("ab") as handle:
+        handle.write(b'{"not": "an event"}\n')
+    garbage = log.read_since(after.position)
+    assert garbage.events == [] and garbage.torn and garbage.position == after.position
+    last = event(article_id=4)
+    log.append([last])
+    assert log.read_since(after.position).events == [last]
+    assert log.read() == [*first, later, last] and log.torn_lines == 0
+
+    # a duplicate event_id is in the raw tail (the reader keeps the first), read() keeps the first
+    position = log.read_since(LogPosition()).position
+    again = event(event_id=first[0].event_id, article_id=5)
+    log.append([again])
+    assert log.read_since(position).events == [again]
+    assert log.read() == [*first, later, last]
+
+    # the file replaced (or cut short) under the reader: everything again, from the start
+    replacement = log.path.with_name("replacement.jsonl")
+    EventLog(replacement).append([later])
+    os.replace(replacement, log.path)
+    restarted = log.read_since(position)
+    assert restarted.restarted and restarted.events == [later]
+    os.truncate(log.path, 0)
+    assert log.read_since(restarted.position).restarted
+    log.path.unlink()
+    gone = log.read_since(restarted.position)
+    assert gone.restarted and gone.events == [] and gone.position == LogPosition()
+
+
+def test_a_reader_that_must_not_wait_is_told_so_while_the_log_is_written(tmp_path: Path):
+    log = EventLog(tmp_path / "purchases.jsonl")
+    log.append([event()])
+    with log.locked() as locked:
+        assert log.read_since(LogPosition(), wait=False) is None  # another open file: excluded in-process too
+        tail = locked.read_since(LogPosition())
+        assert len(tail.events) == 1
+        position = locked.append([event(article_id=2)])
+        assert position.offset == log.path.stat().st_size and position.file == tail.position.file
+    assert len(log.read_since(LogPosition(), wait=False).events) == 2
+
+
+def test_customer_locks_are_files_that_exclude_other_opens(tmp_path: Path):
+    """A customer's lock is an flock on a bucket file chosen by a hash that every process computes
+    alike (crc32, not hash()), opened per acquisition: it excludes another process, and another
+    thread of this one."""
+    locks = CustomerLocks(tmp_path / "events" / "locks", 512)
+    assert locks.bucket("customer-1") == zlib.crc32(b"customer-1") % 512
+    path = locks.folder / f"customer-{locks.bucket('customer-1'):04d}.lock"
+    with locks.hold("customer-1"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        with CustomerLocks(locks.folder, 512).hold("customer-2"):  # another bucket: not held
+            pass
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released at the end of the block
+    finally:
+        os.close(fd)
 
 
 WRITER = textwrap.dedent(

@@ -3,6 +3,8 @@ recommendations it serves too: test_service.py)."""
 
 from __future__ import annotations
 
+import os
+
 from fastapi.testclient import TestClient
 
 from hm_assets.platform.store import HMStore
@@ -35,5 +37,6 @@ def test_store_files_are_served_over_http_and_nothing_outside_assets(tmp_path, m
     assert store.url(gallery) in page and store.url(submission) in page
     assert store.url(gallery) not in client.get("/").text
     assert client.get("/healthz").json() == {
-        "status": "ok", "store": str(store.root), "week": None, "cutoff": None, "loaded_at": None
+        "status": "ok", "store": str(store.root), "week": None, "cutoff": None, "loaded_at": None,
+        "worker": os.getpid(), "workers": 1,
     }
