@@ -66,7 +66,7 @@ from hm_assets.serving.events import (
     new_event_id,
 )
 from hm_assets.serving.metrics import ServiceMetrics
-from hm_assets.serving.workers import ReloadRequests, WorkerGroup
+from hm_assets.serving.workers import ReloadRequests, SharedLists, WorkerGroup
 
 log = logging.getLogger("hm_assets.serving")
 
@@ -401,6 +401,7 @@ class RecommendationService:
         self.group = group
         self.events = EventLog(event_log_path(store))
         self.reload_requests = ReloadRequests(group.reload_file) if group is not None else None
+        self.shared_lists = SharedLists(group.lists_file) if group is not None and self.computed_lists > 0 else None
         self._state: WeekState | None = None
         self._state_lock = threading.Lock()  # the reference swap vs taking a lease
         # Applying the log's events (catching up, recording, replaying at a reload) vs each other and
@@ -669,11 +670,21 @@ class RecommendationService:
         key = direct_key(customer_id)
         bought = state.online.get(key) if key is not None else None
         canonical = state.customers.customer_id(key) if bought else None
-        items = state.computed.get(computed_key(key, bought, k)) if canonical is not None else None
+        items = self._kept(state, computed_key(key, bought, k), wait=False) if canonical is not None else None
         if items is None:
             return None
         self.metrics.computed_lists.labels(result="hit").inc()
         return self._answer(state, Who(key, canonical, True), "online", items)
+
+    def _kept(self, state: WeekState, key: tuple, wait: bool = True) -> list[dict] | None:
+        """The kept list of ``key``: this worker's, or one another worker computed since."""
+        items = state.computed.get(key)
+        if items is None and self.shared_lists is not None:
+            for week, shared_key, shared_items in self.shared_lists.taken(wait=wait):
+                if week == state.week:
+                    state.computed.put(shared_key, shared_items)
+            items = state.computed.get(key)
+        return items
 
     def _answer(self, state: WeekState, who: Who, source: str, items: list[dict]) -> dict:
         self.metrics.recommendations.labels(source).inc()
@@ -691,7 +702,7 @@ class RecommendationService:
         who = self._who(state, customer_id, overrides)
         bought = (*state.online.get(who.key, ()), *what_if)
         key = None if overrides or what_if else computed_key(who.key, bought, k)
-        items = state.computed.get(key) if key is not None else None
+        items = self._kept(state, key) if key is not None else None
         if key is not None:
             self.metrics.computed_lists.labels(result="hit" if items is not None else "miss").inc()
         if items is None:
@@ -709,6 +720,8 @@ class RecommendationService:
             ]
             if key is not None:
                 state.computed.put(key, items)
+                if self.shared_lists is not None:
+                    self.shared_lists.publish(state.week, key, items)
         source = "what_if" if what_if else "online" if who.known or bought else "cold_start"
         return self._answer(state, who, source, items)
 

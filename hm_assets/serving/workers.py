@@ -9,7 +9,11 @@ own copy in memory, read-only files) and answers every endpoint; what they share
   customer's purchases are serialized across processes by ``events.CustomerLocks``;
 * ``POST /admin/reload``: it reaches one worker, which writes the request to ``reload.json`` of the
   server's folder; every worker's poller follows it (``ReloadRequests``);
-* metrics: prometheus_client's multiprocess files in ``metrics/`` of that folder (``metrics.py``).
+* metrics: prometheus_client's multiprocess files in ``metrics/`` of that folder (``metrics.py``);
+* computed lists: each list a worker computes (after a purchase, say) is appended to ``lists.jsonl``
+  of that folder, and another worker asked for the same list takes it from there instead of
+  computing it again (``SharedLists``): with random routing, every purchase would otherwise cost a
+  second computation on the next read that lands on another worker.
 
 The parent process (uvicorn's supervisor: it restarts a worker that dies) creates the folder, writes
 ``config.json`` (what every worker builds its app from, ``ServeConfig``), names both in the
@@ -19,10 +23,12 @@ folder when it exits.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +58,10 @@ class WorkerGroup:
     @property
     def config_file(self) -> Path:
         return self.folder / "config.json"
+
+    @property
+    def lists_file(self) -> Path:
+        return self.folder / "lists.jsonl"
 
 
 @dataclass(frozen=True)
@@ -132,4 +142,77 @@ class ReloadRequests:
             return None
 
 
-__all__ = ["CONFIG_VARIABLE", "ReloadRequest", "ReloadRequests", "ServeConfig", "WorkerGroup", "worker_folder"]
+SHARED_LISTS_BYTES = 64 * 2**20  # ~20,000 lists: past it the file starts again, empty
+
+
+class SharedLists:
+    """The lists the workers of one server computed, for the others to answer without computing them
+    again: a JSON line per list (week, key as ``service.computed_key`` makes it, items) appended to one
+    file under an exclusive flock; each worker keeps its offset and takes the lines appended since. A
+    cache: everything a list depends on is in its key and week, so a list taken is never stale, and
+    one missed is computed. The file starts again, empty, when it passes ``limit`` bytes; a reader
+    whose offset is then past its end reads it from the start (a line it reads from the middle does
+    not parse and is skipped)."""
+
+    def __init__(self, path: Path, limit: int = SHARED_LISTS_BYTES) -> None:
+        self.path = Path(path)
+        self.limit = int(limit)
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    def publish(self, week: str, key: tuple, items: list[dict]) -> None:
+        customer_key, bought, k = key
+        line = json.dumps({"week": week, "key": [customer_key, list(bought), k], "items": items}, separators=(",", ":"))
+        data = (line + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_size + len(data) > self.limit:
+                os.ftruncate(fd, 0)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)  # releases the flock
+
+    def taken(self, wait: bool = True) -> list[tuple[str, tuple, list[dict]]]:
+        """(week, key, items) of every list appended since the last call; ``wait=False``: [] rather than
+        wait while a list is being appended (or another thread of this worker reads)."""
+        if not self._lock.acquire(blocking=wait):
+            return []
+        try:
+            try:
+                if os.stat(self.path).st_size == self._offset:
+                    return []
+                fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return []
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH if wait else fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return []
+                size = os.fstat(fd).st_size
+                if size < self._offset:
+                    self._offset = 0
+                data = os.pread(fd, size - self._offset, self._offset)
+            finally:
+                os.close(fd)
+            complete = data.rfind(b"\n") + 1
+            self._offset += complete
+        finally:
+            self._lock.release()
+        lists = []
+        for line in data[:complete].split(b"\n")[:-1]:
+            try:
+                record = json.loads(line)
+                customer_key, bought, k = record["key"]
+                lists.append((str(record["week"]), (int(customer_key), tuple(int(a) for a in bought), int(k)), record["items"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return lists
+
+
+__all__ = [
+    "CONFIG_VARIABLE", "ReloadRequest", "ReloadRequests", "ServeConfig", "SharedLists", "WorkerGroup", "worker_folder",
+]

@@ -152,6 +152,55 @@ def test_a_reload_request_reaches_every_worker_of_the_group(own_store, tmp_path)
             assert c.pinned_week == week
 
 
+def test_a_list_one_worker_computed_answers_the_others_without_computing(own_store, tmp_path):
+    """The list after a purchase, computed by the worker that took it, is answered by another worker of
+    the group as a kept list (on the event loop, nothing computed), the same items; lists of another
+    week, or of a key nobody computed, are not taken."""
+    group = WorkerGroup(2, tmp_path / "server")
+    group.folder.mkdir()
+    services = [RecommendationService(own_store, metrics=ServiceMetrics(), group=group) for _ in range(2)]
+    with started(*services) as (a, b):
+        buyer, other = [c["customer_id"] for c in a.examples()["customers"]][:2]
+        first, second = popular_articles(own_store, 2)
+        bought = a.purchase(buyer, [first])
+        ready = b.ready_recommendations(buyer, 12, {})
+        assert ready is not None and ready["source"] == "online" and ready["bought_online"] == [first]
+        assert ready["items"] == bought["items"]
+        assert b.metrics.registry.get_sample_value("hm_computed_list_lookups_total", {"result": "hit"}) == 1
+        assert b.metrics.registry.get_sample_value("hm_computed_list_lookups_total", {"result": "miss"}) is None
+        # a shorter list of the same customer was never computed: b computes it (and a takes it then)
+        assert b.ready_recommendations(buyer, 5, {}) is None
+        five = b.recommendations(buyer, k=5)
+        assert a.ready_recommendations(buyer, 5, {})["items"] == five["items"]
+        # a list of another week in the file is not taken
+        key = (a._who(a._state, other, {}).key, (int(second),), 12)
+        a.shared_lists.publish("1999-01-06", key, bought["items"])
+        b.purchase(other, [second])  # b's own list of that key: computed, not the other week's
+        assert b.recommendations(other)["items"] != bought["items"]
+
+
+def test_shared_lists_start_again_past_their_limit(tmp_path):
+    """Past its size limit the file starts again: a reader behind takes what is there from the start,
+    and a torn or cut line is skipped."""
+    from hm_assets.serving.workers import SharedLists
+
+    path = tmp_path / "lists.jsonl"
+    writer, reader = SharedLists(path, limit=600), SharedLists(path, limit=600)
+    items = [{"article_id": "0000000001", "rank": 1}]
+    writer.publish("2020-09-16", (1, (5,), 12), items)
+    writer.publish("2020-09-16", (2, (), 12), items)
+    assert [key for _, key, _ in reader.taken()] == [(1, (5,), 12), (2, (), 12)]
+    assert reader.taken() == []
+    with path.open("ab") as handle:
+        handle.write(b'{"week": "2020-09-16", "key": [3')  # a line being written
+    assert reader.taken() == []
+    for n in range(3, 9):  # passes the limit: the file starts again
+        writer.publish("2020-09-16", (n, (), 12), items)
+    assert path.stat().st_size <= 600
+    taken = [key[0] for _, key, _ in reader.taken()]
+    assert taken and taken[-1] == 8 and all(n >= 3 for n in taken)
+
+
 # ------------------------------------------------------------------------------------------------
 # A real server with two workers.
 # ------------------------------------------------------------------------------------------------
