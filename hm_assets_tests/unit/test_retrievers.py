@@ -174,3 +174,32 @@ def test_online_personal_retrievers_equal_their_sql():
         mine = retrieve(online, settings, state).sort_values(keys).reset_index(drop=True)
         assert len(theirs) > 0
         pd.testing.assert_frame_equal(mine, theirs, check_exact=True, obj=f"{retrieve.__name__} {settings}")
+
+
+def test_popularity_model_online_finds_profiles_with_missing_values():
+    """Online, a customer is matched to the fitted profile with the same attributes, a missing age
+    (NaN) included, and gets that profile's list, as the batch's merge gives it."""
+    from dataclasses import replace
+
+    articles = articles_frame([{"article_id": a} for a in range(1, 25)])
+    keys = list(range(1, 41))
+    customers = customers_frame(keys, ages=[float("nan") if k % 4 == 0 else 20.0 + k % 3 for k in keys])
+    rng = np.random.default_rng(2)
+    txns = transactions_frame(
+        [("2020-09-1" + str(d), int(k), int(rng.integers(1, 25)), 0.02, 2) for k in keys for d in (6, 7, 8, 9)]
+    )
+    con = week_connection(txns, articles, customers, CUTOFF)
+    ctx = retrieval_context(con, CUTOFF, customers)
+    config = PopularityModelConfig(pool_size=20, boost_rounds=5, max_candidates=10)
+    state = popularity_model.fit_popularity(ctx, config)
+    assert state.model is not None and state.profiles["age_band"].isna().any()
+    # every customer's profile is found among the fitted ones (the lookup, not the scoring of new profiles)
+    online_ctx = replace(ctx, shared={})
+    profiles = popularity_model.customer_profiles(online_ctx)
+    assert all(key in state.profile_ids for key in popularity_model._profile_keys(profiles))
+    relation = popularity_model.popularity_model_candidates(ctx, config, state)
+    batch = (relation.df() if hasattr(relation, "df") else relation).sort_values(["customer_key", "article_id"]).reset_index(drop=True)
+    online = popularity_model.popularity_model_candidates(online_ctx, config, state)
+    online = online.sort_values(["customer_key", "article_id"]).reset_index(drop=True)
+    assert set(online["customer_key"]) == set(keys)
+    pd.testing.assert_frame_equal(online, batch, check_dtype=False, check_exact=True)

@@ -172,7 +172,9 @@ class PopularityState:
 
 
 def _profile_keys(profiles: pd.DataFrame) -> list[tuple]:
-    columns = [[None if v != v else v for v in profiles[c].tolist()] for c in PROFILE_COLUMNS]
+    """Each row's PROFILE_COLUMNS as a hashable key; a missing value (NaN, NA) as None, so that
+    missing values match as the fit's merge matches them."""
+    columns = [[None if pd.isna(v) else v for v in profiles[c].tolist()] for c in PROFILE_COLUMNS]
     return list(zip(*columns))
 
 
