@@ -6,11 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 
+def run_starts(*keys: np.ndarray) -> np.ndarray:
+    """Whether each row starts a run of rows equal in every one of ``keys`` (arrays of one length,
+    ordered so that equal rows are consecutive)."""
+    n = len(keys[0])
+    starts = np.zeros(n, bool)
+    starts[:1] = True
+    for key in keys:
+        starts[1:] |= key[1:] != key[:-1]
+    return starts
+
+
 def position_in_runs(keys: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... within each run of equal consecutive ``keys`` (pandas' ``groupby().cumcount()``)."""
     n = len(keys)
-    starts = np.ones(n, bool)
-    starts[1:] = keys[1:] != keys[:-1]
+    starts = run_starts(keys)
     return np.arange(n) - np.maximum.accumulate(np.where(starts, np.arange(n), 0))
 
 
@@ -27,14 +37,9 @@ def group_rows(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The groups of equal ``keys`` (one array per key column): each row's group number, groups
     numbered in the keys' sort order, and each group's first row. ``np.bincount(number, weights)``
     then sums a group's weights in row order (as a SQL engine's sum does, one thread)."""
-    n = len(keys[0])
     order = np.lexsort(keys[::-1])
-    starts = np.zeros(n, bool)
-    starts[:1] = True
-    for key in keys:
-        ordered = key[order]
-        starts[1:] |= ordered[1:] != ordered[:-1]
-    number = np.empty(n, np.int64)
+    starts = run_starts(*(key[order] for key in keys))
+    number = np.empty(len(order), np.int64)
     number[order] = np.cumsum(starts) - 1
     return number, order[starts]
 

@@ -221,7 +221,7 @@ class LockedLog:
         stat = os.fstat(self._fd)
         start = stat.st_size
         try:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
             os.fsync(self._fd)
         except OSError:
             # Leave no partial batch behind for the caller's retry to duplicate.
@@ -339,7 +339,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """``data`` written whole to ``fd`` (``os.write`` may write less than it is given)."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -399,4 +400,5 @@ __all__ = [
     "event_log_path",
     "new_event_id",
     "read_events_frame",
+    "write_all",
 ]

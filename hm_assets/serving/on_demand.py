@@ -429,7 +429,7 @@ class OnDemandRecommender:
         row.update({"customer_key": found.key, "customer_id": found.customer_id})
         return Customer(found.key, found.customer_id, False, row, overridden=True)
 
-    def _prepare(self, cur, who: Customer, bought: list[int]) -> tuple[CustomerRows, dict[str, pd.DataFrame], dict]:
+    def _prepare(self, cur, who: Customer, bought: list[int]) -> tuple[CustomerRows, dict]:
         """The customer's rows, in memory: its ``customers`` row, its history with the purchases just
         made (dated the day before the cut-off, in the customer's usual channel) and the
         ``customer_features`` / ``customer_transaction_stats`` rows (``CustomerRows``); and what the
@@ -449,13 +449,12 @@ class OnDemandRecommender:
         ).fetchnumpy()
         history = self._with_purchases(stored, bought)
         rows = CustomerRows.build(attributes, history, self._postal_code_customers(who, attributes.get("postal_code")), self._schemas)
-        frames = rows.frames()
         purchases = pd.DataFrame({
             "customer_key": np.full(len(rows.article), key, np.int64),
             "article_id": rows.article.astype(np.int32),
             "days_ago": rows.days,
         })
-        return rows, frames, online_shared(purchases, {"customer_features": frames["customer_features"]})
+        return rows, online_shared(purchases, {"customer_features": rows.frame("customer_features")})
 
     def _one_customer_table(self, cur, who: Customer) -> None:
         key = int(who.key)
@@ -490,7 +489,7 @@ class OnDemandRecommender:
             "price": np.ma.concatenate([np.ma.asarray(stored["price"], dtype=np.float32), np.ma.asarray(price)]),
         }
 
-    def _create_views(self, cur, who: Customer, bought: list[int], frames: dict[str, pd.DataFrame]) -> None:
+    def _create_views(self, cur, who: Customer, bought: list[int], rows: CustomerRows) -> None:
         """The customer's rows as the views the batch's SQL reads (``transactions``, ``customers``, the
         feature tables), for a statement of the call that needs them."""
         key = int(who.key)
@@ -519,7 +518,7 @@ class OnDemandRecommender:
         cur.execute("CREATE TEMP VIEW transactions AS SELECT * FROM own_history")
         cur.execute("CREATE TEMP VIEW articles AS SELECT * FROM h_articles")
         cur.execute("CREATE TEMP VIEW customers AS SELECT * FROM one_customer")
-        for table, frame in frames.items():
+        for table, frame in rows.frames().items():
             cur.register(table, frame)
         cur.execute("CREATE TEMP VIEW article_features AS SELECT * FROM h_article_features")
         cur.execute("CREATE TEMP VIEW article_transaction_stats AS SELECT * FROM h_article_transaction_stats")
@@ -564,8 +563,8 @@ class OnDemandRecommender:
         bought_ids = self._bought_ids(bought)
         cursor = self._con.cursor()
         try:
-            rows, frames, shared = self._prepare(cursor, who, bought_ids)
-            cur = CustomerViews(cursor, partial(self._create_views, who=who, bought=bought_ids, frames=frames))
+            rows, shared = self._prepare(cursor, who, bought_ids)
+            cur = CustomerViews(cursor, partial(self._create_views, who=who, bought=bought_ids, rows=rows))
             timings["prepare"] = time.perf_counter() - started
             raws = self._retrieve(cur, who, shared, timings)
             mark = time.perf_counter()

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hm_assets.serving.events import write_all
 from hm_assets.serving.metrics import MULTIPROCESS_VARIABLE
 
 CONFIG_VARIABLE = "HM_SERVE_CONFIG"
@@ -169,9 +170,7 @@ class SharedLists:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_size + len(data) > self.limit:
                 os.ftruncate(fd, 0)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)  # releases the flock
 

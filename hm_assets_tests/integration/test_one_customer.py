@@ -48,8 +48,9 @@ def test_one_customer_stage_equals_the_batch_sql(recommender, recs_run):
         cur = recommender._con.cursor()
         try:
             bought_ids = recommender._bought_ids(bought)
-            rows, frames, shared = recommender._prepare(cur, who, bought_ids)
-            recommender._create_views(cur, who, bought_ids, frames)
+            rows, shared = recommender._prepare(cur, who, bought_ids)
+            frames = rows.frames()
+            recommender._create_views(cur, who, bought_ids, rows)
             # what the retrievers share online, computed in memory, is what they would read from the views
             ctx = RetrievalContext(con=cur, cutoff=recommender.cutoff, week_key=recs_run.week,
                                    customer_keys=np.asarray([who.key]), shared={})
@@ -103,8 +104,8 @@ def test_the_customer_views_are_made_at_the_first_statement_of_a_call(recommende
     who = recommender.customer(key)
     cursor = recommender._con.cursor()
     try:
-        rows, frames, _ = recommender._prepare(cursor, who, [article])
-        views = CustomerViews(cursor, partial(recommender._create_views, who=who, bought=[article], frames=frames))
+        rows, _ = recommender._prepare(cursor, who, [article])
+        views = CustomerViews(cursor, partial(recommender._create_views, who=who, bought=[article], rows=rows))
         assert not views.created
         history = views.execute("SELECT article_id FROM transactions").fetchnumpy()["article_id"]
         assert views.created

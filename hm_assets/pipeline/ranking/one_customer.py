@@ -34,6 +34,7 @@ import pandas as pd
 from hm_assets.pipeline.features.taste import ArticleTaste, taste_vectors, taste_window_start
 from hm_assets.pipeline.ranking.candidates import OPEN_BAND, RANK_BANDS, RetrieverCalibration
 from hm_assets.pipeline.ranking.filters import FilterRule
+from hm_assets.platform.arrays import run_starts
 
 # The history's attributes (from `articles`) matched against the candidate's: (feature table, the
 # candidate side's table, its column). The SQL's pref_* joins, in the order it names them.
@@ -299,12 +300,14 @@ class CustomerRows:
             typed("customer_features", features), typed("customer_transaction_stats", stats),
         )
 
+    def frame(self, table: str) -> pd.DataFrame:
+        """The row of ``table`` (customer_features or customer_transaction_stats) as the frame DuckDB
+        would give (no rows without history, for the stats)."""
+        columns = {"customer_features": self.features, "customer_transaction_stats": self.stats}[table]
+        return pd.DataFrame({name: column.pandas() for name, column in columns.items()})
+
     def frames(self) -> dict[str, pd.DataFrame]:
-        """The two rows as the frames DuckDB would give (no rows without history, for the stats)."""
-        return {
-            "customer_features": pd.DataFrame({name: column.pandas() for name, column in self.features.items()}),
-            "customer_transaction_stats": pd.DataFrame({name: column.pandas() for name, column in self.stats.items()}),
-        }
+        return {table: self.frame(table) for table in ("customer_features", "customer_transaction_stats")}
 
     def stat(self, name: str) -> float | None:
         column = self.stats[name]
@@ -484,9 +487,7 @@ def _ranked(raw: pd.DataFrame, max_candidates: int) -> tuple[np.ndarray, np.ndar
     order_key = np.where(nan, np.inf, score)
     # the best score of each article (NaN beats every number, as in DuckDB's max)
     by_article = np.lexsort((-order_key, article))
-    first = np.ones(len(by_article), bool)
-    first[1:] = article[by_article][1:] != article[by_article][:-1]
-    keep = by_article[first]
+    keep = by_article[run_starts(article[by_article])]
     article, score, order_key = article[keep], score[keep], order_key[keep]
     ranked = np.lexsort((article, -order_key))[: int(max_candidates)]
     return article[ranked], score[ranked], np.arange(1, len(ranked) + 1)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.ingest.data_contract import K
-from hm_assets.platform.arrays import position_in_runs
+from hm_assets.platform.arrays import position_in_runs, run_starts
 from hm_assets.platform.progress import Progress
 from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
 from hm_assets.platform.store import HMStore
@@ -287,10 +287,7 @@ def _first_rows(customer: np.ndarray, article: np.ndarray) -> np.ndarray:
     if n == 0:
         return keep
     grouped = np.lexsort((np.arange(n), article, customer))
-    c, a = customer[grouped], article[grouped]
-    starts = np.ones(n, bool)
-    starts[1:] = (c[1:] != c[:-1]) | (a[1:] != a[:-1])
-    keep[grouped[starts]] = True
+    keep[grouped[run_starts(customer[grouped], article[grouped])]] = True
     return keep
 
 

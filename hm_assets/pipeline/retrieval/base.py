@@ -23,6 +23,7 @@ extra upstream assets they declare in ``deps`` through ``RetrievalContext.inputs
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.features.embeddings.index import companion_files
-from hm_assets.platform.arrays import position_in_runs
+from hm_assets.platform.arrays import position_in_runs, run_starts
 from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.store import HMStore, atomic_path
 
@@ -138,9 +139,7 @@ def last_purchases(ctx: RetrievalContext) -> pd.DataFrame:
         article = bought["article_id"].to_numpy()
         days = bought["days_ago"].to_numpy()
         order = np.lexsort((days, article, customer))
-        first = np.ones(len(order), bool)
-        first[1:] = (customer[order][1:] != customer[order][:-1]) | (article[order][1:] != article[order][:-1])
-        last = order[first]
+        last = order[run_starts(customer[order], article[order])]
         ctx.shared[key] = pd.DataFrame(
             {"customer_key": customer[last], "article_id": article[last], "days_ago": days[last]}
         )
@@ -166,6 +165,13 @@ def _recent_purchase_seeds(ctx: RetrievalContext, lookback_weeks: int, per_custo
 
 def recency_weight(days_ago: pd.Series, half_life_days: float) -> pd.Series:
     return 0.5 ** (days_ago.astype("float64") / half_life_days)
+
+
+def decay_weights(days: np.ndarray, half_life_days: float) -> np.ndarray:
+    """The SQL's ``pow(0.5, days / half_life)`` per row: C's pow, as DuckDB calls it (numpy's own
+    power may differ in the last bit)."""
+    weights = {d: math.pow(0.5, d / half_life_days) for d in np.unique(days).tolist()}
+    return np.array([weights[d] for d in days.tolist()], dtype=np.float64)
 
 
 def no_state(ctx: RetrievalContext, config: RetrieverConfig) -> None:

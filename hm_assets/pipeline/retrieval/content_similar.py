@@ -30,7 +30,7 @@ import pandas as pd
 
 from hm_assets.pipeline.features.embeddings.index import ContentIndex, load_index
 from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, last_purchases, recent_purchase_seeds
-from hm_assets.platform.arrays import matching_rows, pairs_in, position_in_runs
+from hm_assets.platform.arrays import matching_rows, pairs_in, position_in_runs, run_starts
 
 
 class ContentSimilarConfig(RetrieverConfig):
@@ -176,12 +176,8 @@ def _neighbour_arrays(
     """The neighbours the batch path keeps (on sale, similar enough, the best ``neighbours_per_seed``
     of each seed), as arrays: seed_article_id, article_id, similarity. One thread: a call's few
     queries cost less than starting more, and a service runs calls side by side."""
-    seed_ids, found, distances = index.query(seeds["article_id"].to_numpy(), state.query_neighbours, threads=1)
-    label = found.reshape(-1).astype(np.int64)
-    seed = np.repeat(seed_ids, found.shape[1]).astype(np.int32)
-    article = index.article_ids[label].astype(np.int32)
-    similarity = (1.0 - distances.reshape(-1)).astype(np.float32)
-    keep = (seed != article) & (similarity > config.min_similarity)
+    seed, label, article, similarity = index.neighbour_arrays(seeds["article_id"].to_numpy(), state.query_neighbours, threads=1)
+    keep = similarity > config.min_similarity
     if state.on_sale is not None:
         keep &= state.on_sale_labels(index)[label]
     seed, article, similarity = seed[keep], article[keep], similarity[keep]
@@ -212,9 +208,7 @@ def _scored_in_memory(
         return empty_candidates()
     order = np.lexsort((article, customer))
     customer, article, terms = customer[order], article[order], terms[order]
-    first = np.ones(len(order), bool)
-    first[1:] = (customer[1:] != customer[:-1]) | (article[1:] != article[:-1])
-    starts = np.flatnonzero(first)
+    starts = np.flatnonzero(run_starts(customer, article))
     customer, article = customer[starts], article[starts]
     score = np.add.reduceat(terms, starts).astype(np.float64) / DECIMAL_SCALE
     best = np.lexsort((article, -score, customer))

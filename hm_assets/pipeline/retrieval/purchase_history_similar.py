@@ -93,25 +93,25 @@ class ArticleNeighbours:
         """Row of each article in ``ids`` (-1 when it has no factors)."""
         return self._rows.get_indexer(np.asarray(article_ids))
 
-    def nearest(self, queries: np.ndarray, k: int) -> pd.DataFrame:
-        """For each query article (must be in ``ids``): its k nearest other articles with cosine similarity."""
-        empty = pd.DataFrame({"article_id": pd.Series(dtype="int32"), "neighbour_id": pd.Series(dtype="int32"),
-                              "similarity": pd.Series(dtype="float32")})
-        if self.index is None or not len(queries):
-            return empty
+    def neighbour_arrays(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each query article (must be in ``ids``; the index must exist): its k nearest other
+        articles, as arrays query, neighbour, cosine similarity, by query then nearness."""
         query_rows = self.rows(queries)
         if (query_rows < 0).any():
             raise KeyError("some query articles have no factors")
         k = min(k + 1, len(self.ids))
         labels, distances = self.index.knn_query(self.vectors[query_rows], k=k, num_threads=1)
-        neighbours = pd.DataFrame(
-            {
-                "article_id": np.repeat(queries, k),
-                "neighbour_id": self.ids[labels.ravel()],
-                "similarity": 1.0 - distances.ravel(),
-            }
-        )
-        return neighbours[neighbours["neighbour_id"] != neighbours["article_id"]]
+        query, neighbour, similarity = np.repeat(queries, k), self.ids[labels.ravel()], 1.0 - distances.ravel()
+        other = neighbour != query
+        return query[other], neighbour[other], similarity[other]
+
+    def nearest(self, queries: np.ndarray, k: int) -> pd.DataFrame:
+        """``neighbour_arrays`` as a frame: article_id, neighbour_id, similarity."""
+        if self.index is None or not len(queries):
+            return pd.DataFrame({"article_id": pd.Series(dtype="int32"), "neighbour_id": pd.Series(dtype="int32"),
+                                 "similarity": pd.Series(dtype="float32")})
+        query, neighbour, similarity = self.neighbour_arrays(queries, k)
+        return pd.DataFrame({"article_id": query, "neighbour_id": neighbour, "similarity": similarity})
 
 
 def fit_neighbours(ctx: RetrievalContext, config: PurchaseHistoryConfig) -> ArticleNeighbours:
@@ -149,13 +149,7 @@ def _scored_in_memory(seeds: pd.DataFrame, state: ArticleNeighbours, config: Pur
     if not len(queries):
         return pd.DataFrame({"customer_key": seeds["customer_key"].iloc[:0], "article_id": pd.Series(dtype="int32"),
                              "score": pd.Series(dtype="float64")})
-    k = min(config.neighbours + 1, len(state.ids))
-    labels, distances = state.index.knn_query(state.vectors[state.rows(queries)], k=k, num_threads=1)
-    query = np.repeat(queries, k)
-    neighbour = state.ids[labels.ravel()]
-    similarity = 1.0 - distances.ravel()
-    other = neighbour != query
-    query, neighbour, similarity = query[other], neighbour[other], similarity[other]
+    query, neighbour, similarity = state.neighbour_arrays(queries, config.neighbours)
     # seeds.merge(neighbours, on="article_id"): each seed row in order, then its neighbours in order
     by_query = np.argsort(query, kind="stable")
     seed_rows, pair_rows = matching_rows(query[by_query], seeds["article_id"].to_numpy())

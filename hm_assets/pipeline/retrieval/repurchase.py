@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, customer_purchases
+from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, customer_purchases, decay_weights
 from hm_assets.platform.arrays import group_rows
 
 
@@ -30,13 +28,6 @@ def repurchase_candidates(ctx: RetrievalContext, config: RepurchaseConfig, state
         """,
         {"cutoff": ctx.cutoff, "start": ctx.lookback_start(config.lookback_weeks), "half_life": config.half_life_days},
     ).df()
-
-
-def decay_weights(days: np.ndarray, half_life_days: float) -> np.ndarray:
-    """The SQL's ``pow(0.5, days / half_life)`` per row: C's pow, as DuckDB calls it (numpy's own
-    power may differ in the last bit)."""
-    weights = {d: math.pow(0.5, d / half_life_days) for d in np.unique(days).tolist()}
-    return np.array([weights[d] for d in days.tolist()], dtype=np.float64)
 
 
 def _scored_in_memory(ctx: RetrievalContext, config: RepurchaseConfig) -> pd.DataFrame:

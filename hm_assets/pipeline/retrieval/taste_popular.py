@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, customer_purchases
-from hm_assets.pipeline.retrieval.repurchase import decay_weights
+from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, customer_purchases, decay_weights
 from hm_assets.platform.arrays import group_rows, matching_rows, position_in_runs
 
 

@@ -161,21 +161,27 @@ class ContentIndex:
             found, distances = self.index.knn_query(queries, k=k, num_threads=threads)
         return seeds, found, distances
 
+    def neighbour_arrays(
+        self, article_ids: np.ndarray, k: int, threads: int = -1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``query`` without each seed's own row: seed_article_id (int32), label, article_id (int32),
+        similarity = 1 - cosine distance (float32), by seed then nearness."""
+        seeds, found, distances = self.query(article_ids, k, threads)
+        label = found.reshape(-1).astype(np.int64)
+        seed = np.repeat(seeds, found.shape[1]).astype(np.int32)
+        article = self.article_ids[label].astype(np.int32)
+        similarity = (1.0 - distances.reshape(-1)).astype(np.float32)
+        other = seed != article
+        return seed[other], label[other], article[other], similarity[other]
+
     def neighbours(self, article_ids: np.ndarray, k: int, threads: int = -1) -> pd.DataFrame:
         """The ``k`` nearest other articles of each indexed article in ``article_ids`` (``query``).
 
         Returns (seed_article_id, article_id, similarity = 1 - cosine distance); articles that are
         not indexed give no rows; the seed itself is dropped.
         """
-        seeds, found, distances = self.query(article_ids, k, threads)
-        frame = pd.DataFrame(
-            {
-                "seed_article_id": np.repeat(seeds, found.shape[1]).astype(np.int32),
-                "article_id": self.article_ids[found.reshape(-1)].astype(np.int32),
-                "similarity": (1.0 - distances.reshape(-1)).astype(np.float32),
-            }
-        )
-        return frame[frame["seed_article_id"] != frame["article_id"]].reset_index(drop=True)
+        seed, _, article, similarity = self.neighbour_arrays(article_ids, k, threads)
+        return pd.DataFrame({"seed_article_id": seed, "article_id": article, "similarity": similarity})
 
 
 def companion_files(target: Path) -> list[Path]:
