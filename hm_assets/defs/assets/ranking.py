@@ -36,6 +36,7 @@ from hm_assets.pipeline.ranking.stage import pair_features as pair_features_of
 from hm_assets.pipeline.retrieval.registry import retriever_names
 from hm_assets.platform.fanout import ShardOutputs, ShardTask, sharded_asset
 from hm_assets.platform.metadata import markdown_table, stopwatch
+from hm_assets.platform.sql import frame_chunks
 
 GROUP = "ranking"
 
@@ -207,9 +208,8 @@ def recommendations_shard(weeks: WeekPartitions, context: dg.OpExecutionContext,
         customers_frame = view.con.sql(
             f"SELECT customer_key, customer_id FROM customers WHERE {where} ORDER BY customer_key"
         ).df()
-        pairs = view.con.sql(f"SELECT {columns} FROM read_parquet('{pairs_path}') WHERE {where}").df()
-    recs = recommend_lists(pairs, score, customers_frame["customer_key"].to_numpy(), task.shared)
-    del pairs
+        pairs = frame_chunks(view.con, f"SELECT {columns} FROM read_parquet('{pairs_path}') WHERE {where}")
+        recs = recommend_lists(pairs, score, customers_frame["customer_key"].to_numpy(), task.shared)
     rows = store.write_parquet(recs, task.part("recommendations", ".parquet"))
     with store.atomic_path(task.part("submission", ".csv")) as csv:
         kaggle_submission(recs, customers_frame).to_csv(csv, header=task.shard.index == 0, index=False)

@@ -12,7 +12,7 @@ plus the feature tables); the caller decides which customers those views hold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
@@ -85,19 +85,30 @@ Scorer = Callable[[pd.DataFrame], np.ndarray]
 
 
 def recommend_lists(
-    pairs: pd.DataFrame, score: Scorer, customer_keys: np.ndarray, fallback: list[int], k: int = ranker.K,
-    exclude: Collection[int] = (),
+    pairs: pd.DataFrame | Iterable[pd.DataFrame], score: Scorer, customer_keys: np.ndarray, fallback: list[int],
+    k: int = ranker.K, exclude: Collection[int] = (),
 ) -> pd.DataFrame:
     """customer_key, article_id, score, rank: the best ``k`` scored pairs of every customer of
-    ``customer_keys``, filled from ``fallback`` (score NaN) where fewer survive. ``exclude``: articles
-    left out of every list (online: what the one customer just bought)."""
-    scores = score(pairs) if len(pairs) else np.zeros(0)
-    scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scores})
+    ``customer_keys``, filled from ``fallback`` (score NaN) where fewer survive. ``pairs``: one frame
+    or its chunks in order (``frame_chunks``; a shard's pairs × features would not fit at once),
+    each scored and reduced to its key columns before the next is read. ``exclude``: articles left
+    out of every list (online: what the one customer just bought)."""
+    chunks = [pairs] if isinstance(pairs, pd.DataFrame) else pairs
+    parts = [_scored(chunk, score) for chunk in chunks]
+    scored = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True) if parts else _scored(_NO_PAIRS, score)
     if len(exclude):
         dropped = set(exclude)
         scored = scored[~scored["article_id"].isin(dropped)]
         fallback = [a for a in fallback if a not in dropped]
     return ranker.fill_to_k(ranker.top_k(scored, k), customer_keys, fallback, k)
+
+
+_NO_PAIRS = pd.DataFrame({"customer_key": np.zeros(0, np.int64), "article_id": np.zeros(0, np.int64)})
+
+
+def _scored(pairs: pd.DataFrame, score: Scorer) -> pd.DataFrame:
+    scores = score(pairs) if len(pairs) else np.zeros(0)
+    return pd.DataFrame({"customer_key": pairs["customer_key"].to_numpy(), "article_id": pairs["article_id"].to_numpy(), "score": scores})
 
 
 def kaggle_submission(recs: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
