@@ -1,4 +1,4 @@
-"""Load the DuckDB SQL files in ``sql/`` by name; read a large result in DataFrame chunks."""
+"""Load the DuckDB SQL files in ``sql/`` by name; read a large result in Arrow batches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from functools import cache
 
 import duckdb
-import pandas as pd
+import numpy as np
+import pyarrow as pa
 
 from hm_assets.platform.settings import SQL_DIR
 
@@ -19,14 +20,17 @@ def load_sql(name: str) -> str:
     return path.read_text()
 
 
-DUCKDB_VECTOR_ROWS = 2048
+
+def record_batches(con: duckdb.DuckDBPyConnection, sql: str, rows: int = 200_000) -> Iterator[pa.RecordBatch]:
+    """The result of ``sql`` as Arrow record batches of at most ``rows`` rows, in the result's order:
+    a consumer that keeps a few columns of each batch holds the whole width only ``rows`` at a time."""
+    yield from con.sql(sql).to_arrow_reader(rows)
 
 
-def frame_chunks(con: duckdb.DuckDBPyConnection, sql: str, rows: int = 200_000) -> Iterator[pd.DataFrame]:
-    """The result of ``sql`` as DataFrames of about ``rows`` rows each, in the result's order and
-    with the dtypes ``.df()`` gives: a consumer that keeps a few columns of each chunk holds the
-    whole result's width only ``rows`` at a time."""
-    result = con.execute(sql)
-    vectors = max(1, rows // DUCKDB_VECTOR_ROWS)
-    while not (chunk := result.fetch_df_chunk(vectors)).empty:
-        yield chunk
+def float_matrix(batch: pa.RecordBatch, columns: list[str]) -> np.ndarray:
+    """``columns`` of ``batch`` as one C-ordered float64 matrix, nulls as NaN (columns of any numeric
+    type; cast them to DOUBLE in the query and this is a copy)."""
+    matrix = np.empty((batch.num_rows, len(columns)), dtype=np.float64)
+    for j, name in enumerate(columns):
+        matrix[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
+    return matrix

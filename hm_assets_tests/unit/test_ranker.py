@@ -74,26 +74,31 @@ def test_training_rows_within_a_budget_keep_whole_customers(tmp_path):
     pd.testing.assert_frame_equal(unbounded, whole)
 
 
-def test_lists_from_chunked_pairs_equal_lists_from_the_whole_frame(tmp_path):
-    from hm_assets.pipeline.ranking.stage import recommend_lists
-    from hm_assets.platform.sql import frame_chunks
+def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
+    from hm_assets.pipeline.ranking.stage import pair_feature_matrix_sql, recommend_lists, recommend_lists_from_batches
+    from hm_assets.platform.sql import record_batches
 
     booster, pairs = trained_booster()
-    # an article proposed twice for one customer, and score ties, both across chunk borders
+    # an article proposed twice for one customer, and score ties, both across batch borders
     pairs = pd.concat([pairs, pairs.iloc[::7]], ignore_index=True).sample(frac=1.0, random_state=2, ignore_index=True)
     pairs.loc[pairs.index[::5], "score_a"] = np.float32(0.5)
     path = tmp_path / "pairs.parquet"
     pairs.to_parquet(path, index=False)
-    scorer = ranker.PairScorer(booster, tmp_path)
     customers = np.arange(205, dtype=np.int64)  # five without candidates: filled from the fallback
     fallback = [900, 901, *range(12)]
-    sql = f"SELECT * FROM read_parquet('{path}')"
-    whole = recommend_lists(duckdb.connect().execute(sql).df(), scorer, customers, fallback)
-    chunks = list(frame_chunks(duckdb.connect(), sql, rows=2048))
-    assert len(chunks) == -(-len(pairs) // 2048) > 1
-    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), duckdb.connect().execute(sql).df())
-    chunked = recommend_lists(iter(chunks), scorer, customers, fallback)
-    pd.testing.assert_frame_equal(chunked, whole)
-    assert len(whole) == 12 * len(customers) and whole["score"].isna().sum() == 12 * 5
-    empty = recommend_lists(iter(()), scorer, customers[:2], fallback)
+    con = duckdb.connect()
+    for scorer in (ranker.PairScorer(booster, tmp_path), ranker.HEURISTIC):
+        frame = con.execute(f"SELECT * FROM read_parquet('{path}')").df()
+        if scorer is ranker.HEURISTIC:
+            frame["n_retrievers"] = frame["rank_a"].notna().astype("int8") + 1
+            frame["best_rank"] = frame["rank_a"].fillna(99).astype("int16")
+            frame.to_parquet(path, index=False)
+        whole = recommend_lists(frame, scorer, customers, fallback)
+        sql = pair_feature_matrix_sql(path, scorer.features)
+        batches = list(record_batches(con, sql, rows=1000))
+        assert len(batches) == -(-len(pairs) // 1000) > 1
+        batched = recommend_lists_from_batches(iter(batches), scorer, customers, fallback)
+        pd.testing.assert_frame_equal(batched, whole)
+        assert len(whole) == 12 * len(customers) and whole["score"].isna().sum() == 12 * 5
+    empty = recommend_lists_from_batches(iter(()), scorer, customers[:2], fallback)
     assert empty["article_id"].tolist() == fallback[:12] * 2

@@ -31,12 +31,18 @@ from hm_assets.pipeline.ranking.ranker import (
     stored_scorer,
     train,
 )
-from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, kaggle_submission, recommend_lists, select_candidates
+from hm_assets.pipeline.ranking.stage import (
+    DEFAULT_MAX_PER_CUSTOMER,
+    kaggle_submission,
+    pair_feature_matrix_sql,
+    recommend_lists_from_batches,
+    select_candidates,
+)
 from hm_assets.pipeline.ranking.stage import pair_features as pair_features_of
 from hm_assets.pipeline.retrieval.registry import retriever_names
 from hm_assets.platform.fanout import ShardOutputs, ShardTask, sharded_asset
 from hm_assets.platform.metadata import markdown_table, stopwatch
-from hm_assets.platform.sql import frame_chunks
+from hm_assets.platform.sql import record_batches
 
 GROUP = "ranking"
 
@@ -201,15 +207,14 @@ def popular_fallback(weeks: WeekPartitions, context: dg.OpExecutionContext, stor
 def recommendations_shard(weeks: WeekPartitions, context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
     key = context.partition_key
     pairs_path = store.require("pair_features", key)
-    score, features = stored_scorer(store, key)
-    columns = ", ".join(["customer_key", "article_id", *features])
+    scorer = stored_scorer(store, key)
     where = task.shard.where()
     with week_view(context, store, weeks, with_features=False) as view:
         customers_frame = view.con.sql(
             f"SELECT customer_key, customer_id FROM customers WHERE {where} ORDER BY customer_key"
         ).df()
-        pairs = frame_chunks(view.con, f"SELECT {columns} FROM read_parquet('{pairs_path}') WHERE {where}")
-        recs = recommend_lists(pairs, score, customers_frame["customer_key"].to_numpy(), task.shared)
+        pairs = record_batches(view.con, pair_feature_matrix_sql(pairs_path, scorer.features, where))
+        recs = recommend_lists_from_batches(pairs, scorer, customers_frame["customer_key"].to_numpy(), task.shared)
     rows = store.write_parquet(recs, task.part("recommendations", ".parquet"))
     with store.atomic_path(task.part("submission", ".csv")) as csv:
         kaggle_submission(recs, customers_frame).to_csv(csv, header=task.shard.index == 0, index=False)

@@ -219,7 +219,12 @@ class PairScorer:
     def __call__(self, pairs: pd.DataFrame) -> np.ndarray:
         if self.compiled is None:
             return predict(self.booster, pairs, self.threads)
-        matrix = pairs[self.features].to_numpy(np.float64, na_value=np.nan)
+        return self.score_matrix(pairs[self.features].to_numpy(np.float64, na_value=np.nan))
+
+    def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Scores of float64 rows whose columns are ``features`` in order (NaN: missing)."""
+        if self.compiled is None:
+            return self.booster.predict(matrix, num_threads=self.threads)
         # a pool of threads per call costs more than scoring one customer's candidates
         threads = self.threads if len(matrix) >= PARALLEL_ROWS else 1
         return self.compiled.predict(matrix, n_jobs=threads)
@@ -259,17 +264,30 @@ HEURISTIC_FEATURES = ("n_retrievers", "best_rank")
 
 def heuristic_score(pairs: pd.DataFrame) -> np.ndarray:
     """Score used when no labelled week exists yet: agreement between retrievers, then best rank."""
-    return pairs["n_retrievers"].to_numpy(np.float64) - pairs["best_rank"].to_numpy(np.float64) / 1000.0
+    return HEURISTIC.score_matrix(pairs[list(HEURISTIC_FEATURES)].to_numpy(np.float64))
 
 
-def stored_scorer(store: HMStore, week: str) -> tuple[Callable[[pd.DataFrame], np.ndarray], list[str]]:
-    """The week's ranker as a function of pair features (or the fallback when it has no model),
-    and the feature columns it reads."""
+class HeuristicScorer:
+    """``heuristic_score`` with ``PairScorer``'s interface."""
+
+    features = list(HEURISTIC_FEATURES)
+
+    def __call__(self, pairs: pd.DataFrame) -> np.ndarray:
+        return heuristic_score(pairs)
+
+    def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        return matrix[:, 0] - matrix[:, 1] / 1000.0
+
+
+HEURISTIC = HeuristicScorer()
+
+
+def stored_scorer(store: HMStore, week: str) -> PairScorer | HeuristicScorer:
+    """The week's ranker as a function of pair features, or the fallback when it has no model."""
     info = json.loads(store.require("ranker", week, ".json").read_text())
     if info.get("trained"):
-        scorer = PairScorer(load(store.require("ranker", week, ".txt")), store.scratch_dir() / "compiled")
-        return scorer, scorer.features
-    return heuristic_score, list(HEURISTIC_FEATURES)
+        return PairScorer(load(store.require("ranker", week, ".txt")), store.scratch_dir() / "compiled")
+    return HEURISTIC
 
 
 def importances(booster: lgb.Booster) -> pd.DataFrame:

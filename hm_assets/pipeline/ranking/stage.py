@@ -4,7 +4,8 @@ shard at a time), the ablation (the week's buyers) and the online path (one cust
     select_candidates   union of the retrievers' candidates -> business rules -> calibrated cap,
                         as the connection's temp table ``candidates``
     pair_features       ``sql/pair_features.sql`` over ``candidates`` (with the taste views)
-    recommend_lists     score the pairs, keep the best k per customer, fill short lists
+    recommend_lists     score the pairs, keep the best k per customer, fill short lists (one frame,
+                        or ``recommend_lists_from_batches`` over a shard read in Arrow batches)
 
 Each works on a DuckDB connection whose views are the week's (``hm_assets.platform.history.open_week``
 plus the feature tables); the caller decides which customers those views hold.
@@ -15,17 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from hm_assets.pipeline.ingest.data_contract import format_article_id
 from hm_assets.pipeline.features.taste import CANDIDATE_CUSTOMERS, ArticleTaste, register_taste
 from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import RetrieverCalibration, RuleEffect, Sources, apply_rules, build_union, filtered_candidates_sql, source_names
 from hm_assets.pipeline.ranking.filters import FilterRule, prepare_rule_inputs
-from hm_assets.platform.sql import load_sql
+from hm_assets.platform.sql import float_matrix, load_sql
 
 if TYPE_CHECKING:
     import duckdb
@@ -85,17 +88,14 @@ Scorer = Callable[[pd.DataFrame], np.ndarray]
 
 
 def recommend_lists(
-    pairs: pd.DataFrame | Iterable[pd.DataFrame], score: Scorer, customer_keys: np.ndarray, fallback: list[int],
-    k: int = ranker.K, exclude: Collection[int] = (),
+    pairs: pd.DataFrame, score: Scorer, customer_keys: np.ndarray, fallback: list[int], k: int = ranker.K,
+    exclude: Collection[int] = (),
 ) -> pd.DataFrame:
     """customer_key, article_id, score, rank: the best ``k`` scored pairs of every customer of
-    ``customer_keys``, filled from ``fallback`` (score NaN) where fewer survive. ``pairs``: one frame
-    or its chunks in order (``frame_chunks``; a shard's pairs × features would not fit at once),
-    each scored and reduced to its key columns before the next is read. ``exclude``: articles left
-    out of every list (online: what the one customer just bought)."""
-    chunks = [pairs] if isinstance(pairs, pd.DataFrame) else pairs
-    parts = [_scored(chunk, score) for chunk in chunks]
-    scored = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True) if parts else _scored(_NO_PAIRS, score)
+    ``customer_keys``, filled from ``fallback`` (score NaN) where fewer survive. ``exclude``: articles
+    left out of every list (online: what the one customer just bought)."""
+    scores = score(pairs) if len(pairs) else np.zeros(0)
+    scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scores})
     if len(exclude):
         dropped = set(exclude)
         scored = scored[~scored["article_id"].isin(dropped)]
@@ -103,12 +103,30 @@ def recommend_lists(
     return ranker.fill_to_k(ranker.top_k(scored, k), customer_keys, fallback, k)
 
 
-_NO_PAIRS = pd.DataFrame({"customer_key": np.zeros(0, np.int64), "article_id": np.zeros(0, np.int64)})
+def pair_feature_matrix_sql(pairs_file: Path | str, features: list[str], where: str = "true") -> str:
+    """customer_key, article_id and ``features`` as DOUBLE (``float_matrix`` then copies them) of the
+    pairs of ``pairs_file`` matching ``where``, in the file's order."""
+    columns = ", ".join(f'CAST("{name}" AS DOUBLE) AS "{name}"' for name in features)
+    return f"SELECT customer_key, article_id, {columns} FROM read_parquet('{pairs_file}') WHERE {where}"
 
 
-def _scored(pairs: pd.DataFrame, score: Scorer) -> pd.DataFrame:
-    scores = score(pairs) if len(pairs) else np.zeros(0)
-    return pd.DataFrame({"customer_key": pairs["customer_key"].to_numpy(), "article_id": pairs["article_id"].to_numpy(), "score": scores})
+def recommend_lists_from_batches(
+    batches: Iterable[pa.RecordBatch], scorer: ranker.PairScorer | ranker.HeuristicScorer, customer_keys: np.ndarray,
+    fallback: list[int], k: int = ranker.K,
+) -> pd.DataFrame:
+    """``recommend_lists`` over pairs read batch by batch (``pair_feature_matrix_sql``; a shard's
+    pairs × features do not fit at once): each batch is scored as a float matrix and only its keys
+    and scores kept."""
+    keys, articles, scores = [], [], []
+    for batch in batches:
+        # copies: a view into one column would keep the whole imported batch alive
+        keys.append(batch.column("customer_key").to_numpy().copy())
+        articles.append(batch.column("article_id").to_numpy().copy())
+        scores.append(scorer.score_matrix(float_matrix(batch, scorer.features)) if batch.num_rows else np.zeros(0))
+    if not keys:  # no pairs at all: the lists come from the fallback
+        keys, articles, scores = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], [np.zeros(0)]
+    scored = pd.DataFrame({"customer_key": np.concatenate(keys), "article_id": np.concatenate(articles), "score": np.concatenate(scores)})
+    return ranker.fill_to_k(ranker.top_k(scored, k), customer_keys, fallback, k)
 
 
 def kaggle_submission(recs: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
