@@ -284,6 +284,20 @@ def test_image_trained_path_clusters_colour_and_reuses_encoder_and_vectors(tmp_p
 
 
 
+def test_image_training_is_bounded_in_steps_not_by_the_clock(tmp_path, planted):
+    articles, data_dir = planted
+    catalogue = catalogue_images(data_dir, articles["article_id"].tolist())
+    # 26 training images in batches of 16: 2 steps an epoch; 3 steps end mid-way through the second
+    bounded = run_image_embeddings(catalogue, articles, ImageSettings(**TINY_IMAGE, max_train_steps=3), tmp_path / "a", None)
+    training = bounded.info["training"]
+    assert (training["steps"], training["epochs"], training["stopped_by"]) == (3, 1.5, "max_train_steps")
+    assert ImageSettings().max_train_seconds == 0  # by default no time budget: the same encoder on any machine
+    # a step bound beyond the epochs changes nothing but the encoder's key
+    loose = run_image_embeddings(catalogue, articles, ImageSettings(**TINY_IMAGE, max_train_steps=1000), tmp_path / "b", None)
+    assert (loose.info["training"]["steps"], loose.info["training"]["stopped_by"]) == (6, "max_epochs")
+    assert ImageSettings(**TINY_IMAGE, max_train_steps=3).training_key() != ImageSettings(**TINY_IMAGE).training_key()
+
+
 def test_corrupt_and_missing_images_are_counted_not_fatal(tmp_path, planted):
     articles, data_dir = planted
     missing_id, corrupt_id = int(articles.loc[0, "article_id"]), int(articles.loc[1, "article_id"])

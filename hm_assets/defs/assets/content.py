@@ -58,7 +58,12 @@ class ImageEmbeddingConfig(dg.Config):
     img_size: int = Field(0, description="Input size in pixels; 0 = the model's own with a checkpoint, 64 when training")
     patch_size: int = Field(0, description="ViT patch size; 0 = the model's own with a checkpoint, 16 when training")
     global_pool: str = Field("avg", description="Pooling of the trained encoder ('avg' or 'token'); a checkpoint keeps its own")
-    max_train_seconds: float = Field(600.0, description="Training time budget (trained path)")
+    max_train_steps: int = Field(
+        1500, description="Training steps (batches) at most (trained path); bounds the time without depending on the machine"
+    )
+    max_train_seconds: float = Field(
+        0.0, description="Training time budget (trained path); 0 = none (a budget makes the encoder depend on the machine's speed)"
+    )
     max_epochs: int = Field(5, description="Training epochs at most (trained path)")
     max_train_images: int = Field(20000, description="Training images at most (a seeded random sample)")
     holdout_fraction: float = Field(0.2, description="Share of images held out to measure attribute accuracy")
