@@ -20,7 +20,6 @@ def load_sql(name: str) -> str:
     return path.read_text()
 
 
-
 def record_batches(con: duckdb.DuckDBPyConnection, sql: str, rows: int = 200_000) -> Iterator[pa.RecordBatch]:
     """The result of ``sql`` as Arrow record batches of at most ``rows`` rows, in the result's order:
     a consumer that keeps a few columns of each batch holds the whole width only ``rows`` at a time."""

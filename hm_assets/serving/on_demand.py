@@ -599,7 +599,7 @@ class OnDemandRecommender:
         return raws
 
     def _score(self, pairs: pd.DataFrame) -> np.ndarray:
-        return self.scorer(pairs) if self.scorer is not None else ranker.heuristic_score(pairs)
+        return self.scorer(pairs) if self.scorer is not None else ranker.HEURISTIC(pairs)
 
     def recommend(
         self,

@@ -262,18 +262,14 @@ def compile_model(booster: lgb.Booster, cache_dir: Path):
 HEURISTIC_FEATURES = ("n_retrievers", "best_rank")
 
 
-def heuristic_score(pairs: pd.DataFrame) -> np.ndarray:
-    """Score used when no labelled week exists yet: agreement between retrievers, then best rank."""
-    return HEURISTIC.score_matrix(pairs[list(HEURISTIC_FEATURES)].to_numpy(np.float64))
-
-
 class HeuristicScorer:
-    """``heuristic_score`` with ``PairScorer``'s interface."""
+    """The score used when no labelled week exists yet: agreement between retrievers, then best
+    rank; ``PairScorer``'s interface."""
 
     features = list(HEURISTIC_FEATURES)
 
     def __call__(self, pairs: pd.DataFrame) -> np.ndarray:
-        return heuristic_score(pairs)
+        return self.score_matrix(pairs[self.features].to_numpy(np.float64))
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         return matrix[:, 0] - matrix[:, 1] / 1000.0
