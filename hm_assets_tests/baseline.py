@@ -65,12 +65,14 @@ def output_hashes(home: Path) -> dict[str, str]:
 
 
 def week_hashes(home: Path, week: date | str, assets: list[str] | None = None) -> dict[str, str]:
-    """Outputs of one partition: every HOME/assets/<asset>/<week>.* file (optionally of some assets)."""
+    """Outputs of one partition: every HOME/assets/<asset>/<week>.* file, or file of such a folder (a week
+    kept as its shards' parts), optionally of some assets."""
     week = str(week)
     return {
         name: digest
         for name, digest in output_hashes(home).items()
-        if Path(name).stem == week and (assets is None or Path(name).parts[0] in assets)
+        if len(Path(name).parts) > 1 and Path(Path(name).parts[1]).stem == week
+        and (assets is None or Path(name).parts[0] in assets)
     }
 
 

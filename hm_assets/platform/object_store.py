@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -89,6 +90,8 @@ class ObjectStore:
         temporary = f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
         self.fs.put_file(str(local), temporary)
+        if self.fs.isdir(self._fresh(key)):  # an earlier version was a folder: a move would go into it
+            self.fs.rm(key, recursive=True)
         self.fs.mv(temporary, key)
         self._remember(local, self._stamp(key))
 
@@ -96,16 +99,27 @@ class ObjectStore:
         """Bring the local copy up to date with the object; False when there is no such object."""
         key = self.key(local)
         if self.fs.isdir(self._fresh(key)):
-            found = False
+            if local.exists() and not local.is_dir():
+                local.unlink()
+            found = set()
             for remote in self.fs.find(key):
-                found = self.fetch(self.cache_root / remote[len(self.base) + 1 :]) or found
-            return found
+                file = self.cache_root / remote[len(self.base) + 1 :]
+                if self.fetch(file):
+                    found.add(file)
+            # A folder is read whole (e.g. a week kept as its shards' parts): files the object no longer
+            # has, from an earlier version of it, must not be read with the new ones.
+            kept = [p for p in local.rglob("*") if p.is_file() and not p.name.startswith(".")] if local.is_dir() else []
+            for stale in set(kept) - found:
+                stale.unlink()
+            return bool(found)
         stamp = self._stamp(key)
         if stamp is None:
             return False
         if local.exists() and self._remembered(local) == stamp:
             return True
         local.parent.mkdir(parents=True, exist_ok=True)
+        if local.is_dir():  # an earlier version of it was a folder
+            shutil.rmtree(local)
         temporary = local.with_name(f".{local.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             self.fs.get_file(key, str(temporary))

@@ -54,7 +54,7 @@ def atomic_path(target: Path, objects: ObjectStore | None = None) -> Iterator[Pa
     temporary = _temporary_sibling(target)
     try:
         yield temporary
-        if temporary.is_dir():
+        if temporary.is_dir() or target.is_dir():
             _replace_dir(temporary, target)
         else:
             os.replace(temporary, target)
@@ -68,15 +68,19 @@ def atomic_path(target: Path, objects: ObjectStore | None = None) -> Iterator[Pa
 
 
 def _replace_dir(source: Path, target: Path) -> None:
+    """Replace ``target`` by ``source`` where either is a folder (a rename cannot swap those in one step):
+    the old one is renamed aside first, then removed."""
     retired = None
     if target.exists():
         retired = _temporary_sibling(target)
         os.replace(target, retired)
     os.replace(source, target)
-    if retired is not None:
+    if retired is None:
+        return
+    if retired.is_dir():
         shutil.rmtree(retired, ignore_errors=True)
-
-
+    else:
+        retired.unlink(missing_ok=True)
 
 
 def write_parquet(table: TableLike, target: Path, objects: ObjectStore | None = None) -> int:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from hm_assets.defs.resources import HMDataset, HMStore
+from hm_assets.platform.fanout import stored_part_name
 from hm_assets.platform.store import atomic_path
 from hm_assets_tests.baseline import baseline, seed_object_store, work_root
 
@@ -73,6 +74,37 @@ def test_only_the_given_object_store_gets_an_output(object_store_uri, tmp_path, 
     assert not shared.objects.exists(shared.asset_path("things", "local"))
     shared.write_parquet(pd.DataFrame({"x": [1]}), shared.asset_path("things", "shared"))
     assert shared.objects.exists(shared.asset_path("things", "shared"))
+
+
+def write_parts(store: HMStore, target: Path, parts: list[list[int]]) -> None:
+    """``target`` as a week kept as its shards' parts (a folder of part files), written through ``store``."""
+    with store.atomic_path(target) as temporary:
+        temporary.mkdir()
+        for index, values in enumerate(parts):
+            pd.DataFrame({"x": values}).to_parquet(temporary / stored_part_name(index))
+
+
+def test_a_week_kept_as_parts_is_fetched_whole_and_without_stale_parts(object_store_uri, tmp_path):
+    """A folder output is read whole, so a node's copy must hold exactly the object's files: a newer
+    version with fewer parts leaves none of the old ones behind, and a file can become a folder and back."""
+    node_a = HMStore(home=str(tmp_path / "a"), object_store=object_store_uri)
+    node_b = HMStore(home=str(tmp_path / "b"), object_store=object_store_uri)
+    target, copy = node_a.asset_path("pairs", "2020-09-16"), node_b.asset_path("pairs", "2020-09-16")
+
+    node_a.write_parquet(pd.DataFrame({"x": [0]}), target)  # one file, as before
+    assert pd.read_parquet(node_b.require("pairs", "2020-09-16"))["x"].tolist() == [0]
+
+    write_parts(node_a, target, [[1, 2], [3], [4, 5]])
+    assert target.is_dir() and node_b.partitions("pairs") == ["2020-09-16"]
+    assert pd.read_parquet(node_b.require("pairs", "2020-09-16"))["x"].tolist() == [1, 2, 3, 4, 5]
+
+    write_parts(node_a, target, [[6], [7]])  # fewer shards
+    assert pd.read_parquet(node_b.require("pairs", "2020-09-16"))["x"].tolist() == [6, 7]
+    assert sorted(p.name for p in copy.iterdir()) == [stored_part_name(0), stored_part_name(1)]
+
+    node_a.write_parquet(pd.DataFrame({"x": [8]}), target)  # a file again
+    assert target.is_file() and pd.read_parquet(node_b.require("pairs", "2020-09-16"))["x"].tolist() == [8]
+    assert copy.is_file()
 
 
 def materialize_on_node(assets: list[str], week: str, uri: str, data_dir: str, customers_per_shard: int) -> Path:

@@ -14,6 +14,7 @@ import pytest
 
 from hm_assets.defs.runner import run_weeks
 from hm_assets.pipeline.evaluation.quality_checks import recommendation_problems
+from hm_assets.platform.fanout import stored_part_name
 from hm_assets.platform.weeks import WEEK
 from hm_assets.pipeline.ingest.data_range import scan_data_range
 
@@ -133,6 +134,9 @@ def test_customer_shards_give_the_same_results_as_one_shard(tiny_run, tmp_path):
     assert result.success
     shards = result.asset_materializations_for_node("candidates")[0].metadata["customer_shards"].value
     assert shards >= 4
+    # the pair features are kept as the shards' parts (one file each, in key order): no combined copy
+    kept = sharded_home / "assets" / "pair_features" / f"{week}.parquet"
+    assert sorted(p.name for p in kept.iterdir()) == [stored_part_name(i) for i in range(shards)]
     for asset in ("candidates", "pair_features", "recommendations"):
         one = pd.read_parquet(home / "assets" / asset / f"{week}.parquet")
         many = pd.read_parquet(sharded_home / "assets" / asset / f"{week}.parquet")

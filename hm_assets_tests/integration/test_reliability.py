@@ -326,7 +326,7 @@ def test_rematerializing_a_week_in_a_fresh_process_gives_identical_outputs():
     assert {f"{name}/{week}.parquet" for name in ("recommendations", "candidates", "popularity_model")} <= set(before)
     for path in home.glob(f"assets/*/{week}.*"):
         if path.parent.name != "transactions":  # the week's truth stays: it is not an output of these steps
-            path.unlink()  # nothing left to reuse: every output is computed again
+            shutil.rmtree(path) if path.is_dir() else path.unlink()  # nothing left to reuse: every output is computed again
     log = home.parent / "child.log"
     child = start_child({"week": week, "assets": keys, "run_config": FAST}, home, log)
     assert child.wait(timeout=300) == 0, child_failure(log)

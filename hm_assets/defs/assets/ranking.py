@@ -264,7 +264,8 @@ def ranking_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
             "channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql. One step per customer shard."
         ),
         deps=[history(weeks), *FEATURE_TABLES, "article_taste", "candidates"],
-        outputs=ShardOutputs({"pair_features": ".parquet"}),
+        # 150M rows of 100 features at full scale: the week is the folder of its shards' parts, not one file.
+        outputs=ShardOutputs({"pair_features": ".parquet"}, kept_as_parts=frozenset({"pair_features"})),
         run_shard=partial(pair_features_shard, weeks),
         finish=pair_features_metadata,
         group_name=GROUP,
