@@ -57,10 +57,10 @@ from hm_assets.pipeline.evaluation.baselines import last_week_top
 from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ingest.data_contract import K, format_article_id
 from hm_assets.pipeline.ranking import ranker
-from hm_assets.pipeline.ranking.candidates import previous_week_calibration
+from hm_assets.pipeline.ranking.candidates import DEFAULT_CAP, CandidateCap, previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES, prepare_rule_inputs
 from hm_assets.pipeline.ranking.one_customer import CustomerRows, WeekArticles, WeekRules, customer_candidates, customer_pair_features, schema_of
-from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, recommend_lists
+from hm_assets.pipeline.ranking.stage import recommend_lists
 from hm_assets.pipeline.retrieval.base import STATE_SUFFIX, RetrievalContext, Retriever, load_state, online_shared, retriever_inputs
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
 from hm_assets.platform.history import history_files, stored_history_weeks
@@ -277,6 +277,7 @@ class OnDemandRecommender:
         week: str | None = None,
         retrievers: Iterable[Retriever] = RETRIEVERS,
         threads: int = 1,
+        cap: CandidateCap = DEFAULT_CAP,
     ):
         started = time.perf_counter()
         self.store = store or HMStore()
@@ -285,6 +286,7 @@ class OnDemandRecommender:
         self.retrievers = tuple(retrievers)
         self.configs = {r.name: r.config_class() for r in self.retrievers}
         self.max_candidates = {name: config.max_candidates for name, config in self.configs.items()}
+        self.cap = cap
         self.load_seconds: dict[str, float] = {}
         self._con = self.store.connect()
         self._load_tables()
@@ -568,7 +570,7 @@ class OnDemandRecommender:
             timings["prepare"] = time.perf_counter() - started
             raws = self._retrieve(cur, who, shared, timings)
             mark = time.perf_counter()
-            candidates = customer_candidates(cur, raws, self.max_candidates, self.week_rules, rows, DEFAULT_MAX_PER_CUSTOMER, self.calibration)
+            candidates = customer_candidates(cur, raws, self.max_candidates, self.week_rules, rows, self.cap, self.calibration)
             timings["candidates"] = time.perf_counter() - mark
             mark = time.perf_counter()
             pairs = customer_pair_features(self.week_articles, candidates, rows, self.cutoff)

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hm_assets.pipeline.ranking.candidates import DEFAULT_CAP
 from hm_assets.pipeline.ranking.filters import RULES
-from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features_frame, select_candidates
+from hm_assets.pipeline.ranking.stage import pair_features_frame, select_candidates
 from hm_assets.pipeline.retrieval.base import RetrievalContext, customer_purchases, ranked_candidates
 from hm_assets.platform.sql import load_sql
 from hm_assets.platform.store import HMStore
@@ -76,7 +77,7 @@ def test_one_customer_stage_equals_the_batch_sql(recommender, recs_run):
                 cur.register(f"ranked_{name}", ranked_candidates(cur, raw, recommender.max_candidates[name]).df())
                 cur.execute(f"CREATE TEMP TABLE source_{name} AS SELECT * FROM ranked_{name}")
             select_candidates(
-                cur, {name: f"source_{name}" for name in raws}, list(RULES), recommender.cutoff, DEFAULT_MAX_PER_CUSTOMER,
+                cur, {name: f"source_{name}" for name in raws}, list(RULES), recommender.cutoff, DEFAULT_CAP,
                 recommender.calibration, rule_inputs_ready=True,
             )
             candidates = cur.execute("SELECT * FROM candidates").df()

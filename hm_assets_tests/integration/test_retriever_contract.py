@@ -14,9 +14,9 @@ import pytest
 
 from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.features.taste import read_article_taste
-from hm_assets.pipeline.ranking.candidates import previous_week_calibration
+from hm_assets.pipeline.ranking.candidates import DEFAULT_CAP, previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES
-from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features, recommend_lists, select_candidates
+from hm_assets.pipeline.ranking.stage import pair_features, recommend_lists, select_candidates
 from hm_assets.pipeline.retrieval.base import RetrievalContext, load_state, ranked_candidates, retriever_inputs, state_path
 from hm_assets.pipeline.retrieval.registry import RETRIEVERS
 from hm_assets.platform.history import open_week, register_parquet, stored_history_weeks
@@ -111,7 +111,7 @@ def test_online_list_after_a_purchase_equals_the_batch_stage_given_that_history(
             sources[retriever.name] = store.scratch_dir() / f"contract-{retriever.name}.parquet"
             write_parquet(ranked_candidates(con, raw, config.max_candidates), sources[retriever.name])
         calibration = previous_week_calibration(store, week, [r.name for r in RETRIEVERS])
-        select_candidates(con, sources, list(RULES), view.cutoff, DEFAULT_MAX_PER_CUSTOMER, calibration)
+        select_candidates(con, sources, list(RULES), view.cutoff, DEFAULT_CAP, calibration)
         pairs = pair_features(con, view.cutoff, read_article_taste(store.require("article_taste", week))).df()
     mine = pairs[pairs["customer_key"] == key].reset_index(drop=True)
     theirs = online.pairs.reset_index(drop=True)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from hm_assets.pipeline.evaluation.quality_checks import leakage_problems
-from hm_assets.pipeline.ranking.candidates import apply_rules, build_union, filtered_candidates
+from hm_assets.pipeline.ranking.candidates import CandidateCap, apply_rules, build_union, filtered_candidates
 from hm_assets.pipeline.retrieval.base import ranked_candidates
 from hm_assets.pipeline.ranking.filters import RULE_NAMES, prepare_rule_inputs, rules_by_name
 from hm_assets.platform.sql import load_sql
@@ -74,7 +74,12 @@ def test_one_customer_candidates_equal_the_batch_selection(world, tmp_path):
         "retriever": ["a"] * len(bands) + ["b"] * len(bands), "band": bands * 2,
         "proposed": 100, "bought": 1, "hit_rate": list(np.linspace(0.3, 0.01, len(bands))) + list(np.linspace(0.05, 0.2, len(bands))),
     }))
-    for cap, calibrated in ((4, calibration), (2, calibration), (4, None)):
+    # customer 9 bought 1-3 days before the cut-off, 8 seven days and 7 thirteen: the last cap tells them apart
+    caps_and_calibrations = (
+        (CandidateCap(4, 4), calibration), (CandidateCap(2, 2), calibration), (CandidateCap(4, 4), None),
+        (CandidateCap(4, 2, lapsed_after_days=5), calibration),
+    )
+    for cap, calibrated in caps_and_calibrations:
         con = week_connection(txns, articles, customers, CUTOFF)
         prepare_rule_inputs(con, CUTOFF)
         sources = {name: write(ranked_candidates(con, raw, caps[name]).df(), tmp_path / f"{name}.parquet") for name, raw in raws.items()}
@@ -117,7 +122,7 @@ def test_rules_remove_what_they_say_and_count_true_purchases(world, tmp_path):
     prepare_rule_inputs(con, CUTOFF)
     effects = {e.rule: e for e in apply_rules(con, rules_by_name(["out_of_stock"]), CUTOFF, has_truth=True)}
     assert effects["out_of_stock"].removed == 1 and effects["out_of_stock"].removed_true == 1
-    kept = filtered_candidates(con, 10).df()
+    kept = filtered_candidates(con, CandidateCap(10, 10)).df()
     assert set(zip(kept.customer_key, kept.article_id)) == {(7, 2), (8, 4)}
 
 
@@ -134,7 +139,23 @@ def test_cap_per_customer_prefers_best_rank(world, tmp_path):
     source = write(candidates_frame([(7, a, 1.0 / r, r) for r, a in enumerate([3, 1, 2], start=1)]), tmp_path / "a.parquet")
     build_union(con, {"a": source})
     apply_rules(con, [], CUTOFF, has_truth=False)
-    assert filtered_candidates(con, 2).df().article_id.tolist() == [3, 1]
+    assert filtered_candidates(con, CandidateCap(2, 2)).df().article_id.tolist() == [3, 1]
+
+
+def test_a_lapsed_customer_keeps_fewer_candidates(world, tmp_path):
+    """Customer 8 bought 7 days before the cut-off, 7 thirteen days before, 10 never: with lapsed
+    customers at 13+ days, 7 and 10 keep their best candidate only, 8 its best three."""
+    articles, customers, txns = world
+    con = week_connection(txns, articles, customers, CUTOFF)
+    rows = [(key, article, 1.0 / rank, rank) for key in (7, 8, 10) for rank, article in enumerate([3, 1, 2, 4], start=1)]
+    build_union(con, {"a": write(candidates_frame(rows), tmp_path / "a.parquet")})
+    apply_rules(con, [], CUTOFF, has_truth=False)
+    kept = filtered_candidates(con, CandidateCap(3, 1, lapsed_after_days=10)).df()
+    assert kept.groupby("customer_key")["article_id"].apply(list).to_dict() == {7: [3], 8: [3, 1, 2], 10: [3]}
+    assert len(filtered_candidates(con, CandidateCap(3, 1, lapsed_after_days=13)).df()) == 3 + 3 + 1  # 13 days: not lapsed
+    assert CandidateCap(3, 1, 10).limit(None) == 1 and CandidateCap(3, 1, 10).limit(10) == 3
+    with pytest.raises(ValueError, match="positive counts"):
+        CandidateCap(0, 1)
 
 
 def test_pair_features_preference_share_is_hand_computed(world, tmp_path):
@@ -213,13 +234,13 @@ def test_calibrated_cap_keeps_the_likelier_candidates_not_the_best_ranks(world, 
     }
     build_union(con, sources)
     apply_rules(con, [], CUTOFF, has_truth=False)
-    assert set(filtered_candidates(con, 1).df().article_id) == {1}  # uncalibrated: best rank wins
+    assert set(filtered_candidates(con, CandidateCap(1, 1)).df().article_id) == {1}  # uncalibrated: best rank wins
     table = pd.DataFrame(
         [("weak", 1, 1000, 2, 0.002), ("strong", 5, 1000, 40, 0.04), ("strong", 30, 1000, 30, 0.03)],
         columns=["retriever", "band", "proposed", "bought", "hit_rate"],
     )
     calibration = RetrieverCalibration("2020-09-16", table)
-    kept = filtered_candidates(con, 2, calibration, list(sources)).df()
+    kept = filtered_candidates(con, CandidateCap(2, 2), calibration, list(sources)).df()
     assert set(kept.article_id) == {2, 3}
 
 

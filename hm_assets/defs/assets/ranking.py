@@ -11,6 +11,8 @@ from hm_assets.defs.assets.weekly import history, previous_weeks, this_and_previ
 from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.pipeline.evaluation.baselines import last_week_top
 from hm_assets.pipeline.ranking.candidates import (
+    DEFAULT_CAP,
+    CandidateCap,
     add_effects,
     effects_table,
     found_true_pairs,
@@ -32,7 +34,6 @@ from hm_assets.pipeline.ranking.ranker import (
     train,
 )
 from hm_assets.pipeline.ranking.stage import (
-    DEFAULT_MAX_PER_CUSTOMER,
     kaggle_submission,
     pair_feature_matrix_sql,
     recommend_lists_from_batches,
@@ -49,10 +50,18 @@ GROUP = "ranking"
 
 class CandidateFilterConfig(dg.Config):
     rules: list[str] = list(RULE_NAMES)
-    max_per_customer: int = DEFAULT_MAX_PER_CUSTOMER
+    # The cap per customer after the rules; lower for a customer without a purchase in
+    # lapsed_after_days (or ever): see CandidateCap.
+    max_per_customer: int = DEFAULT_CAP.per_customer
+    max_per_lapsed_customer: int = DEFAULT_CAP.per_lapsed_customer
+    lapsed_after_days: int = DEFAULT_CAP.lapsed_after_days
     # Empty: every registered retriever. A subset serves ablations and cheaper runs; the ranker
     # must then be trained on weeks built with the same subset.
     retrievers: list[str] = []
+
+
+def candidate_cap(config: CandidateFilterConfig) -> CandidateCap:
+    return CandidateCap(config.max_per_customer, config.max_per_lapsed_customer, config.lapsed_after_days)
 
 
 def selected_retrievers(config: CandidateFilterConfig) -> list[str]:
@@ -79,7 +88,7 @@ def candidates_shard(
     where = task.shard.where()
     with week_view(context, store, weeks, with_truth=True) as view:
         selection = select_candidates(
-            view.con, sources, rules_by_name(config.rules), view.cutoff, config.max_per_customer, task.shared, where, view.has_truth
+            view.con, sources, rules_by_name(config.rules), view.cutoff, candidate_cap(config), task.shared, where, view.has_truth
         )
         rows = store.write_parquet(view.con.sql("SELECT * FROM candidates"), task.part("candidates", ".parquet"))
         summary = {

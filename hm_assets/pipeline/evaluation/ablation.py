@@ -35,7 +35,8 @@ from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES
-from hm_assets.pipeline.ranking.stage import DEFAULT_MAX_PER_CUSTOMER, pair_features_frame, select_candidates
+from hm_assets.pipeline.ranking.candidates import DEFAULT_CAP, CandidateCap
+from hm_assets.pipeline.ranking.stage import pair_features_frame, select_candidates
 from hm_assets.platform.history import open_week, register_parquet, stored_history_weeks
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import WEEK, parse_week
@@ -45,7 +46,7 @@ RANKER = ranker.RankerConfig()
 
 
 def buyers_pairs(
-    store: HMStore, week: str, retrievers: list[str], week_keys: list[str], max_per_customer: int, calibrated: bool = True
+    store: HMStore, week: str, retrievers: list[str], week_keys: list[str], cap: CandidateCap, calibrated: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pair features of the week's buyers built from ``retrievers`` only, and the week's truth."""
     calibration = previous_week_calibration(store, week, retrievers) if calibrated else None
@@ -54,7 +55,7 @@ def buyers_pairs(
             register_parquet(view.con, table, store.require(table, week))
         buyers = "customer_key IN (SELECT customer_key FROM truth)"
         sources = {name: store.require(name, week) for name in retrievers}
-        select_candidates(view.con, sources, list(RULES), view.cutoff, max_per_customer, calibration, buyers)
+        select_candidates(view.con, sources, list(RULES), view.cutoff, cap, calibration, buyers)
         pairs = pair_features_frame(view.con, view.cutoff, read_article_taste(store.require("article_taste", week)))
         truth = view.con.sql("SELECT customer_key, article_id FROM truth").df()
     return pairs, truth
@@ -66,7 +67,7 @@ def map_with(
     retrievers: list[str],
     training_weeks: int,
     week_keys: list[str],
-    max_per_customer: int = DEFAULT_MAX_PER_CUSTOMER,
+    cap: CandidateCap = DEFAULT_CAP,
     calibrated: bool = True,
     seeds: Sequence[int] = (0,),
 ) -> list[float]:
@@ -74,10 +75,10 @@ def map_with(
     ``training_weeks`` before it, everything built from ``retrievers`` only."""
     start = parse_week(week)
     labelled = [
-        buyers_pairs(store, (start - offset * WEEK).isoformat(), retrievers, week_keys, max_per_customer, calibrated)
+        buyers_pairs(store, (start - offset * WEEK).isoformat(), retrievers, week_keys, cap, calibrated)
         for offset in range(1, training_weeks + 1)
     ]
-    pairs, truth = buyers_pairs(store, week, retrievers, week_keys, max_per_customer, calibrated)
+    pairs, truth = buyers_pairs(store, week, retrievers, week_keys, cap, calibrated)
     maps = []
     for seed in seeds:
         rows = ranker.stack_weeks(

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.features.taste import ArticleTaste, taste_vectors, taste_window_start
-from hm_assets.pipeline.ranking.candidates import OPEN_BAND, RANK_BANDS, RetrieverCalibration
+from hm_assets.pipeline.ranking.candidates import OPEN_BAND, RANK_BANDS, CandidateCap, RetrieverCalibration
 from hm_assets.pipeline.ranking.filters import FilterRule
 from hm_assets.platform.arrays import run_starts
 
@@ -503,13 +503,13 @@ def customer_candidates(
     max_candidates: dict[str, int],
     rules: WeekRules,
     customer: CustomerRows,
-    max_per_customer: int,
+    cap: CandidateCap,
     calibration: RetrieverCalibration | None,
 ) -> pd.DataFrame:
     """``stage.select_candidates`` for one customer, as the frame of its table ``candidates``: each
     retriever's raw candidates ranked and capped, their union (a score and rank column per retriever
-    in ``raws``' order), without what the ``rules`` remove, at most ``max_per_customer`` by
-    calibrated priority."""
+    in ``raws``' order), without what the ``rules`` remove, at most ``cap`` (by the customer's
+    days since the last purchase) by calibrated priority."""
     customer_key = customer.key
     names = list(raws)
     ranked = {}
@@ -549,7 +549,8 @@ def customer_candidates(
         priority = 1 - miss
     candidates = np.flatnonzero(kept)
     chosen = candidates[np.lexsort((article[candidates], -n_retrievers[candidates], best_rank[candidates], -priority[candidates]))]
-    chosen = chosen[: int(max_per_customer)]
+    last = customer.stats["days_since_last_purchase"]
+    chosen = chosen[: cap.limit(int(last.values[0]) if len(last.valid) and last.valid[0] else None)]
     chosen = chosen[np.lexsort((article[chosen], best_rank[chosen]))]
     out: dict[str, object] = {
         "customer_key": np.full(len(chosen), customer_key, np.int64),

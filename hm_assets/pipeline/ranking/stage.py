@@ -1,7 +1,8 @@
 """The ranking stage, one function per step, for every caller: the weekly assets (one customer
 shard at a time), the ablation (the week's buyers) and the online path (one customer).
 
-    select_candidates   union of the retrievers' candidates -> business rules -> calibrated cap,
+    select_candidates   union of the retrievers' candidates -> business rules -> calibrated cap
+                        (lower for lapsed customers, ``CandidateCap``),
                         as the connection's temp table ``candidates``
     pair_features       ``sql/pair_features.sql`` over ``candidates`` (with the taste views)
     recommend_lists     score the pairs, keep the best k per customer, fill short lists (one frame,
@@ -26,16 +27,22 @@ import pyarrow as pa
 from hm_assets.pipeline.ingest.data_contract import format_article_id
 from hm_assets.pipeline.features.taste import CANDIDATE_CUSTOMERS, ArticleTaste, register_taste
 from hm_assets.pipeline.ranking import ranker
-from hm_assets.pipeline.ranking.candidates import RetrieverCalibration, RuleEffect, Sources, apply_rules, build_union, filtered_candidates_sql, source_names
+from hm_assets.pipeline.ranking.candidates import (
+    DEFAULT_CAP,
+    CandidateCap,
+    RetrieverCalibration,
+    RuleEffect,
+    Sources,
+    apply_rules,
+    build_union,
+    filtered_candidates_sql,
+    source_names,
+)
 from hm_assets.pipeline.ranking.filters import FilterRule, prepare_rule_inputs
 from hm_assets.platform.sql import float_matrix, load_sql
 
 if TYPE_CHECKING:
     import duckdb
-
-# Candidates kept per customer after the rules (CandidateFilterConfig's default).
-DEFAULT_MAX_PER_CUSTOMER = 120
-
 
 @dataclass(frozen=True)
 class Selection:
@@ -48,7 +55,7 @@ def select_candidates(
     sources: Sources,
     rules: list[FilterRule],
     cutoff: date,
-    max_per_customer: int = DEFAULT_MAX_PER_CUSTOMER,
+    cap: CandidateCap = DEFAULT_CAP,
     calibration: RetrieverCalibration | None = None,
     where: str = "true",
     has_truth: bool = False,
@@ -62,7 +69,7 @@ def select_candidates(
         prepare_rule_inputs(con, cutoff)
     union_rows = build_union(con, sources, where)
     effects = apply_rules(con, rules, cutoff, has_truth)
-    kept = filtered_candidates_sql(max_per_customer, calibration, source_names(sources))
+    kept = filtered_candidates_sql(cap, calibration, source_names(sources))
     con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {kept}")
     return Selection(int(union_rows), effects)
 
