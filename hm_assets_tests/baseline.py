@@ -71,7 +71,7 @@ def week_hashes(home: Path, week: date | str, assets: list[str] | None = None) -
     return {
         name: digest
         for name, digest in output_hashes(home).items()
-        if len(Path(name).parts) > 1 and Path(Path(name).parts[1]).stem == week
+        if len(Path(name).parts) > 1 and Path(Path(name).parts[1]).stem == week and Path(Path(name).parts[1]).suffix
         and (assets is None or Path(name).parts[0] in assets)
     }
 

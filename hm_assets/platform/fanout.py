@@ -8,7 +8,9 @@ A sharded asset is a small graph of steps:
 - ``<asset>_combine`` concatenates the parts in key order into the week's files (each replaced
   atomically, so readers never see half a week) and reports the metadata. An output kept as parts
   (``ShardOutputs.kept_as_parts``) is instead the folder of its parts, ``<week>.parquet/part-<n>.parquet``,
-  linked into place: no bytes are copied, which for the pair features of the full data is 11 GB.
+  linked into place: no bytes are copied, which for the pair features of the full data is 11 GB. A
+  folder is replaced in two renames (``store._replace_dir``): a reader running while the week is
+  materialized again may find no folder for that instant.
   DuckDB's ``read_parquet`` and pyarrow read such a folder as one table, the parts in key order.
 
 The executor decides where shards run: the in-process executor one after another, the

@@ -78,17 +78,26 @@ class ObjectStore:
         return json.loads(record.read_text())["stamp"] if record.exists() else None
 
     def upload(self, local: Path) -> None:
-        """Publish a finished local file (or every file of a finished folder)."""
+        """Publish a finished local file (or every file of a finished folder: its files first, then
+        the object's files that the folder no longer has are removed, so the object never lacks a
+        file it should have; a reader fetching meanwhile may still mix old and new files)."""
         if local.is_dir():
             key = self.key(local)
-            if self.fs.exists(key):
-                self.fs.rm(key, recursive=True)
-            for file in sorted(p for p in local.rglob("*") if p.is_file()):
+            if self.fs.exists(self._fresh(key)) and not self.fs.isdir(key):
+                self.fs.rm(key)  # an earlier version was a file
+            files = sorted(p for p in local.rglob("*") if p.is_file() and not p.name.startswith("."))
+            for file in files:
                 self.upload(file)
+            published = {self.key(file) for file in files}
+            for remote in self.fs.find(self._fresh(key)):
+                if remote.rstrip("/") not in published:
+                    self.fs.rm(remote)
             return
         key = self.key(local)
-        temporary = f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
+        folder, name = key.rsplit("/", 1)
+        # dot-named: a reader listing the folder skips it (``fetch``, pandas, pyarrow)
+        temporary = f"{folder}/.{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.fs.makedirs(folder, exist_ok=True)
         self.fs.put_file(str(local), temporary)
         if self.fs.isdir(self._fresh(key)):  # an earlier version was a folder: a move would go into it
             self.fs.rm(key, recursive=True)
@@ -103,6 +112,8 @@ class ObjectStore:
                 local.unlink()
             found = set()
             for remote in self.fs.find(key):
+                if remote.rsplit("/", 1)[-1].startswith("."):  # another writer's upload in progress
+                    continue
                 file = self.cache_root / remote[len(self.base) + 1 :]
                 if self.fetch(file):
                     found.add(file)

@@ -48,8 +48,8 @@ def _temporary_sibling(target: Path) -> Path:
 
 @contextmanager
 def atomic_path(target: Path, objects: ObjectStore | None = None) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces ``target`` in one rename and is uploaded to
-    ``objects`` when that shares it."""
+    """Yield a temporary path; on success it replaces ``target`` (a file in one rename, a folder in
+    two: ``_replace_dir``) and is uploaded to ``objects`` when that shares it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_sibling(target)
     try:
@@ -69,12 +69,18 @@ def atomic_path(target: Path, objects: ObjectStore | None = None) -> Iterator[Pa
 
 def _replace_dir(source: Path, target: Path) -> None:
     """Replace ``target`` by ``source`` where either is a folder (a rename cannot swap those in one step):
-    the old one is renamed aside first, then removed."""
+    the old one is renamed aside first, then removed. Between the two renames a reader finds neither;
+    if the second fails, the old one is put back."""
     retired = None
     if target.exists():
         retired = _temporary_sibling(target)
         os.replace(target, retired)
-    os.replace(source, target)
+    try:
+        os.replace(source, target)
+    except OSError:
+        if retired is not None:
+            os.replace(retired, target)
+        raise
     if retired is None:
         return
     if retired.is_dir():

@@ -177,13 +177,21 @@ def step_keys(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterE
     return [entry.dagster_event.step_key for entry in instance.all_logs(run_id, of_type=event_type)]
 
 
+def output_bytes(path: Path) -> dict[str, bytes]:
+    """An output's bytes: of its file, or of every file of its folder (a week kept as its shards' parts)."""
+    if path.is_dir():
+        return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {"": path.read_bytes()}
+
+
 def assert_outputs_are_the_reference(cluster: Cluster, week: Week, reader_home: Path) -> None:
     """The week's outputs in the object store, byte for byte those of the single-process run."""
     reader = HMStore(home=str(reader_home), object_store=cluster.object_store)
     for asset, suffix in COMPARED.items():
-        ours = reader.require(asset, week.key, suffix).read_bytes()
-        reference = (week.reference / "assets" / asset / f"{week.key}{suffix}").read_bytes()
-        assert len(reference) > 0 and ours == reference, f"{asset} {week.key}{suffix} differs from the single-process run"
+        ours = output_bytes(reader.require(asset, week.key, suffix))
+        reference = output_bytes(week.reference / "assets" / asset / f"{week.key}{suffix}")
+        assert reference and all(reference.values()), f"{asset} {week.key}{suffix} is empty in the single-process run"
+        assert ours == reference, f"{asset} {week.key}{suffix} differs from the single-process run"
     assert json.loads(reader.require("evaluation", week.key, ".json").read_text())["map12_ranker"] > 0
     # Nothing left behind in the store: no shard parts, no handed-over values.
     assert reader.objects.names(reader.root / "parts") == []

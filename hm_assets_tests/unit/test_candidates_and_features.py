@@ -51,7 +51,8 @@ def test_one_customer_candidates_equal_the_batch_selection(world, tmp_path):
     """The online path ranks, unites, filters and caps one customer's candidates over arrays; the
     batch does it in SQL for every customer: the same rows, columns, types and values, with ties and
     duplicate proposals (coarse scores), a retriever that proposes nothing, rules that remove some
-    candidates and a calibration whose rates change the cap's order."""
+    candidates, a calibration whose rates change the cap's order, and customers the lapsed cap tells
+    apart (10 never bought)."""
     import numpy as np
 
     from hm_assets.pipeline.ranking.candidates import RANK_BANDS, OPEN_BAND, RetrieverCalibration
@@ -63,10 +64,10 @@ def test_one_customer_candidates_equal_the_batch_selection(world, tmp_path):
     rng = np.random.default_rng(0)
     raws = {
         name: pd.DataFrame({
-            "customer_key": rng.choice([7, 8, 9], n), "article_id": rng.integers(1, 6, n),
+            "customer_key": rng.choice([7, 8, 9, 10], n), "article_id": rng.integers(1, 6, n),
             "score": rng.integers(0, 5, n) / 4,
         })
-        for name, n in (("a", 40), ("b", 25), ("c", 0))
+        for name, n in (("a", 60), ("b", 35), ("c", 0))
     }
     caps = {"a": 3, "b": 50, "c": 5}
     bands = [*RANK_BANDS, OPEN_BAND]
@@ -87,7 +88,7 @@ def test_one_customer_candidates_equal_the_batch_selection(world, tmp_path):
         assert sum(effect.removed for effect in selection.effects) > 0  # the rules have something to do
         batch = con.sql("SELECT * FROM candidates").df()
         week_rules = WeekRules.read(con, list(RULES), CUTOFF)
-        for key in (7, 8, 9):
+        for key in (7, 8, 9, 10):
             mine = customer_candidates(
                 con, {name: raw[raw["customer_key"] == key] for name, raw in raws.items()}, caps, week_rules,
                 CustomerRows.read(con, key, CUTOFF), cap, calibrated,

@@ -73,6 +73,7 @@ def selected_retrievers(config: CandidateFilterConfig) -> list[str]:
 
 
 def candidates_calibration(context: dg.OpExecutionContext, store: HMStore, config: CandidateFilterConfig):
+    candidate_cap(config)  # a wrong cap fails here, once, not in every shard
     calibration = previous_week_calibration(store, context.partition_key, selected_retrievers(config))
     if calibration is None:
         context.log.warning("no earlier week with retriever outputs and purchases: the cap keeps the best ranks")
@@ -121,6 +122,7 @@ def candidates_metadata(
         "customers": int(customers_n),
         "candidates_per_customer_mean": round(rows / max(customers_n, 1), 2),
         "rules_enabled": ", ".join(config.rules) or "none",
+        "cap": f"{config.max_per_customer}; {config.max_per_lapsed_customer} without a purchase in {config.lapsed_after_days} days",
         "cap_order": f"hit rate per retriever and rank band on {calibration.week}" if calibration else "best rank",
         "rule_effects": markdown_table(effects_table(effects)),
     }

@@ -33,9 +33,8 @@ from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.evaluation.metrics import map_at_k
 from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ranking import ranker
-from hm_assets.pipeline.ranking.candidates import previous_week_calibration
+from hm_assets.pipeline.ranking.candidates import DEFAULT_CAP, CandidateCap, previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES
-from hm_assets.pipeline.ranking.candidates import DEFAULT_CAP, CandidateCap
 from hm_assets.pipeline.ranking.stage import pair_features_frame, select_candidates
 from hm_assets.platform.history import open_week, register_parquet, stored_history_weeks
 from hm_assets.platform.store import HMStore

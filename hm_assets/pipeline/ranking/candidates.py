@@ -40,8 +40,9 @@ def source_names(sources: Sources) -> list[str]:
 
 def union_sql(sources: Sources, where: str = "true") -> str:
     # Retrievers by position (a TINYINT compares faster than a name), and n_retrievers counted from
-    # the rank columns: count(DISTINCT retriever) took a second hash aggregate and a join, 60% of
-    # the query at full scale (RESULTS.md).
+    # the rank columns (a retriever's candidates always have a rank: ``ranked_candidates``):
+    # count(DISTINCT retriever) took a second hash aggregate and a join, 60% of the query at full
+    # scale (RESULTS.md).
     names = source_names(sources)
     parts = " UNION ALL ".join(
         f"SELECT CAST({i} AS TINYINT) AS retriever, customer_key, article_id, score, rank FROM {source_sql(source)} WHERE {where}"
@@ -53,7 +54,7 @@ def union_sql(sources: Sources, where: str = "true") -> str:
         for i, name in enumerate(names)
     )
     kept = ", ".join(f"score_{name}, rank_{name}" for name in names)
-    proposed = " + ".join(f"CAST(rank_{name} IS NOT NULL AS INTEGER)" for name in names) or "0"
+    proposed = " + ".join(f"CAST(rank_{name} IS NOT NULL AS INTEGER)" for name in names)
     return f"""
         SELECT customer_key, article_id, {kept}, CAST({proposed} AS TINYINT) AS n_retrievers, best_rank
         FROM (
@@ -197,18 +198,21 @@ class CandidateCap:
     """How many candidates a customer keeps after the rules: ``per_customer``, or ``per_lapsed_customer``
     for a customer whose last purchase lies more than ``lapsed_after_days`` before the cut-off, or who
     never bought. Every pair kept costs its features and its score, and at full scale the customers
-    without a purchase in 13 weeks are half of all. The default lowers the cap only where it cost
-    nothing measurable (RESULTS.md, "fewer candidates for lapsed customers"): a year without a
-    purchase, or none ever. Lapsed after 91 days and 60 candidates scores 20% fewer pairs at full
-    scale for 1-2% of MAP@12."""
+    without a purchase in 13 weeks are half of all. Off by default (one cap for everyone): measured
+    in RESULTS.md ("fewer candidates for lapsed customers"), a year and 60 candidates scores 6% fewer
+    pairs at full scale at no measurable MAP@12, 91 days and 60 scores 20% fewer for 1-2%; but any
+    change of the candidates reshuffles the ranker's negative samples, and with the year's cap the
+    tiny preset's walkthrough (three purchases of a style) lost its third step."""
 
     per_customer: int = 120
-    per_lapsed_customer: int = 60
+    per_lapsed_customer: int = 120
     lapsed_after_days: int = 365
 
     def __post_init__(self) -> None:
         if self.per_customer < 1 or self.per_lapsed_customer < 1 or self.lapsed_after_days < 0:
             raise ValueError(f"a candidate cap needs positive counts and non-negative days: {self}")
+        if self.per_lapsed_customer > self.per_customer:
+            raise ValueError(f"a lapsed customer keeps at most as many candidates as any other: {self}")
 
     @property
     def uniform(self) -> bool:

@@ -549,8 +549,8 @@ def customer_candidates(
         priority = 1 - miss
     candidates = np.flatnonzero(kept)
     chosen = candidates[np.lexsort((article[candidates], -n_retrievers[candidates], best_rank[candidates], -priority[candidates]))]
-    last = customer.stats["days_since_last_purchase"]
-    chosen = chosen[: cap.limit(int(last.values[0]) if len(last.valid) and last.valid[0] else None)]
+    last = customer.stat("days_since_last_purchase")
+    chosen = chosen[: cap.limit(None if last is None else int(last))]
     chosen = chosen[np.lexsort((article[chosen], best_rank[chosen]))]
     out: dict[str, object] = {
         "customer_key": np.full(len(chosen), customer_key, np.int64),
