@@ -25,16 +25,16 @@ from host import machine
 
 from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.evaluation.metrics import map_at_k
-from hm_assets.pipeline.ranking.candidates import previous_week_calibration
+from hm_assets.pipeline.ranking.candidates import CAP_ORDER, previous_week_calibration
 from hm_assets.pipeline.ranking.ranker import stored_scorer, top_k
 from hm_assets.pipeline.retrieval.registry import retriever_names
 
-KEYS = ["customer_key", "article_id", "days", "priority", "cap_best_rank", "cap_n_retrievers"]
+KEYS = ["customer_key", "article_id", "days", "priority_rank"]
 
 
 def buyers_scored(store: HMStore, week: str, truth: pd.DataFrame) -> pd.DataFrame:
-    """The week's buyers' pairs: keys, days since the customer's last purchase, the cap's order
-    (``priority_rank``) and the stored ranker's score."""
+    """The week's buyers' pairs: keys, days since the customer's last purchase, their place in the
+    cap's order (``priority_rank``) and the stored ranker's score."""
     names = retriever_names()
     calibration = previous_week_calibration(store, week, names)
     scorer = stored_scorer(store, week)
@@ -43,10 +43,10 @@ def buyers_scored(store: HMStore, week: str, truth: pd.DataFrame) -> pd.DataFram
     con = store.connect()
     con.register("truth", truth)
     query = (
-        f"SELECT customer_key, article_id, days_since_last_purchase AS days, {priority} AS priority, "
-        f"best_rank AS cap_best_rank, n_retrievers AS cap_n_retrievers, {features} "
-        f"FROM read_parquet('{store.require('pair_features', week)}') "
-        "SEMI JOIN (SELECT DISTINCT customer_key FROM truth) USING (customer_key)"
+        "SELECT customer_key, article_id, days_since_last_purchase AS days, "
+        f"row_number() OVER (PARTITION BY customer_key ORDER BY {CAP_ORDER}) AS priority_rank, {features} "
+        f"FROM (SELECT *, {priority} AS priority FROM read_parquet('{store.require('pair_features', week)}') "
+        "SEMI JOIN (SELECT DISTINCT customer_key FROM truth) USING (customer_key))"
     )
     frames = []
     for batch in con.sql(query).to_arrow_reader(200_000):
@@ -54,12 +54,7 @@ def buyers_scored(store: HMStore, week: str, truth: pd.DataFrame) -> pd.DataFram
         keys = pd.DataFrame({c: batch.column(c).to_numpy(zero_copy_only=False) for c in KEYS})
         frames.append(keys.assign(score=scorer.score_matrix(matrix)))
     con.close()
-    pairs = pd.concat(frames, ignore_index=True).sort_values(
-        ["customer_key", "priority", "cap_best_rank", "cap_n_retrievers", "article_id"],
-        ascending=[True, False, True, False, True], kind="mergesort",
-    )
-    pairs["priority_rank"] = pairs.groupby("customer_key").cumcount() + 1
-    return pairs
+    return pd.concat(frames, ignore_index=True)
 
 
 def pairs_saved(store: HMStore, week: str, days: list[int], caps: list[int]) -> pd.DataFrame:

@@ -83,7 +83,7 @@ class ObjectStore:
         file it should have; a reader fetching meanwhile may still mix old and new files)."""
         if local.is_dir():
             key = self.key(local)
-            if self.fs.exists(self._fresh(key)) and not self.fs.isdir(key):
+            if self.fs.isfile(self._fresh(key)):
                 self.fs.rm(key)  # an earlier version was a file
             files = sorted(p for p in local.rglob("*") if p.is_file() and not p.name.startswith("."))
             for file in files:

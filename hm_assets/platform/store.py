@@ -61,10 +61,7 @@ def atomic_path(target: Path, objects: ObjectStore | None = None) -> Iterator[Pa
         if objects is not None and objects.shares(target):
             objects.upload(target)
     finally:
-        if temporary.is_dir():
-            shutil.rmtree(temporary, ignore_errors=True)
-        elif temporary.exists():
-            temporary.unlink()
+        remove_local(temporary)
 
 
 def _replace_dir(source: Path, target: Path) -> None:
@@ -81,12 +78,16 @@ def _replace_dir(source: Path, target: Path) -> None:
         if retired is not None:
             os.replace(retired, target)
         raise
-    if retired is None:
-        return
-    if retired.is_dir():
-        shutil.rmtree(retired, ignore_errors=True)
+    if retired is not None:
+        remove_local(retired)
+
+
+def remove_local(path: Path) -> None:
+    """Delete a local file or folder (nothing when it is absent)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
     else:
-        retired.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 def write_parquet(table: TableLike, target: Path, objects: ObjectStore | None = None) -> int:
@@ -198,10 +199,7 @@ class HMStore(dg.ConfigurableResource):
 
     def remove(self, path: Path) -> None:
         """Delete a file or folder of the store, here and on the object store."""
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_local(path)
         objects = self.objects
         if objects is not None and objects.shares(path):
             objects.remove(path)

@@ -236,6 +236,10 @@ class CandidateCap:
 
 DEFAULT_CAP = CandidateCap()
 
+# The cap's order within a customer's candidates (``one_customer.customer_candidates`` sorts the same
+# way over arrays).
+CAP_ORDER = "priority DESC, best_rank, n_retrievers DESC, article_id"
+
 
 def filtered_candidates(
     con: duckdb.DuckDBPyConnection,
@@ -262,9 +266,7 @@ def filtered_candidates_sql(
             FROM union_candidates u {stats}
             ANTI JOIN removed_pairs r USING (customer_key, article_id)
         )
-        QUALIFY row_number() OVER (
-            PARTITION BY customer_key ORDER BY priority DESC, best_rank, n_retrievers DESC, article_id
-        ) <= keep
+        QUALIFY row_number() OVER (PARTITION BY customer_key ORDER BY {CAP_ORDER}) <= keep
         ORDER BY customer_key, best_rank, article_id
         """
     )

@@ -44,6 +44,7 @@ from hm_assets.platform.sql import float_matrix, load_sql
 if TYPE_CHECKING:
     import duckdb
 
+
 @dataclass(frozen=True)
 class Selection:
     union_rows: int
