@@ -23,8 +23,9 @@ import pytest
 from hm_assets.platform.settings import PROJECT_ROOT
 from hm_assets_tests import TEST_END_DATE
 
-# The ranker of every week materialized for the tests: small, so that a week takes seconds.
-SMALL_RANKER = {"training_weeks": 1, "boost_rounds": 40, "num_leaves": 15, "min_data_in_leaf": 20}
+# The ranker of every week materialized for the tests: small, so that a week takes seconds, and
+# with more rounds than the default prescreen's 40, so that the lists go through the prescreen.
+SMALL_RANKER = {"training_weeks": 1, "boost_rounds": 80, "num_leaves": 15, "min_data_in_leaf": 20}
 
 RUN_SCRIPT = r"""
 import json, os, sys

@@ -37,7 +37,6 @@ configs are the defaults, as in ``hm-recs run``.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import re
@@ -351,9 +350,9 @@ class OnDemandRecommender:
         self._article_ids = set(self.articles["article_id"].tolist())
         # the names a list shows, by article id (a merge with the whole catalogue per call cost ~10 ms at full scale)
         self._article_names = self.articles[ARTICLE_COLUMNS].set_index("article_id", drop=False)
-        info = json.loads(store.require("ranker", self.week, ".json").read_text())
-        self.booster = ranker.load(store.require("ranker", self.week, ".txt")) if info.get("trained") else None
-        self.scorer = ranker.PairScorer(self.booster, store.scratch_dir() / "compiled") if self.booster else None
+        scorer = ranker.stored_scorer(store, self.week)
+        self.scorer = scorer if isinstance(scorer, ranker.PairScorer) else None
+        self.booster = self.scorer.booster if self.scorer else None
         self.calibration = previous_week_calibration(store, self.week, [r.name for r in self.retrievers])
         self.article_taste = read_article_taste(store.require("article_taste", self.week))
         full = self._full_cursor()

@@ -85,6 +85,7 @@ def test_online_list_after_a_purchase_equals_the_batch_stage_given_that_history(
         online = recommender.rank(key, bought=[article], exclude_bought=False)
         fallback = list(recommender.fallback)
         score = recommender._score
+        assert recommender.scorer is not None and recommender.scorer.prescreen is not None  # the default's two stages
     with _week_view(store, week) as view:
         con = view.con
         bought = pd.DataFrame({"t_dat": [view.cutoff - timedelta(days=1)], "customer_key": [key], "article_id": [article]})

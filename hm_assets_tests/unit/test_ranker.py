@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pandas as pd
+import pytest
 
 from hm_assets.pipeline.ranking import ranker
 
@@ -44,6 +45,50 @@ def test_compiled_scores_equal_lightgbm_and_are_cached(tmp_path):
     assert len(list(tmp_path.glob("ranker-*.o"))) == 2  # one object per model
 
 
+def test_a_prescreen_scores_each_customers_best_by_the_first_trees_with_the_whole_model(tmp_path):
+    booster, pairs = trained_booster()
+    pairs = pairs[pairs["customer_key"] != 7].copy()
+    short = pd.DataFrame({"customer_key": [7] * 5, "article_id": np.arange(5, dtype=np.int32), "score_a": np.float32(0.1),
+                          "rank_a": pd.array([1, 2, 3, 4, 5], dtype="Int16"), "pref": 0.5})
+    pairs = pd.concat([pairs, short], ignore_index=True)  # a customer with fewer candidates than kept
+    whole = ranker.PairScorer(booster, tmp_path)
+    screened = ranker.PairScorer(booster, tmp_path, prescreen=ranker.Prescreen(rounds=5, keep=12))
+    assert len(list(tmp_path.glob("ranker-*.o"))) == 2  # the whole model and its first 5 trees
+    scores = screened(pairs)
+    kept = ~np.isnan(scores)
+    per_customer = pd.Series(kept).groupby(pairs["customer_key"].to_numpy()).sum()
+    assert (per_customer.drop(7) == 12).all() and per_customer[7] == 5
+    np.testing.assert_array_equal(scores[kept], whole(pairs)[kept])  # the whole model's scores, to the bit
+    first = booster.predict(pairs[booster.feature_name()], num_iteration=5)
+    threshold = pd.Series(np.where(kept, first, np.inf)).groupby(pairs["customer_key"].to_numpy()).transform("min")
+    assert (first[~kept] <= threshold[~kept]).all()  # nothing left out scored higher by the first trees
+    shuffled = pairs.sample(frac=1.0, random_state=3)
+    again = pd.Series(screened(shuffled), index=shuffled.index).sort_index()
+    np.testing.assert_array_equal(again.to_numpy(), scores)  # whatever the rows' order
+    assert ranker.PairScorer(booster, tmp_path, prescreen=ranker.Prescreen(rounds=30, keep=12)).prescreen is None
+    with pytest.raises(ValueError, match="keep >= 12"):
+        ranker.Prescreen(rounds=5, keep=6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_best_per_customer_of_sorted_rows_equals_the_general_path(seed):
+    """A shard's rows come sorted by customer and take a path without a sort; shuffled, the same rows
+    take the general one: the same mask, with ties at the cut and articles repeated or not."""
+    rng = np.random.default_rng(seed)
+    for trial in range(100):
+        sizes = rng.integers(1, 60, rng.integers(1, 30))
+        customer = np.repeat(np.sort(rng.choice(10**6, len(sizes), replace=False)), sizes).astype(np.int64)
+        article = np.concatenate([rng.choice(200, size, replace=trial % 3 == 0) for size in sizes]).astype(np.int32)
+        score = rng.integers(0, 6, len(customer)) / 6 if trial % 2 else rng.random(len(customer))
+        keep = int(rng.integers(12, 40))
+        shuffle = rng.permutation(len(customer))
+        general = np.empty(len(customer), dtype=bool)
+        general[shuffle] = ranker.best_per_customer(customer[shuffle], article[shuffle], score[shuffle], keep)
+        np.testing.assert_array_equal(ranker.best_per_customer(customer, article, score, keep), general)
+        distinct = pd.DataFrame({"c": customer[general], "a": article[general]}).drop_duplicates().groupby("c").size()
+        np.testing.assert_array_equal(distinct.to_numpy(), np.minimum(pd.DataFrame({"c": customer, "a": article}).drop_duplicates().groupby("c").size().to_numpy(), keep))
+
+
 def test_training_sample_read_from_file_equals_the_in_memory_sample(tmp_path):
     _, pairs = trained_booster()
     pairs["best_rank"] = pairs["rank_a"].fillna(99).astype("int16")
@@ -80,14 +125,17 @@ def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
 
     booster, pairs = trained_booster()
     # an article proposed twice for one customer, and score ties, both across batch borders
+    # in customer order, as pair features are stored; articles shuffled within a customer
     pairs = pd.concat([pairs, pairs.iloc[::7]], ignore_index=True).sample(frac=1.0, random_state=2, ignore_index=True)
+    pairs = pairs.sort_values("customer_key", kind="stable", ignore_index=True)
     pairs.loc[pairs.index[::5], "score_a"] = np.float32(0.5)
     path = tmp_path / "pairs.parquet"
     pairs.to_parquet(path, index=False)
     customers = np.arange(205, dtype=np.int64)  # five without candidates: filled from the fallback
     fallback = [900, 901, *range(12)]
     con = duckdb.connect()
-    for scorer in (ranker.PairScorer(booster, tmp_path), ranker.HEURISTIC):
+    screened = ranker.PairScorer(booster, tmp_path, prescreen=ranker.Prescreen(rounds=5, keep=12))
+    for scorer in (ranker.PairScorer(booster, tmp_path), screened, ranker.HEURISTIC):
         frame = con.execute(f"SELECT * FROM read_parquet('{path}')").df()
         if scorer is ranker.HEURISTIC:
             frame["n_retrievers"] = frame["rank_a"].notna().astype("int8") + 1
@@ -102,3 +150,7 @@ def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
         assert len(whole) == 12 * len(customers) and whole["score"].isna().sum() == 12 * 5
     empty = recommend_lists_from_batches(iter(()), scorer, customers[:2], fallback)
     assert empty["article_id"].tolist() == fallback[:12] * 2
+    pairs.sample(frac=1.0, random_state=4).to_parquet(path, index=False)
+    with pytest.raises(ValueError, match="not in customer order"):
+        recommend_lists_from_batches(record_batches(con, pair_feature_matrix_sql(path, screened.features), rows=1000),
+                                     screened, customers, fallback)

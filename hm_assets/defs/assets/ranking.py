@@ -175,6 +175,7 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
             ),
             metadata={"asked": config.training_weeks, "found": ", ".join(weeks) or "none"},
         )
+    prescreen = config.prescreen()  # checked before the training
     rows = config.training_rows(store, weeks)
     model_path = store.asset_path("ranker", key, ".txt")
     info_path = store.asset_path("ranker", key, ".json")
@@ -191,7 +192,10 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
     with store.atomic_path(model_path) as tmp:
         save(booster, tmp)
     with store.atomic_path(info_path) as tmp:
-        tmp.write_text(json.dumps({"trained": True, "weeks": weeks, "features": booster.feature_name()}))
+        tmp.write_text(json.dumps({
+            "trained": True, "weeks": weeks, "features": booster.feature_name(),
+            "prescreen": prescreen.as_dict() if prescreen else None,
+        }))
     importance = importances(booster)
     metadata.update(
         {
@@ -199,6 +203,10 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
             "training_rows": len(rows),
             "training_queries": int(rows["query"].nunique()),
             "max_rows_per_week": config.max_rows_per_week,
+            "prescreen": (
+                f"the first {prescreen.rounds} trees pick each customer's {prescreen.keep} best candidates" if prescreen
+                else "off: every candidate scored by the whole model"
+            ),
             "positive_rate": round(float(rows["label"].mean()), 4),
             "features": len(booster.feature_name()),
             "feature_importance": markdown_table(importance.head(25), floatfmt=".3f"),

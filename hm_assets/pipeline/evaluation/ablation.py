@@ -91,7 +91,7 @@ def map_with(
             {
                 "customer_key": pairs["customer_key"],
                 "article_id": pairs["article_id"],
-                "score": ranker.PairScorer(booster, store.scratch_dir() / "compiled")(pairs),
+                "score": ranker.PairScorer(booster, store.scratch_dir() / "compiled", prescreen=RANKER.prescreen())(pairs),
             }
         )
         maps.append(map_at_k(ranker.top_k(scored), truth))
@@ -167,9 +167,8 @@ def feature_ablation(
             if unknown:
                 raise ValueError(f"no such pair feature(s) {unknown}; see the pair_features asset's columns")
             booster = ranker.train(rows.drop(columns=dropped), RANKER.settings(seed))
-            scored = pd.DataFrame(
-                {"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": ranker.predict(booster, pairs)}
-            )
+            scorer = ranker.PairScorer(booster, store.scratch_dir() / "compiled", prescreen=RANKER.prescreen())
+            scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scorer(pairs)})
             maps[label].append(map_at_k(ranker.top_k(scored), truth))
     full = np.array(maps["nothing"])
     rows_out = []

@@ -14,7 +14,7 @@ plus the feature tables); the caller decides which customers those views hold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -101,14 +101,15 @@ def recommend_lists(
 ) -> pd.DataFrame:
     """customer_key, article_id, score, rank: the best ``k`` scored pairs of every customer of
     ``customer_keys``, filled from ``fallback`` (score NaN) where fewer survive. ``exclude``: articles
-    left out of every list (online: what the one customer just bought)."""
-    scores = score(pairs) if len(pairs) else np.zeros(0)
-    scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scores})
+    left out of every list (online: what the one customer just bought). ``score`` gets whole
+    candidate lists and may leave pairs unscored (NaN: a ``ranker.Prescreen``); those are dropped."""
     if len(exclude):
         dropped = set(exclude)
-        scored = scored[~scored["article_id"].isin(dropped)]
+        pairs = pairs[~pairs["article_id"].isin(dropped)]
         fallback = [a for a in fallback if a not in dropped]
-    return ranker.fill_to_k(ranker.top_k(scored, k), customer_keys, fallback, k)
+    scores = score(pairs) if len(pairs) else np.zeros(0)
+    scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scores})
+    return ranker.fill_to_k(ranker.top_k(scored[~np.isnan(scores)], k), customer_keys, fallback, k)
 
 
 def pair_feature_matrix_sql(pairs_file: Path | str, features: list[str], where: str = "true") -> str:
@@ -118,21 +119,58 @@ def pair_feature_matrix_sql(pairs_file: Path | str, features: list[str], where: 
     return f"SELECT customer_key, article_id, {columns} FROM read_parquet('{pairs_file}') WHERE {where}"
 
 
+def customer_chunks(
+    batches: Iterable[pa.RecordBatch], features: list[str]
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(customer_key, article_id, float matrix of ``features``) of record batches in customer order,
+    cut where a customer's rows end: every customer's whole list in one chunk. The rows a batch
+    ends with wait for the next batch (copies: a view into one column would keep the whole imported
+    batch alive). Raises if the customers are not in order (pair features are stored in it).
+    The matrices share one buffer: a chunk's matrix holds until the next chunk is asked for."""
+    pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    buffer = np.empty((0, len(features)))
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        customer = batch.column("customer_key").to_numpy().copy()
+        article = batch.column("article_id").to_numpy().copy()
+        if len(buffer) < batch.num_rows:
+            buffer = np.empty((batch.num_rows, len(features)))
+        matrix = float_matrix(batch, features, out=buffer)
+        if (np.diff(customer) < 0).any() or (pending is not None and customer[0] < pending[0][-1]):
+            raise ValueError("the pairs are not in customer order: a customer's list would be scored in parts")
+        start = 0
+        if pending is not None:  # the held customer's rows this batch starts with
+            start = int(np.searchsorted(customer, pending[0][-1], side="right"))
+            pending = tuple(np.concatenate([held, new[:start]]) for held, new in zip(pending, (customer, article, matrix)))
+            if start == len(customer):
+                continue
+            yield pending
+        last = int(np.searchsorted(customer, customer[-1], side="left"))
+        if last > start:
+            yield customer[start:last], article[start:last], matrix[start:last]
+        pending = (customer[last:].copy(), article[last:].copy(), matrix[last:].copy())
+    if pending is not None:
+        yield pending
+
+
 def recommend_lists_from_batches(
     batches: Iterable[pa.RecordBatch], scorer: ranker.PairScorer | ranker.HeuristicScorer, customer_keys: np.ndarray,
     fallback: list[int], k: int = ranker.K,
 ) -> pd.DataFrame:
-    """``recommend_lists`` over pairs read batch by batch (``pair_feature_matrix_sql``; a shard's
-    pairs × features do not fit at once): each batch is scored as a float matrix and only its keys
-    and scores kept."""
-    keys, articles, scores = [], [], []
-    for batch in batches:
-        # copies: a view into one column would keep the whole imported batch alive
-        keys.append(batch.column("customer_key").to_numpy().copy())
-        articles.append(batch.column("article_id").to_numpy().copy())
-        scores.append(scorer.score_matrix(float_matrix(batch, scorer.features)) if batch.num_rows else np.zeros(0))
-    if not keys:  # no pairs at all: the lists come from the fallback
-        keys, articles, scores = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], [np.zeros(0)]
+    """``recommend_lists`` over pairs read batch by batch in customer order (``pair_feature_matrix_sql``;
+    a shard's pairs × features do not fit at once): each customer's list is scored whole, and only
+    the scored pairs' keys and scores are kept."""
+    keys, articles, scores = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], [np.zeros(0)]
+    scratch = np.empty((0, len(scorer.features)))
+    for customer, article, matrix in customer_chunks(batches, scorer.features):
+        if len(scratch) < len(matrix):
+            scratch = np.empty_like(matrix)
+        score = scorer.score_lists(matrix, customer, article, scratch)
+        scored = ~np.isnan(score)
+        keys.append(customer[scored])
+        articles.append(article[scored])
+        scores.append(score[scored])
     scored = pd.DataFrame({"customer_key": np.concatenate(keys), "article_id": np.concatenate(articles), "score": np.concatenate(scores)})
     return ranker.fill_to_k(ranker.top_k(scored, k), customer_keys, fallback, k)
 
