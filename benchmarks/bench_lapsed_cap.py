@@ -5,7 +5,8 @@ The week's stored ranker scores the week's stored pair features of its buyers; e
 N days, cap) then keeps a lapsed buyer's best candidates in the cap's own order (calibrated priority,
 best rank, retrievers, article id) and the 12 best scored of them. So only the removed candidates
 change the lists: a retrained ranker would also see other training samples (measure that with the
-ablation's ``map_with`` and several seeds). The pairs saved count every customer of the week.
+ablation's ``map_with`` and several seeds). The pairs saved count every customer of the week. Every
+candidate is scored by the whole model (no prescreen: it would pick among the uncapped candidates).
 
 Run it on a week built with one cap for everyone (``candidates`` config
 ``max_per_lapsed_customer: 120``), else the lapsed customers' lists are capped already:

@@ -578,7 +578,7 @@ class OnDemandRecommender:
             cursor.close()
         mark = time.perf_counter()
         recs = recommend_lists(
-            pairs, self._score, np.asarray([who.key], dtype=np.int64), list(self.fallback), k,
+            pairs, partial(self._score, at_least=k), np.asarray([who.key], dtype=np.int64), list(self.fallback), k,
             exclude=bought_ids if exclude_bought else (),
         )
         timings["rank"] = time.perf_counter() - mark
@@ -599,8 +599,10 @@ class OnDemandRecommender:
             timings[f"retriever:{retriever.name}"] = time.perf_counter() - mark
         return raws
 
-    def _score(self, pairs: pd.DataFrame) -> np.ndarray:
-        return self.scorer(pairs) if self.scorer is not None else ranker.HEURISTIC(pairs)
+    def _score(self, pairs: pd.DataFrame, at_least: int = K) -> np.ndarray:
+        """Scores of one customer's candidates; with the ranker's prescreen, at least ``at_least`` of
+        them are scored by the whole model (the others NaN)."""
+        return self.scorer(pairs, at_least) if self.scorer is not None else ranker.HEURISTIC(pairs)
 
     def recommend(
         self,
@@ -642,8 +644,9 @@ class OnDemandRecommender:
         attributes: dict | None = None,
     ) -> dict:
         """Why ``article_id`` is (or is not) in the customer's list: its rank and score, the
-        retrievers that proposed it (their rank and score), and the pair features that moved its
-        score most (LightGBM's per-feature contributions, in the model's raw score units)."""
+        retrievers that proposed it (their rank and score), whether the ranker's prescreen left it
+        out (its first trees placed it below the customer's best), and the pair features that moved
+        its score most (LightGBM's per-feature contributions, in the model's raw score units)."""
         article = self._bought_ids([article_id])[0]
         ranked = self.rank(customer, bought, age, attributes)
         in_list = ranked.recs[ranked.recs["article_id"] == article]
@@ -659,8 +662,11 @@ class OnDemandRecommender:
         contributions: list[dict] = []
         bias = None
         score = None
+        prescreened_out = False
         if len(pair):
             score = float(self._score(pair)[0])
+            listed = ranked.pairs[~ranked.pairs["article_id"].isin(ranked.bought)]
+            prescreened_out = bool(np.isnan(self._score(listed)[(listed["article_id"] == article).to_numpy()]).any())
             if self.booster is not None:
                 features = self.booster.feature_name()
                 values = pair[features].to_numpy(np.float64, na_value=np.nan)
@@ -680,6 +686,7 @@ class OnDemandRecommender:
             "rank": int(in_list["rank"].iloc[0]) if len(in_list) else None,
             "score": score,
             "candidate": bool(len(row)),
+            "prescreened_out": prescreened_out,
             "retrievers": proposed,
             "contributions": contributions,
             "bias": bias,

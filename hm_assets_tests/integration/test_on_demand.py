@@ -135,6 +135,23 @@ def test_newest_purchases_from_the_loaded_week_equal_the_stored_files(recommende
         pd.testing.assert_frame_equal(loaded, newest_purchases(store, recs_run.week, key, 12), check_dtype=False)
 
 
+def test_a_longer_list_is_ranked_whole_past_the_prescreen(recommender, store, recs_run):
+    """The service may ask for up to 100 articles; the prescreen then lets that many through to the
+    whole model instead of filling the list from the bestsellers."""
+    assert recommender.scorer is not None and recommender.scorer.prescreen is not None
+    key = customers_with_history(store, recs_run.week, 3)[0]
+    keep = recommender.scorer.prescreen.keep
+    ranked = recommender.rank(key, k=keep + 10)
+    candidates = ranked.pairs["article_id"].nunique()
+    assert candidates > keep + 10
+    assert ranked.recs["score"].notna().sum() == keep + 10
+    usual = recommender.rank(key)
+    scores = recommender._score(usual.pairs)
+    left_out = int(usual.pairs["article_id"][np.isnan(scores)].iloc[0])
+    assert recommender.explain(key, left_out)["prescreened_out"]
+    assert not recommender.explain(key, int(usual.recs["article_id"].iloc[0]))["prescreened_out"]
+
+
 def test_cold_start_adapts_to_age(recommender):
     teen = recommender.recommend("brand-new-customer", age=17)
     senior = recommender.recommend("brand-new-customer", age=70)

@@ -65,6 +65,10 @@ def test_a_prescreen_scores_each_customers_best_by_the_first_trees_with_the_whol
     shuffled = pairs.sample(frac=1.0, random_state=3)
     again = pd.Series(screened(shuffled), index=shuffled.index).sort_index()
     np.testing.assert_array_equal(again.to_numpy(), scores)  # whatever the rows' order
+    longer = screened(pairs, at_least=15)  # a longer list asked for (the service's k): as many scored
+    per_customer = pd.Series(~np.isnan(longer)).groupby(pairs["customer_key"].to_numpy()).sum()
+    assert (per_customer.drop(7) == 15).all() and per_customer[7] == 5
+    np.testing.assert_array_equal(longer[kept], scores[kept])
     assert ranker.PairScorer(booster, tmp_path, prescreen=ranker.Prescreen(rounds=30, keep=12)).prescreen is None
     with pytest.raises(ValueError, match="keep >= 12"):
         ranker.Prescreen(rounds=5, keep=6)

@@ -218,18 +218,18 @@ class Prescreen:
         if self.rounds < 1 or self.keep < K:
             raise ValueError(f"a prescreen needs rounds >= 1 and keep >= {K}, got rounds={self.rounds}, keep={self.keep}")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int]:
         return {"rounds": self.rounds, "keep": self.keep}
 
     @classmethod
-    def from_dict(cls, spec: dict | None) -> "Prescreen | None":
+    def from_dict(cls, spec: dict | None) -> Prescreen | None:
         return cls(int(spec["rounds"]), int(spec["keep"])) if spec else None
 
 
 def best_per_customer(customer: np.ndarray, article: np.ndarray, score: np.ndarray, keep: int) -> np.ndarray:
     """Mask of the rows of each customer's ``keep`` articles of highest ``score`` (ties by article
     id; an article in several rows counts once, at its best, and keeps all its rows), rows in any
-    order. Rows sorted by customer (a shard's pairs) take a path without a full sort."""
+    order; ``score`` has no NaN. Rows sorted by customer (a shard's pairs) take a cheaper path."""
     if len(customer) and (np.diff(customer) >= 0).all():
         kept = _best_in_sorted_runs(customer, article, score, keep)
         if kept is not None:
@@ -247,16 +247,17 @@ def best_per_customer(customer: np.ndarray, article: np.ndarray, score: np.ndarr
 
 
 def _best_in_sorted_runs(customer: np.ndarray, article: np.ndarray, score: np.ndarray, keep: int) -> np.ndarray | None:
-    """``best_per_customer`` of rows sorted by customer, without a sort of the rows: each customer's
-    ``keep``-th best score by partition, every row above it, then the rows at it by article id;
-    None where a customer has an article twice (the general path counts it once)."""
+    """``best_per_customer`` of rows sorted by customer, with one sort of integer keys instead of
+    two lexsorts: each customer's ``keep``-th best score by partition, every row above it, then the
+    rows at it by article id; None where a customer has an article twice (the general path counts
+    it once)."""
     starts = np.flatnonzero(run_starts(customer))
-    run = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(customer))))
-    pair = np.sort(run.astype(np.int64) * (int(article.max()) + 1) + article)
+    lengths = np.diff(np.append(starts, len(customer)))
+    run = np.repeat(np.arange(len(starts)), lengths)
+    pair = np.sort(run * (int(article.max()) + 1) + article)
     if (pair[1:] == pair[:-1]).any():
         return None
     position = np.arange(len(customer)) - starts[run]
-    lengths = np.diff(np.append(starts, len(customer)))
     width = int(lengths.max())
     if width <= keep:
         kept = np.ones(len(customer), dtype=bool)
@@ -292,14 +293,16 @@ class PairScorer:
         self.compiled = compile_model(booster, cache_dir)
         # a prescreen as long as the model would only add work
         self.prescreen = prescreen if prescreen is not None and prescreen.rounds < booster.current_iteration() else None
-        self.first_trees = (
-            compile_model(booster, cache_dir, self.prescreen.rounds)
-            if self.prescreen is not None and self.compiled is not None else None
-        )
+        self.first_trees = None
+        if self.prescreen is not None:
+            self.first_trees = compile_model(booster, cache_dir, self.prescreen.rounds)
+            if self.first_trees is None:  # LightGBM's own predict: a booster of its own, since a
+                # booster keeps the rounds of its last predict and the service predicts from threads
+                self.first_booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=self.prescreen.rounds))
 
-    def __call__(self, pairs: pd.DataFrame) -> np.ndarray:
+    def __call__(self, pairs: pd.DataFrame, at_least: int = K) -> np.ndarray:
         matrix = pairs[self.features].to_numpy(np.float64, na_value=np.nan)
-        return self.score_lists(matrix, pairs["customer_key"].to_numpy(), pairs["article_id"].to_numpy())
+        return self.score_lists(matrix, pairs["customer_key"].to_numpy(), pairs["article_id"].to_numpy(), at_least=at_least)
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """The whole model's scores of float64 rows whose columns are ``features`` in order (NaN: missing)."""
@@ -308,24 +311,26 @@ class PairScorer:
         return self.compiled.predict(matrix, n_jobs=self._threads(matrix))
 
     def score_lists(
-        self, matrix: np.ndarray, customer: np.ndarray, article: np.ndarray, scratch: np.ndarray | None = None
+        self, matrix: np.ndarray, customer: np.ndarray, article: np.ndarray, scratch: np.ndarray | None = None,
+        at_least: int = K,
     ) -> np.ndarray:
         """Scores of customers' candidate lists (``score_matrix``'s rows, each customer's rows all
-        present, in any order); with a prescreen, the rows outside each customer's best stay NaN.
-        ``scratch``: a float64 buffer of at least ``matrix``'s shape to gather the kept rows in."""
+        present, in any order); with a prescreen, the rows outside each customer's best (the
+        prescreen's ``keep``, or ``at_least`` for a longer list) stay NaN. ``scratch``: a float64
+        buffer of at least ``matrix``'s shape to gather the kept rows in."""
         if self.prescreen is None or len(matrix) == 0:
             return self.score_matrix(matrix)
         if self.first_trees is None:
-            first = self.booster.predict(matrix, num_iteration=self.prescreen.rounds, num_threads=self.threads)
+            first = self.first_booster.predict(matrix, num_threads=self.threads)
         else:
             first = self.first_trees.predict(matrix, n_jobs=self._threads(matrix))
-        kept = best_per_customer(customer, article, first, self.prescreen.keep)
+        kept = best_per_customer(customer, article, first, max(self.prescreen.keep, at_least))
         scores = np.full(len(matrix), np.nan)
         if kept.all():
             scores[:] = self.score_matrix(matrix)
             return scores
         rows = np.flatnonzero(kept)
-        if scratch is not None and scratch.shape[0] >= len(rows) and scratch.shape[1:] == matrix.shape[1:]:
+        if scratch is not None and scratch.dtype == np.float64 and len(scratch) >= len(rows) and scratch.shape[1:] == matrix.shape[1:]:
             gathered = np.take(matrix, rows, axis=0, out=scratch[: len(rows)])
         else:
             gathered = matrix[rows]
@@ -376,14 +381,15 @@ class HeuristicScorer:
 
     features = list(HEURISTIC_FEATURES)
 
-    def __call__(self, pairs: pd.DataFrame) -> np.ndarray:
+    def __call__(self, pairs: pd.DataFrame, at_least: int = K) -> np.ndarray:
         return self.score_matrix(pairs[self.features].to_numpy(np.float64))
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         return matrix[:, 0] - matrix[:, 1] / 1000.0
 
     def score_lists(
-        self, matrix: np.ndarray, customer: np.ndarray, article: np.ndarray, scratch: np.ndarray | None = None
+        self, matrix: np.ndarray, customer: np.ndarray, article: np.ndarray, scratch: np.ndarray | None = None,
+        at_least: int = K,
     ) -> np.ndarray:
         return self.score_matrix(matrix)
 
@@ -492,7 +498,10 @@ class RankerConfig(dg.Config):
         )
 
     def prescreen(self) -> Prescreen | None:
-        return Prescreen(self.prescreen_rounds, self.prescreen_keep) if self.prescreen_rounds > 0 else None
+        """The prescreen asked for; none where it would be as long as the model (nothing to save)."""
+        if self.prescreen_rounds <= 0 or self.prescreen_rounds >= self.boost_rounds:
+            return None
+        return Prescreen(self.prescreen_rounds, self.prescreen_keep)
 
     def training_rows(self, store: HMStore, weeks: list[str], seed: int | None = None) -> pd.DataFrame:
         """The labelled weeks' training rows (buyers' positives and sampled negatives), stacked."""
