@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hm_assets.platform.store import HMStore
 from hm_assets.serving.metrics import MetricsMiddleware, ServiceMetrics
+from hm_assets.serving.on_demand import MAX_K
 from hm_assets.serving.service import ATTRIBUTES, COMPUTED_LISTS, K, RecommendationService, ServiceError
 from hm_assets.serving.workers import ServeConfig, WorkerGroup
 
@@ -223,7 +224,7 @@ def create_app(
     @app.get("/customers/{customer_id}/recommendations")
     async def recommendations(
         customer_id: str,
-        k: int = Query(K, ge=1, le=100),
+        k: int = Query(K, ge=1, le=MAX_K),
         bought: str | None = Query(None, description="what if: comma-separated article ids imagined bought (nothing is recorded)"),
         overrides: dict = Depends(attribute_query("k", "bought")),
     ) -> JSONResponse:
@@ -237,7 +238,7 @@ def create_app(
 
     @app.post("/customers/{customer_id}/purchases")
     async def purchases(
-        customer_id: str, body: Purchase, k: int = Query(K, ge=1, le=100), overrides: dict = Depends(attribute_query("k"))
+        customer_id: str, body: Purchase, k: int = Query(K, ge=1, le=MAX_K), overrides: dict = Depends(attribute_query("k"))
     ) -> JSONResponse:
         return JSONResponse(await compute(
             service.purchase, customer_id, body.article_ids(), event_id=body.event_id, price=body.price,

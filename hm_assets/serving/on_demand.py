@@ -67,7 +67,10 @@ from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import parse_week
 
 
-FALLBACK_SIZE = 24  # as the recommendations asset
+# The longest list one may ask for; the bestsellers that fill a short list are as many (a list of
+# 12 takes the first 24, as the recommendations asset does).
+MAX_K = 100
+FALLBACK_SIZE = MAX_K
 ARTICLE_COLUMNS = ["article_id", "prod_name", "product_type_name", "colour_group_name"]
 DEFAULT_ATTRIBUTES = {
     "fn": 0,
