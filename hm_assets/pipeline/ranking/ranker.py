@@ -293,12 +293,14 @@ class PairScorer:
         self.compiled = compile_model(booster, cache_dir)
         # a prescreen as long as the model would only add work
         self.prescreen = prescreen if prescreen is not None and prescreen.rounds < booster.current_iteration() else None
+        # The first rounds as a model of their own, compiled or else a booster of their own (a booster
+        # keeps the rounds of its last predict, and the service predicts from threads).
         self.first_trees = None
         if self.prescreen is not None:
-            self.first_trees = compile_model(booster, cache_dir, self.prescreen.rounds)
-            if self.first_trees is None:  # LightGBM's own predict: a booster of its own, since a
-                # booster keeps the rounds of its last predict and the service predicts from threads
-                self.first_booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=self.prescreen.rounds))
+            rounds = self.prescreen.rounds
+            self.first_trees = compile_model(booster, cache_dir, rounds) or lgb.Booster(
+                model_str=booster.model_to_string(num_iteration=rounds)
+            )
 
     def __call__(self, pairs: pd.DataFrame, at_least: int = K) -> np.ndarray:
         matrix = pairs[self.features].to_numpy(np.float64, na_value=np.nan)
@@ -306,9 +308,7 @@ class PairScorer:
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """The whole model's scores of float64 rows whose columns are ``features`` in order (NaN: missing)."""
-        if self.compiled is None:
-            return self.booster.predict(matrix, num_threads=self.threads)
-        return self.compiled.predict(matrix, n_jobs=self._threads(matrix))
+        return self._predict(self.compiled or self.booster, matrix)
 
     def score_lists(
         self, matrix: np.ndarray, customer: np.ndarray, article: np.ndarray, scratch: np.ndarray | None = None,
@@ -320,26 +320,25 @@ class PairScorer:
         buffer of at least ``matrix``'s shape to gather the kept rows in."""
         if self.prescreen is None or len(matrix) == 0:
             return self.score_matrix(matrix)
-        if self.first_trees is None:
-            first = self.first_booster.predict(matrix, num_threads=self.threads)
-        else:
-            first = self.first_trees.predict(matrix, n_jobs=self._threads(matrix))
+        first = self._predict(self.first_trees, matrix)
         kept = best_per_customer(customer, article, first, max(self.prescreen.keep, at_least))
-        scores = np.full(len(matrix), np.nan)
         if kept.all():
-            scores[:] = self.score_matrix(matrix)
-            return scores
+            return self.score_matrix(matrix)
         rows = np.flatnonzero(kept)
-        if scratch is not None and scratch.dtype == np.float64 and len(scratch) >= len(rows) and scratch.shape[1:] == matrix.shape[1:]:
+        if scratch is not None and len(scratch) >= len(rows):
             gathered = np.take(matrix, rows, axis=0, out=scratch[: len(rows)])
         else:
             gathered = matrix[rows]
+        scores = np.full(len(matrix), np.nan)
         scores[rows] = self.score_matrix(gathered)
         return scores
 
-    def _threads(self, matrix: np.ndarray) -> int:
+    def _predict(self, model, matrix: np.ndarray) -> np.ndarray:
+        """Scores of ``matrix`` by a LightGBM booster or an lleaves model."""
+        if isinstance(model, lgb.Booster):
+            return model.predict(matrix, num_threads=self.threads)
         # a pool of threads per call costs more than scoring one customer's candidates
-        return self.threads if len(matrix) >= PARALLEL_ROWS else 1
+        return model.predict(matrix, n_jobs=self.threads if len(matrix) >= PARALLEL_ROWS else 1)
 
 
 def compile_model(booster: lgb.Booster, cache_dir: Path, rounds: int | None = None):
