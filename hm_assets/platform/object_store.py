@@ -73,7 +73,8 @@ class ObjectStore:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"stamp": stamp}))
 
-    def _remembered(self, local: Path) -> str | None:
+    def remembered(self, local: Path) -> str | None:
+        """The object's stamp (size and version) when ``local`` was last fetched or uploaded."""
         record = self._stamp_file(local)
         return json.loads(record.read_text())["stamp"] if record.exists() else None
 
@@ -126,7 +127,7 @@ class ObjectStore:
         stamp = self._stamp(key)
         if stamp is None:
             return False
-        if local.exists() and self._remembered(local) == stamp:
+        if local.exists() and self.remembered(local) == stamp:
             return True
         local.parent.mkdir(parents=True, exist_ok=True)
         if local.is_dir():  # an earlier version of it was a folder

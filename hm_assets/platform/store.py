@@ -12,6 +12,7 @@ stay local.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -181,6 +182,21 @@ class HMStore(dg.ConfigurableResource):
         if objects is not None and objects.shares(path):
             objects.fetch(path)
         return path
+
+    def version(self, path: Path) -> str:
+        """A short hash that changes whenever the file (or a file of the folder) at ``path`` is written
+        again: of each file's object-store stamp where the store shares it (the same on every node),
+        else of its size and modification time."""
+        objects = self.objects
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+        stamps = []
+        for file in files:
+            stamp = objects.remembered(file) if objects is not None and objects.shares(file) else None
+            if stamp is None:
+                info = file.stat()
+                stamp = f"{info.st_size}:{info.st_mtime_ns}"
+            stamps.append(f"{file.relative_to(path.parent).as_posix()}={stamp}")
+        return hashlib.sha256(";".join(stamps).encode()).hexdigest()[:16]
 
     def exists(self, asset: str, partition: str | None = None, suffix: str = ".parquet") -> bool:
         path = self.asset_path(asset, partition, suffix)

@@ -158,3 +158,41 @@ def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
     with pytest.raises(ValueError, match="not in customer order"):
         recommend_lists_from_batches(record_batches(con, pair_feature_matrix_sql(path, screened.features), rows=1000),
                                      screened, customers, fallback)
+
+
+def test_a_labelled_weeks_sample_is_kept_and_read_back_until_its_inputs_change(tmp_path):
+    from hm_assets.platform.store import HMStore
+
+    store = HMStore(home=str(tmp_path / "home"))
+    week = "2026-11-11"
+    _, pairs = trained_booster()
+    pairs["best_rank"] = pairs["rank_a"].fillna(99).astype("int16")
+    pairs_path, truth_path = store.asset_path("pair_features", week), store.asset_path("transactions", week)
+    pairs_path.mkdir(parents=True)  # stored as its shards' parts
+    pairs.iloc[:2000].to_parquet(pairs_path / "part-00000.parquet", index=False)
+    pairs.iloc[2000:].to_parquet(pairs_path / "part-00001.parquet", index=False)
+    truth_path.parent.mkdir(parents=True)
+    pairs[pairs["score_a"] > 1.0][["customer_key", "article_id"]].to_parquet(truth_path, index=False)
+    con = duckdb.connect()
+
+    drawn, kept = ranker.week_training_rows(store, con, week, 5, 3, 0)
+    assert not kept and 0 < drawn["label"].sum() < len(drawn)
+    again, kept = ranker.week_training_rows(store, con, week, 5, 3, 0)
+    assert kept
+    pd.testing.assert_frame_equal(again, drawn)
+    other_seed, kept = ranker.week_training_rows(store, con, week, 5, 4, 0)
+    assert not kept and not other_seed.equals(drawn)
+
+    # new pair features (a re-materialized week): a new sample, the stale one removed
+    changed = pairs.assign(score_a=-pairs["score_a"])
+    changed.iloc[2000:].to_parquet(pairs_path / "part-00001.parquet", index=False)
+    redrawn, kept = ranker.week_training_rows(store, con, week, 5, 3, 0)
+    assert not kept
+    expected = ranker.training_rows_from_file(con, pairs_path, pd.read_parquet(truth_path), 5, 3)
+    pd.testing.assert_frame_equal(redrawn, expected)
+    samples = sorted(p.name for p in (store.asset_dir("ranker") / "samples").iterdir())
+    assert len(samples) == 2 and sum("seed3" in name for name in samples) == 1
+
+    stacked = ranker.stored_training_rows(store, [week], 5, 3)
+    assert stacked.reused == [week]
+    pd.testing.assert_frame_equal(stacked.rows.drop(columns="query"), ranker.stack_weeks([redrawn]).drop(columns="query"))

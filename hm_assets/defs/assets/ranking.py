@@ -176,10 +176,15 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
             metadata={"asked": config.training_weeks, "found": ", ".join(weeks) or "none"},
         )
     prescreen = config.prescreen()  # checked before the training
-    rows = config.training_rows(store, weeks)
+    sample = config.training_rows(store, weeks, log=context.log.info)
+    rows = sample.rows
     model_path = store.asset_path("ranker", key, ".txt")
     info_path = store.asset_path("ranker", key, ".json")
-    metadata: dict = {"training_weeks": ", ".join(weeks) or "none", "objective": config.objective}
+    metadata: dict = {
+        "training_weeks": ", ".join(weeks) or "none",
+        "objective": config.objective,
+        "samples_read_back": ", ".join(sample.reused) or "none",
+    }
     if rows.empty or rows["label"].sum() == 0:
         context.log.warning("no labelled candidates to learn from: recommendations fall back to retriever agreement")
         model_path.unlink(missing_ok=True)

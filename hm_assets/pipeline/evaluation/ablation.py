@@ -161,7 +161,7 @@ def feature_ablation(
     configurations = {"nothing": [], **groups}
     maps: dict[str, list[float]] = {label: [] for label in configurations}
     for seed in seeds:
-        rows = RANKER.training_rows(store, weeks, seed)
+        rows = RANKER.training_rows(store, weeks, seed).rows
         for label, dropped in configurations.items():
             unknown = sorted(set(dropped) - set(ranker.feature_columns(rows)))
             if unknown:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from hm_assets.pipeline.ingest.data_contract import K
 from hm_assets.platform.arrays import position_in_runs, run_starts
+from hm_assets.platform.metadata import stopwatch
 from hm_assets.platform.progress import Progress
 from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
 from hm_assets.platform.store import HMStore
@@ -122,20 +123,59 @@ def labelled_weeks(store: HMStore, week_key: str, wanted: int) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class TrainingRows:
+    """The labelled weeks' training rows, stacked (``stack_weeks``), and the weeks whose sample was
+    read back as kept (``week_training_rows``) rather than drawn again."""
+
+    rows: pd.DataFrame
+    reused: list[str]
+
+
 def stored_training_rows(
-    store: HMStore, weeks: list[str], negatives_per_customer: int, seed: int, max_rows_per_week: int = 0
-) -> pd.DataFrame:
+    store: HMStore, weeks: list[str], negatives_per_customer: int, seed: int, max_rows_per_week: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> TrainingRows:
     """The labelled weeks' training rows (buyers' positives and sampled negatives) from their stored
-    pair features and transactions, stacked."""
-    frames = []
+    pair features and transactions, stacked; each week's sample is kept and read back by the next
+    rankers that learn from it (``week_training_rows``)."""
+    frames, reused = [], []
     con = store.connect()
     for week in weeks:
-        truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
-        frames.append(
-            training_rows_from_file(con, store.require("pair_features", week), truth, negatives_per_customer, seed, max_rows_per_week)
-        )
+        with stopwatch() as watch:
+            rows, kept = week_training_rows(store, con, week, negatives_per_customer, seed, max_rows_per_week)
+        frames.append(rows)
+        if kept:
+            reused.append(week)
+        if log is not None:
+            how = "read back as kept" if kept else "drawn from the stored pair features"
+            log(f"training sample of {week}: {len(rows):,} rows, {how} ({watch.seconds:.1f} s)")
     con.close()
-    return stack_weeks(frames)
+    return TrainingRows(stack_weeks(frames), reused)
+
+
+def week_training_rows(
+    store: HMStore, con: duckdb.DuckDBPyConnection, week: str, negatives_per_customer: int, seed: int, max_rows: int
+) -> tuple[pd.DataFrame, bool]:
+    """One labelled week's ``training_rows_from_file`` and whether they were read back as kept.
+
+    Every ranker of the following weeks learns from the same week with the same sample, and drawing
+    it decodes all of the week's stored pair features (at full scale 150M rows, about 40 s), so the
+    sample is kept under the ranker's folder, named by the sampling settings and the versions of its
+    inputs (``HMStore.version``): re-materialized pair features or transactions draw a new sample,
+    and the stale one is removed."""
+    pairs = store.require("pair_features", week)
+    purchases = store.require("transactions", week)
+    settings = f"{week}-negatives{negatives_per_customer}-seed{seed}-max{max_rows}"
+    path = store.asset_dir("ranker") / "samples" / f"{settings}-{store.version(pairs)}-{store.version(purchases)}.parquet"
+    if store.fetch(path).exists():
+        return pd.read_parquet(path), True
+    truth = pd.read_parquet(purchases, columns=["customer_key", "article_id"])
+    rows = training_rows_from_file(con, pairs, truth, negatives_per_customer, seed, max_rows)
+    for stale in path.parent.glob(f"{settings}-*.parquet"):
+        store.remove(stale)
+    store.write_parquet(rows, path)
+    return rows, False
 
 
 @dataclass
@@ -502,7 +542,9 @@ class RankerConfig(dg.Config):
             return None
         return Prescreen(self.prescreen_rounds, self.prescreen_keep)
 
-    def training_rows(self, store: HMStore, weeks: list[str], seed: int | None = None) -> pd.DataFrame:
+    def training_rows(
+        self, store: HMStore, weeks: list[str], seed: int | None = None, log: Callable[[str], None] | None = None
+    ) -> TrainingRows:
         """The labelled weeks' training rows (buyers' positives and sampled negatives), stacked."""
         seed = self.seed if seed is None else seed
-        return stored_training_rows(store, weeks, self.negatives_per_customer, seed, self.max_rows_per_week)
+        return stored_training_rows(store, weeks, self.negatives_per_customer, seed, self.max_rows_per_week, log)
