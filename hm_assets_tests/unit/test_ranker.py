@@ -196,3 +196,30 @@ def test_a_labelled_weeks_sample_is_kept_and_read_back_until_its_inputs_change(t
     stacked = ranker.stored_training_rows(store, [week], 5, 3)
     assert stacked.reused == [week]
     pd.testing.assert_frame_equal(stacked.rows.drop(columns="query"), ranker.stack_weeks([redrawn]).drop(columns="query"))
+
+
+def test_stacked_weeks_group_each_weeks_customers_and_number_them_in_order():
+    week = lambda customers, articles, value: pd.DataFrame(  # noqa: E731
+        {"customer_key": customers, "article_id": articles, "f": value, "label": np.int8(0)}
+    )
+    first = week([1, 1, 5], [3, 7, 2], 1.0)
+    unsorted = week([5, 2, 5, 2], [9, 4, 1, 8], 2.0)  # rows out of order: sorted within the week
+    last = week([2], [4], 3.0)  # the previous week's last customer again: a group of its own
+    stacked = ranker.stack_weeks([first, unsorted, last])
+    assert stacked["customer_key"].tolist() == [1, 1, 5, 2, 2, 5, 5, 2]
+    assert stacked["article_id"].tolist() == [3, 7, 2, 4, 8, 1, 9, 4]
+    assert stacked["query"].tolist() == [0, 0, 1, 2, 2, 3, 3, 4]
+    assert stacked["f"].tolist() == [1.0] * 3 + [2.0] * 4 + [3.0]
+    assert ranker.stack_weeks([]).empty
+
+
+def test_the_training_matrix_holds_the_features_as_float32_with_nulls_as_nan():
+    rows = pd.DataFrame({
+        "customer_key": [1, 2], "article_id": [5, 6], "label": np.int8([1, 0]), "query": [0, 1],
+        "a": np.float32([0.5, np.nan]), "b": pd.array([3, None], dtype="Int16"), "c": np.int32([7, -2]),
+    })
+    matrix = ranker.training_matrix(rows, ranker.feature_columns(rows))
+    assert matrix.dtype == np.float32
+    np.testing.assert_array_equal(matrix, np.array([[0.5, 3, 7], [np.nan, np.nan, -2]], dtype=np.float32))
+    with pytest.raises(ValueError, match="c holds integers beyond"):
+        ranker.training_matrix(rows.assign(c=np.int64([2**24 + 1, 0])), ["a", "c"])
