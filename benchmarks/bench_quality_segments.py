@@ -3,7 +3,10 @@ week's buyers, split by how many purchases each made before the week; and the we
 kind (a re-buy, another colour of a product bought before, an article that never sold before the
 week, a buyer without history, anything else) with the share of each found by the oracle's 12, the
 ranker's 12 and the capped candidates; and MAP@12 of both over what the history can speak to (the
-buyers with history, their purchases of articles that sold before the week).
+buyers with history, their purchases of articles that sold before the week); and, for the buyers
+without history, what popularity by their attributes could reach at best: the scored week's own
+bestsellers (known only in hindsight), overall and among the buyers with history of the same
+5-year age band.
 
 The oracle (hm-synth's ``oracle.csv``) knows every customer's latent style, also of those who never
 bought; the pipeline sees only their attributes. Splitting the buyers by the length of their
@@ -51,6 +54,7 @@ class ScoredWeek:
     oracle: pd.DataFrame
     history: pd.DataFrame  # customer_key, article_id of every purchase before the week
     articles: pd.DataFrame  # article_id, product_code
+    customers: pd.DataFrame  # customer_key, age
     candidates: Path
 
 
@@ -69,6 +73,7 @@ def scored_week(home: Path, data_dir: Path) -> ScoredWeek:
         oracle=load_oracle(con, data_dir / "oracle.csv", week),
         history=history,
         articles=pd.read_parquet(store.require("articles"), columns=["article_id", "product_code"]),
+        customers=pd.read_parquet(store.require("customers"), columns=["customer_key", "age"]),
         candidates=store.require("pair_features", week),
     )
     con.close()
@@ -139,6 +144,31 @@ def observable(scored: ScoredWeek) -> dict:
     return row
 
 
+def cold_start_bound(scored: ScoredWeek) -> dict:
+    """MAP@12 over the buyers without history: the stored lists, the oracle, and two lists that know
+    the scored week's purchases: its 12 bestsellers, and those of the buyers with history of the
+    customer's 5-year age band (customers without an age form a band of their own)."""
+    cold = scored.truth[~scored.truth["customer_key"].isin(scored.history["customer_key"])]
+    warm = scored.truth[scored.truth["customer_key"].isin(scored.history["customer_key"])]
+    keys = cold["customer_key"].unique()
+    band = (pd.to_numeric(scored.customers.set_index("customer_key")["age"], errors="coerce") // 5).fillna(-1)
+
+    def lists(tops: dict, bands: pd.Series) -> pd.DataFrame:
+        rows = [(key, article, rank) for key, b in zip(keys, bands)
+                for rank, article in enumerate(tops.get(b, []), start=1)]
+        return pd.DataFrame(rows, columns=["customer_key", "article_id", "rank"])
+
+    overall = scored.truth["article_id"].value_counts().index[:12]
+    by_band = {b: g["article_id"].value_counts().index[:12] for b, g in warm.assign(band=warm["customer_key"].map(band)).groupby("band")}
+    ranker_map, oracle_map = ranker_and_oracle(scored, cold)
+    return {
+        "home": scored.home.name, "week": scored.week, "buyers without history": len(keys),
+        "ranker": ranker_map, "oracle": oracle_map,
+        "the week's 12 bestsellers (hindsight)": map_at_k(lists({0: overall}, pd.Series(0, index=keys)), cold),
+        "the week's 12 bestsellers of the age band (hindsight)": map_at_k(lists(by_band, band.reindex(keys).fillna(-1)), cold),
+    }
+
+
 def main() -> int:
     homes = world_homes(__doc__.splitlines()[0])
     print(f"Machine: {machine()}")
@@ -148,6 +178,8 @@ def main() -> int:
     print(pd.DataFrame([row for scored in weeks for row in purchase_kinds(scored)]).to_markdown(index=False, floatfmt=".3f"))
     print()
     print(pd.DataFrame([observable(scored) for scored in weeks]).to_markdown(index=False, floatfmt=".4f"))
+    print()
+    print(pd.DataFrame([cold_start_bound(scored) for scored in weeks]).to_markdown(index=False, floatfmt=".4f"))
     return 0
 
 
