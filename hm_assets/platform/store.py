@@ -205,13 +205,17 @@ class HMStore(dg.ConfigurableResource):
 
     def partitions(self, asset: str, suffix: str = ".parquet") -> list[str]:
         """The partition keys of ``asset`` that have a file with ``suffix``, sorted."""
-        folder = self.asset_dir(asset)
+        return sorted(n[: -len(suffix)] for n in self.names(self.asset_dir(asset)) if n.endswith(suffix))
+
+    def names(self, folder: Path) -> list[str]:
+        """The names in a folder of the store (on its object store, if any), sorted; dot-named
+        entries (writes in progress) left out."""
         objects = self.objects
         if objects is not None:
             names = objects.names(folder)
         else:
             names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
-        return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix) and not n.startswith("."))
+        return sorted(n for n in names if not n.startswith("."))
 
     def remove(self, path: Path) -> None:
         """Delete a file or folder of the store, here and on the object store."""

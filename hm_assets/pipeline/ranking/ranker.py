@@ -191,8 +191,9 @@ def week_training_rows(
         return pd.read_parquet(path), True
     truth = pd.read_parquet(purchases, columns=["customer_key", "article_id"])
     rows = training_rows_from_file(con, pairs, truth, negatives_per_customer, seed, max_rows)
-    for stale in path.parent.glob(f"{settings}-*.parquet"):
-        store.remove(stale)
+    for name in store.names(path.parent):
+        if name.startswith(f"{settings}-") and name != path.name:
+            store.remove(path.parent / name)
     store.write_parquet(rows, path)
     return rows, False
 
