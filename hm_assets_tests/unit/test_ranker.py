@@ -185,13 +185,13 @@ def test_a_labelled_weeks_sample_is_kept_and_read_back_until_its_inputs_change(t
 
     # new pair features (a re-materialized week): a new sample, the stale one removed
     changed = pairs.assign(score_a=-pairs["score_a"])
-    changed.iloc[2000:].to_parquet(pairs_path / "part-00001.parquet", index=False)
+    changed.iloc[2000:-7].to_parquet(pairs_path / "part-00001.parquet", index=False)
     redrawn, kept = ranker.week_training_rows(store, con, week, 5, 3, 0)
     assert not kept
     expected = ranker.training_rows_from_file(con, pairs_path, pd.read_parquet(truth_path), 5, 3)
     pd.testing.assert_frame_equal(redrawn, expected)
     samples = sorted(p.name for p in (store.asset_dir("ranker") / "samples").iterdir())
-    assert len(samples) == 2 and sum("seed3" in name for name in samples) == 1
+    assert len(samples) == 2 and sum("seed3-" in name for name in samples) == 1
 
     stacked = ranker.stored_training_rows(store, [week], 5, 3)
     assert stacked.reused == [week]
@@ -211,6 +211,9 @@ def test_stacked_weeks_group_each_weeks_customers_and_number_them_in_order():
     assert stacked["query"].tolist() == [0, 0, 1, 2, 2, 3, 3, 4]
     assert stacked["f"].tolist() == [1.0] * 3 + [2.0] * 4 + [3.0]
     assert ranker.stack_weeks([]).empty
+    empty = first.iloc[:0]
+    assert ranker.stack_weeks([first, empty])["query"].tolist() == [0, 0, 1]  # a week without rows
+    assert ranker.stack_weeks([empty, empty]).empty
 
 
 def test_the_training_matrix_holds_the_features_as_float32_with_nulls_as_nan():
@@ -221,5 +224,8 @@ def test_the_training_matrix_holds_the_features_as_float32_with_nulls_as_nan():
     matrix = ranker.training_matrix(rows, ranker.feature_columns(rows))
     assert matrix.dtype == np.float32
     np.testing.assert_array_equal(matrix, np.array([[0.5, 3, 7], [np.nan, np.nan, -2]], dtype=np.float32))
-    with pytest.raises(ValueError, match="c holds integers beyond"):
-        ranker.training_matrix(rows.assign(c=np.int64([2**24 + 1, 0])), ["a", "c"])
+    # an integer float32 cannot hold exactly, or a float64: the matrix is float64, the values exact
+    wide = ranker.training_matrix(rows.assign(c=np.int64([2**24 + 1, 0]), d=[0.1, 0.2]), ["a", "c", "d"])
+    assert wide.dtype == np.float64 and wide[0, 1] == 2**24 + 1 and wide[1, 2] == 0.2
+    with pytest.raises(TypeError, match="feature c is category"):
+        ranker.training_matrix(rows.assign(c=pd.Categorical(["x", "y"])), ["a", "c"])

@@ -27,6 +27,9 @@ from hm_assets.platform.weeks import WEEK, parse_week
 NON_FEATURES = ("customer_key", "article_id", "label", "query")
 # The earliest week a ranker may learn from: this many weeks before its own.
 MAX_TRAINING_WEEKS = 8
+# Part of a kept training sample's name (``week_training_rows``): raised when the sampling code
+# changes what a sample holds, so that samples kept before are drawn again.
+SAMPLE_FORMAT = 1
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
@@ -113,18 +116,19 @@ def stack_weeks(frames: list[pd.DataFrame]) -> pd.DataFrame:
     customer = stacked["customer_key"].to_numpy()
     starts = np.ones(len(customer), dtype=bool)
     starts[1:] = customer[1:] != customer[:-1]
-    starts[np.cumsum([len(f) for f in frames])[:-1]] = True  # a week's first customer starts a group
+    offsets = np.cumsum([len(f) for f in frames])[:-1]
+    starts[offsets[offsets < len(starts)]] = True  # a week's first customer starts a group (an empty week has none)
     stacked["query"] = np.cumsum(starts) - 1
     return stacked
 
 
 def _sorted_by(frame: pd.DataFrame, columns: tuple[str, str]) -> bool:
     """Whether ``frame``'s rows are in the order of ``columns`` (lexicographic)."""
-    first, second = (frame[c].to_numpy() for c in columns)
-    if len(first) < 2:
+    if len(frame) < 2:
         return True
-    step = np.diff(first)
-    return bool((step >= 0).all() and (np.diff(second)[step == 0] >= 0).all())
+    first, second = (frame[c].to_numpy() for c in columns)
+    same = first[1:] == first[:-1]
+    return bool((first[1:] >= first[:-1]).all() and (second[1:][same] >= second[:-1][same]).all())
 
 
 def labelled_weeks(store: HMStore, week_key: str, wanted: int) -> list[str]:
@@ -185,7 +189,7 @@ def week_training_rows(
     and the stale one is removed."""
     pairs = store.require("pair_features", week)
     purchases = store.require("transactions", week)
-    settings = f"{week}-negatives{negatives_per_customer}-seed{seed}-max{max_rows}"
+    settings = f"{week}-v{SAMPLE_FORMAT}-negatives{negatives_per_customer}-seed{seed}-max{max_rows}"
     path = store.asset_dir("ranker") / "samples" / f"{settings}-{store.version(pairs)}-{store.version(purchases)}.parquet"
     if store.fetch(path).exists():
         return pd.read_parquet(path), True
@@ -199,20 +203,25 @@ def week_training_rows(
 
 
 def training_matrix(rows: pd.DataFrame, features: list[str]) -> np.ndarray:
-    """``features`` of ``rows`` as one float32 matrix, NULL as NaN, for LightGBM. Given the frame,
-    LightGBM copies the columns (``rows[features]``) and then makes them one float64 matrix: twice the
-    rows' size more (4.8 GiB at full scale). Every feature is a float32, or an integer that float32
-    holds exactly (checked), and LightGBM bins float32 as it bins those values in float64: the same model."""
-    matrix = np.empty((len(rows), len(features)), dtype=np.float32)
-    for j, name in enumerate(features):
+    """``features`` of ``rows`` as one matrix for LightGBM, NULL as NaN: float32 where every feature
+    holds exactly in it (float32 columns, integers within 2^24, booleans), else float64. Given the
+    frame, LightGBM copies the columns (``rows[features]``) and then makes them one float64 matrix:
+    twice the rows' size more (4.8 GiB at full scale). LightGBM bins the same values the same way in
+    either type: the same model. A categorical or non-numeric feature is an error (the ranker's
+    features are numbers; LightGBM would treat a categorical one by its codes)."""
+    exact = True
+    for name in features:
         column = rows[name]
-        if column.dtype.kind in "iu" or isinstance(column.dtype, pd.api.extensions.ExtensionDtype):
-            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-            if np.nanmax(np.abs(values), initial=0.0) > 2**24:
-                raise ValueError(f"feature {name} holds integers beyond float32's exact range (2^24)")
-            matrix[:, j] = values
-        else:
-            matrix[:, j] = column.to_numpy()
+        kind = column.dtype.kind
+        if isinstance(column.dtype, pd.CategoricalDtype) or kind not in "fiub":
+            raise TypeError(f"feature {name} is {column.dtype}: the ranker takes numeric features")
+        if kind == "f" and column.dtype.itemsize > 4:
+            exact = False
+        elif kind in "iu" and len(column) and max(abs(float(column.min())), abs(float(column.max()))) > 2**24:
+            exact = False
+    matrix = np.empty((len(rows), len(features)), dtype=np.float32 if exact else np.float64)
+    for j, name in enumerate(features):
+        matrix[:, j] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
     return matrix
 
 
