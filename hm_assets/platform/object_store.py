@@ -33,6 +33,11 @@ SHARED_FOLDERS = ("assets", "parts", "handoff")
 STAMPS = ".object-store"
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """Every file under ``folder``, sorted, without dot-named ones (writes in progress, stamps)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
 class ObjectStore:
     """An fsspec location mirrored by a local cache root: one per ``HMStore`` (``HMStore.objects``)."""
 
@@ -86,7 +91,7 @@ class ObjectStore:
             key = self.key(local)
             if self.fs.isfile(self._fresh(key)):
                 self.fs.rm(key)  # an earlier version was a file
-            files = sorted(p for p in local.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files = visible_files(local)
             for file in files:
                 self.upload(file)
             published = {self.key(file) for file in files}
@@ -120,7 +125,7 @@ class ObjectStore:
                     found.add(file)
             # A folder is read whole (e.g. a week kept as its shards' parts): files the object no longer
             # has, from an earlier version of it, must not be read with the new ones.
-            kept = [p for p in local.rglob("*") if p.is_file() and not p.name.startswith(".")] if local.is_dir() else []
+            kept = visible_files(local) if local.is_dir() else []
             for stale in set(kept) - found:
                 stale.unlink()
             return bool(found)

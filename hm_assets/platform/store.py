@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 from pydantic import PrivateAttr
 
-from hm_assets.platform.object_store import ObjectStore
+from hm_assets.platform.object_store import ObjectStore, visible_files
 from hm_assets.platform.settings import hm_home, hm_object_store, hm_serve_url
 
 
@@ -188,7 +188,7 @@ class HMStore(dg.ConfigurableResource):
         again: of each file's object-store stamp where the store shares it (the same on every node),
         else of its size and modification time."""
         objects = self.objects
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+        files = visible_files(path) if path.is_dir() else [path]
         stamps = []
         for file in files:
             stamp = objects.remembered(file) if objects is not None and objects.shares(file) else None

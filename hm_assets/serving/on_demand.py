@@ -355,7 +355,6 @@ class OnDemandRecommender:
         self._article_names = self.articles[ARTICLE_COLUMNS].set_index("article_id", drop=False)
         scorer = ranker.stored_scorer(store, self.week)
         self.scorer = scorer if isinstance(scorer, ranker.PairScorer) else None
-        self.booster = self.scorer.booster if self.scorer else None
         self.calibration = previous_week_calibration(store, self.week, [r.name for r in self.retrievers])
         self.article_taste = read_article_taste(store.require("article_taste", self.week))
         full = self._full_cursor()
@@ -670,15 +669,14 @@ class OnDemandRecommender:
             score = float(self._score(pair)[0])
             listed = ranked.pairs[~ranked.pairs["article_id"].isin(ranked.bought)]
             prescreened_out = bool(np.isnan(self._score(listed)[(listed["article_id"] == article).to_numpy()]).any())
-            if self.booster is not None:
-                features = self.booster.feature_name()
-                values = pair[features].to_numpy(np.float64, na_value=np.nan)
-                contrib = self.booster.predict(values, pred_contrib=True, num_threads=1)[0]
+            if self.scorer is not None:
+                values = pair[self.scorer.features].to_numpy(np.float64, na_value=np.nan)
+                contrib = self.scorer.booster.predict(values, pred_contrib=True, num_threads=1)[0]
                 bias = float(contrib[-1])
                 order = np.argsort(-np.abs(contrib[:-1]), kind="stable")[:12]
                 contributions = [
                     {
-                        "feature": features[i],
+                        "feature": self.scorer.features[i],
                         "value": None if np.isnan(values[0, i]) else float(values[0, i]),
                         "contribution": float(contrib[i]),
                     }

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.features.embeddings.cache import stable_hash
+from hm_assets.platform.object_store import visible_files
 from hm_assets.platform.progress import Progress
 
 TEXT_COLUMNS = ("prod_name", "product_type_name", "colour_group_name", "graphical_appearance_name", "detail_desc")
@@ -40,7 +41,7 @@ def resolve_model_path(configured: str = "") -> Path:
 def model_identity(path: Path) -> str:
     """Hash of a model folder: every file's relative name and size, plus the small config files' bytes."""
     parts: list[str] = []
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for file in visible_files(path):
         relative = file.relative_to(path).as_posix()
         size = file.stat().st_size
         parts.append(f"{relative}:{size}")
