@@ -317,9 +317,8 @@ def ranking_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
         prepare=partial(popular_fallback, weeks),
         run_shard=partial(recommendations_shard, weeks),
         finish=recommendations_metadata,
-        # A quarter of the usual shard size: scoring streams a shard's pairs in batches, so memory and
-        # time do not depend on it (full scale: 55 shards 335.9 s / 1.35 GiB, 14 shards 331.5 s / 1.38
-        # GiB), and smaller steps spread over more workers.
+        # A quarter of the usual shard size: scoring streams a shard's pairs in batches, so neither its
+        # memory nor its time depends on the size (RESULTS.md), and smaller steps spread over more workers.
         shard_size=lambda store: max(1, store.customers_per_shard // 4),
         group_name=GROUP,
         kinds={"lightgbm", "parquet", "csv"},

@@ -219,9 +219,10 @@ def training_matrix(rows: pd.DataFrame, features: list[str]) -> np.ndarray:
             exact = False
         elif kind in "iu" and len(column) and max(abs(float(column.min())), abs(float(column.max()))) > 2**24:
             exact = False
-    matrix = np.empty((len(rows), len(features)), dtype=np.float32 if exact else np.float64)
+    dtype = np.float32 if exact else np.float64
+    matrix = np.empty((len(rows), len(features)), dtype=dtype)
     for j, name in enumerate(features):
-        matrix[:, j] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        matrix[:, j] = rows[name].to_numpy(dtype=dtype, na_value=np.nan)
     return matrix
 
 
