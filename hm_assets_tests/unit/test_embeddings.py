@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from hm_assets.pipeline.features.embeddings.image import (
 from hm_assets.pipeline.features.embeddings.index import load_index, save_index
 from hm_assets.pipeline.features.embeddings.runtime import pick_precision
 from hm_assets.pipeline.features.embeddings.text import article_texts, encode_texts, load_text_model, model_identity, resolve_model_path, text_hashes
-from hm_assets.pipeline.ingest.ingest import catalogue_images
+from hm_assets.pipeline.ingest.ingest import catalogue_images, probe_image
 
 torch.set_num_threads(1)  # one thread: the machine is shared, and 2 threads under contention are far slower
 
@@ -262,6 +263,11 @@ def test_image_trained_path_clusters_colour_and_reuses_encoder_and_vectors(tmp_p
     neighbours = top_neighbours(embeddings.article_ids, embeddings.vectors, 3, tmp_path)
     assert share_same(neighbours, articles, ["colour_group_name"]) >= 0.85
     assert share_same(neighbours, articles, ["colour_group_name", "graphical_appearance_name"]) >= 0.6
+    # the images training decoded are embedded without decoding them again, to the same vectors
+    assert run.info["images_decoded_for_training_reused"] == 32
+    fresh = run_image_embeddings(catalogue, articles, settings, weights_dir, None)
+    assert fresh.info["encoder"] == "reused" and "images_decoded_for_training_reused" not in fresh.info
+    assert np.array_equal(fresh.outcome.embeddings.vectors, embeddings.vectors)
     write_embeddings(embeddings, target)
 
     # unchanged catalogue: the saved encoder and every vector are reused
@@ -296,6 +302,30 @@ def test_image_training_is_bounded_in_steps_not_by_the_clock(tmp_path, planted):
     loose = run_image_embeddings(catalogue, articles, ImageSettings(**TINY_IMAGE, max_train_steps=1000), tmp_path / "b", None)
     assert (loose.info["training"]["steps"], loose.info["training"]["stopped_by"]) == (6, "max_epochs")
     assert ImageSettings(**TINY_IMAGE, max_train_steps=3).training_key() != ImageSettings(**TINY_IMAGE).training_key()
+
+
+def test_a_bfloat16_encoder_trains_under_its_own_key_and_still_clusters_colour(tmp_path, planted):
+    articles, data_dir = planted
+    catalogue = catalogue_images(data_dir, articles["article_id"].tolist())
+    settings = ImageSettings(**{**TINY_IMAGE, "precision": "bfloat16"})
+    assert settings.training_key("bfloat16") != settings.training_key("float32") == settings.training_key()
+    run = run_image_embeddings(catalogue, articles, settings, tmp_path / "w", None)
+    manifests = list((tmp_path / "w").glob("encoder-*.json"))
+    assert [m.name for m in manifests] == [f"encoder-{settings.training_key('bfloat16')}.json"]
+    assert json.loads(manifests[0].read_text())["precision"] == "bfloat16"
+    embeddings = run.outcome.embeddings
+    neighbours = top_neighbours(embeddings.article_ids, embeddings.vectors, 3, tmp_path)
+    assert share_same(neighbours, articles, ["colour_group_name"]) >= 0.85
+
+
+def test_the_image_probe_decodes_every_byte_and_reports_the_full_size(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (1750, 1166, 3), dtype=np.uint8))
+    whole, cut = tmp_path / "whole.jpg", tmp_path / "cut.jpg"
+    photo.save(whole, quality=90)
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # the header intact, half the scans gone
+    assert probe_image(whole) == (True, 1166, 1750)  # decoded at 1/8 scale, the size is the file's own
+    assert probe_image(cut) == (False, 0, 0)
 
 
 def test_corrupt_and_missing_images_are_counted_not_fatal(tmp_path, planted):
@@ -362,6 +392,7 @@ def test_materialize_content_assets(tmp_path, planted):
         assert meta[name]["embedded_now"].value == 32 and meta[name]["reused_from_cache"].value == 0
     for name in ("image_index", "text_index", "attribute_index"):
         assert meta[name]["vectors_indexed"].value == 32
+    assert [meta[name]["ef_construction"].value for name in ("image_index", "text_index", "attribute_index")] == [100, 200, 100]
     assert meta["image_embeddings"]["source"].value == SOURCE_TRAINED
     assert "holdout_accuracy/colour_group_name" in meta["image_embeddings"]
     assert meta["attribute_embeddings"]["price_band"].value == "off"  # off by default: no leakage into backtests

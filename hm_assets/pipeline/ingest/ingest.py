@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -273,37 +274,55 @@ def _stage_online_rows(
     return _OnlineCounts(int(known - already), int(already), int(total - known))
 
 
-def catalogue_images(data_dir: Path, article_ids: list[int], previous: pd.DataFrame | None = None) -> pd.DataFrame:
-    """article_id -> image path and whether it decodes. Unchanged files reuse the previous verdict."""
+def catalogue_images(
+    data_dir: Path, article_ids: list[int], previous: pd.DataFrame | None = None, workers: int = 2
+) -> pd.DataFrame:
+    """article_id -> image path and whether it decodes. Unchanged files reuse the previous verdict;
+    the others are decoded in ``workers`` threads (Pillow releases the GIL while decoding)."""
     known: dict[str, tuple[int, int, bool, int, int]] = {}
     if previous is not None and len(previous):
         for row in previous.itertuples(index=False):
             known[row.path] = (row.size_bytes, row.mtime_ns, row.readable, row.width, row.height)
-    records = []
+    records: list[list] = []
+    to_probe: list[int] = []
     for article_id in article_ids:
         path = image_path(data_dir, article_id)
         try:
             stat = path.stat()
         except OSError:
-            records.append((article_id, str(path), False, False, 0, 0, 0, 0))
+            records.append([article_id, str(path), False, False, 0, 0, 0, 0])
             continue
         cached = known.get(str(path))
         if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
             readable, width, height = cached[2], cached[3], cached[4]
         else:
-            readable, width, height = _probe_image(path)
-        records.append((article_id, str(path), True, readable, width, height, stat.st_size, stat.st_mtime_ns))
+            readable, width, height = False, 0, 0
+            to_probe.append(len(records))
+        records.append([article_id, str(path), True, readable, width, height, stat.st_size, stat.st_mtime_ns])
+    paths = [Path(records[i][1]) for i in to_probe]
+    if workers > 1 and len(paths) > 8:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            probed = list(pool.map(probe_image, paths, chunksize=64))
+    else:
+        probed = [probe_image(p) for p in paths]
+    for i, (readable, width, height) in zip(to_probe, probed):
+        records[i][3:6] = [readable, width, height]
     return pd.DataFrame.from_records(
         records,
         columns=["article_id", "path", "exists", "readable", "width", "height", "size_bytes", "mtime_ns"],
     ).astype({"article_id": "int32", "width": "int32", "height": "int32", "size_bytes": "int64", "mtime_ns": "int64"})
 
 
-def _probe_image(path: Path) -> tuple[bool, int, int]:
+def probe_image(path: Path) -> tuple[bool, int, int]:
+    """Whether the whole file decodes, and its size. A JPEG is decoded at its smallest scale (draft
+    mode): every byte is still read and checked, at half the cost of a full-size decode (real
+    1166x1750 images: 3.3 against 6.2 ms)."""
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            image.draft(image.mode, (1, 1))
             image.load()
-            return True, int(image.width), int(image.height)
+            return True, int(width), int(height)
     except Exception:  # any decoding failure means "no usable image", never a crash
         return False, 0, 0
 
