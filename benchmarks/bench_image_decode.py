@@ -4,12 +4,14 @@ Real H&M images are 1166x1750 JPEGs; hm-synth draws 64x96 ones. This benchmark u
 ``--images`` of a data set's images to the real size with photo-like grain (about 300 KiB each, the
 real files' size), then measures:
 - the catalogue's probe (``article_images``: does each file decode?): a full-size decode on one
-  thread, as it was, against ``catalogue_images`` (the smallest JPEG scale, two threads); the two
-  tables must be equal;
+  thread, as it was, against ``catalogue_with_thumbnails`` (the smallest JPEG scale, two threads,
+  keeping each image at the encoder's 64 px); the verdicts must be equal; then writing and reading
+  back the thumbnails' file;
 - with an untrained encoder of the default shape, ``--reused-share`` of the images decoded as
-  training does (``decode_images``), then the embedding pass over all of them, alternately decoding
-  every image and taking the training's decoded ones (``DecodedImages``); the vectors must be equal.
-  At full scale training decodes 25,000 images (20,000 training, 5,000 held out) of 104,466.
+  training does (``decode_images``), then the embedding pass over all of them, taking turns:
+  decoding every image; taking the training's decoded ones (``DecodedImages``); taking every image
+  from the catalogue's thumbnails. The vectors must be equal. At full scale training decodes 25,000
+  images (20,000 training, 5,000 held out) of 104,466.
 
     python benchmarks/bench_image_decode.py --data-dir /tmp/hm_full --images 2000
 """
@@ -30,9 +32,11 @@ from hm_assets.pipeline.features.embeddings.image import (
     create_model,
     decode_images,
     embed_images,
+    image_keys,
 )
 from hm_assets.pipeline.features.embeddings.runtime import set_torch_threads
-from hm_assets.pipeline.ingest.ingest import catalogue_images
+from hm_assets.pipeline.ingest.ingest import Thumbnails, catalogue_with_thumbnails
+from hm_assets.platform.store import write_parquet
 
 REAL_SIZE = (1166, 1750)
 
@@ -79,9 +83,15 @@ def main() -> int:
         before = [full_size_probe(Path(p)) for p in paths]
         probe_before = time.perf_counter() - started
         started = time.perf_counter()
-        table = catalogue_images(Path(folder), ids, workers=settings.decode_workers)
+        table, thumbnails = catalogue_with_thumbnails(Path(folder), ids, workers=settings.decode_workers)
         probe_now = time.perf_counter() - started
         assert list(zip(table["readable"], table["width"], table["height"])) == before, "the probes disagree"
+        started = time.perf_counter()
+        write_parquet(thumbnails.to_table(), Path(folder) / "thumbnails.parquet")
+        thumbnails = Thumbnails.read(Path(folder) / "thumbnails.parquet")
+        thumbnail_io = time.perf_counter() - started
+        thumbnail_kib = (Path(folder) / "thumbnails.parquet").stat().st_size / 1024 / len(thumbnails.paths)
+        from_catalogue = DecodedImages.current(thumbnails, image_keys(table))
         size = settings.resolved_img_size()
         model = create_model(settings.model_name, size, settings.resolved_patch_size(), global_pool=settings.global_pool)
         chosen = sorted(np.random.default_rng(0).choice(len(paths), int(len(paths) * args.reused_share), replace=False))
@@ -90,10 +100,12 @@ def main() -> int:
         training_decode = time.perf_counter() - started
         decoded = DecodedImages.of([paths[i] for i, good in zip(chosen, ok) if good], pixels[ok])
         embed_images(model, paths[:256], size, "cpu", settings.embed_batch_size, settings.decode_workers)  # warm-up
-        runs: dict[str, list[float]] = {"decoding every image": [], "the training's images taken": []}
+        runs: dict[str, list[float]] = {
+            "decoding every image": [], "the training's images taken": [], "every image from the catalogue's thumbnails": []
+        }
         base = None
         for _ in range(args.repeats):
-            for name, given in zip(runs, (None, decoded)):
+            for name, given in zip(runs, (None, decoded, from_catalogue)):
                 started = time.perf_counter()
                 vectors, _ = embed_images(
                     model, paths, size, "cpu", settings.embed_batch_size, settings.decode_workers, None, "float32", given
@@ -104,7 +116,8 @@ def main() -> int:
     per_image = training_decode / len(chosen)
     print(f"The catalogue's probe of {len(paths)} images: {1000 * probe_before / len(paths):.2f} ms an image at full size on one "
           f"thread (before), {1000 * probe_now / len(paths):.2f} ms now; at 105,542 images {105_542 * probe_before / len(paths):.0f} s "
-          f"against {105_542 * probe_now / len(paths):.0f} s")
+          f"against {105_542 * probe_now / len(paths):.0f} s; the thumbnails' file written and read back in "
+          f"{1000 * thumbnail_io / len(paths):.3f} ms an image ({thumbnail_kib:.1f} KiB an image on disk)")
     print(f"{len(paths)} images of {REAL_SIZE[0]}x{REAL_SIZE[1]}, {mean_kib:.0f} KiB on average; {len(chosen)} decoded as training does "
           f"in {training_decode:.2f} s ({1000 * per_image:.2f} ms an image, {settings.decode_workers} decode threads)")
     print(f"| embedding pass ({args.repeats} runs each, alternating) | fastest s | median s |\n| --- | ---: | ---: |")

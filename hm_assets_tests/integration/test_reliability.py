@@ -29,6 +29,7 @@ from hm_assets.defs.resources import HMDataset, HMStore
 from hm_assets.platform import guards
 from hm_assets.platform.weeks import WEEK
 from hm_assets.pipeline.ingest.data_range import scan_data_range
+from hm_assets.pipeline.ingest.ingest import Thumbnails
 from hm_assets_tests.baseline import (
     FAST,
     RANGE_END,
@@ -242,7 +243,10 @@ def test_corrupt_image_is_counted_unreadable_and_nothing_else_changes(ingest_wor
     assert metadata["unreadable_image"] == world.images_metadata["unreadable_image"] + 1
     assert metadata["with_image"] == world.images_metadata["with_image"] - 1
     now = output_hashes(world.home)
-    assert {k for k in now if now[k] != world.hashes.get(k)} == {"article_images.parquet"}
+    # the table says the image does not decode, and its thumbnail is gone
+    assert {k for k in now if now[k] != world.hashes.get(k)} == {"article_images.parquet", "article_thumbnails.parquet"}
+    thumbnails = Thumbnails.read(world.home / "assets" / "article_thumbnails.parquet")
+    assert str(image) not in thumbnails.paths and len(thumbnails.paths) == metadata["with_image"]
     after = pd.read_parquet(world.home / "assets" / "article_images.parquet")
     changed = after["article_id"] == victim["article_id"]
     assert not after.loc[changed, "readable"].item() and after.loc[changed, "width"].item() == 0

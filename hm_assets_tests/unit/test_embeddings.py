@@ -21,7 +21,6 @@ from hm_assets.pipeline.features.embeddings.image import (
     SOURCE_TRAINED,
     ImageSettings,
     create_model,
-    load_image,
     normalisation,
     run_image_embeddings,
     to_tensor,
@@ -29,7 +28,7 @@ from hm_assets.pipeline.features.embeddings.image import (
 from hm_assets.pipeline.features.embeddings.index import load_index, save_index
 from hm_assets.pipeline.features.embeddings.runtime import pick_precision
 from hm_assets.pipeline.features.embeddings.text import article_texts, encode_texts, load_text_model, model_identity, resolve_model_path, text_hashes
-from hm_assets.pipeline.ingest.ingest import catalogue_images, probe_image
+from hm_assets.pipeline.ingest.ingest import THUMBNAIL_SIZE, Thumbnails, catalogue_images, catalogue_with_thumbnails, load_image, probe_image
 
 torch.set_num_threads(1)  # one thread: the machine is shared, and 2 threads under contention are far slower
 
@@ -264,9 +263,9 @@ def test_image_trained_path_clusters_colour_and_reuses_encoder_and_vectors(tmp_p
     assert share_same(neighbours, articles, ["colour_group_name"]) >= 0.85
     assert share_same(neighbours, articles, ["colour_group_name", "graphical_appearance_name"]) >= 0.6
     # the images training decoded are embedded without decoding them again, to the same vectors
-    assert run.info["images_decoded_for_training_reused"] == 32
+    assert (run.info["images_already_decoded"], run.info["images_already_decoded_by"]) == (32, "the encoder's training")
     fresh = run_image_embeddings(catalogue, articles, settings, weights_dir, None)
-    assert fresh.info["encoder"] == "reused" and "images_decoded_for_training_reused" not in fresh.info
+    assert fresh.info["encoder"] == "reused" and "images_already_decoded" not in fresh.info
     assert np.array_equal(fresh.outcome.embeddings.vectors, embeddings.vectors)
     write_embeddings(embeddings, target)
 
@@ -324,8 +323,51 @@ def test_the_image_probe_decodes_every_byte_and_reports_the_full_size(tmp_path):
     whole, cut = tmp_path / "whole.jpg", tmp_path / "cut.jpg"
     photo.save(whole, quality=90)
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # the header intact, half the scans gone
-    assert probe_image(whole) == (True, 1166, 1750)  # decoded at 1/8 scale, the size is the file's own
-    assert probe_image(cut) == (False, 0, 0)
+    readable, width, height, pixels = probe_image(whole)  # decoded at 1/8 scale, the size is the file's own
+    assert (readable, width, height) == (True, 1166, 1750) and np.array_equal(pixels, load_image(whole, THUMBNAIL_SIZE))
+    assert probe_image(cut) == (False, 0, 0, None)
+
+
+def test_the_catalogues_thumbnails_are_the_encoders_pixels_kept_per_file_version_and_embedded_as_decoded(tmp_path, planted):
+    articles, data_dir = planted
+    ids = articles["article_id"].tolist()
+    catalogue, thumbnails = catalogue_with_thumbnails(data_dir, ids)
+    assert thumbnails.size == THUMBNAIL_SIZE == 64 and len(thumbnails.paths) == 32
+    for path, pixels in zip(thumbnails.paths, thumbnails.pixels):
+        assert np.array_equal(pixels, load_image(path, 64))
+    stored = Thumbnails.from_table(thumbnails.to_table())
+    assert (stored.paths, stored.keys) == (thumbnails.paths, thumbnails.keys) and np.array_equal(stored.pixels, thumbnails.pixels)
+
+    # an unchanged file version keeps its verdict and thumbnail without being decoded: garbage of the
+    # same length under the old modification time is not noticed; a new version is decoded
+    kept, redrawn = image_path(data_dir, ids[2]), image_path(data_dir, ids[5])
+    stat = kept.stat()
+    kept.write_bytes(b"\xff" * stat.st_size)
+    os.utime(kept, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    draw_article(articles.iloc[5], np.random.default_rng(9)).save(redrawn, quality=90)
+    os.utime(redrawn, ns=(1, 10**18))
+    again_table, again = catalogue_with_thumbnails(data_dir, ids, catalogue, previous_thumbnails=stored)
+    pd.testing.assert_frame_equal(again_table.drop(columns=["size_bytes", "mtime_ns"]), catalogue.drop(columns=["size_bytes", "mtime_ns"]))
+    position = {path: i for i, path in enumerate(again.paths)}
+    assert np.array_equal(again.pixels[position[str(kept)]], thumbnails.pixels[position[str(kept)]])
+    assert np.array_equal(again.pixels[position[str(redrawn)]], load_image(redrawn, 64))
+    assert not np.array_equal(again.pixels[position[str(redrawn)]], thumbnails.pixels[position[str(redrawn)]])
+    assert again.keys[position[str(redrawn)]] != thumbnails.keys[position[str(redrawn)]]
+
+    # the encoder at the thumbnails' size trains and embeds from them, to the vectors of decoding the files
+    write_images(articles, data_dir)
+    catalogue, thumbnails = catalogue_with_thumbnails(data_dir, ids)
+    settings = ImageSettings(**{**TINY_IMAGE, "img_size": 64, "max_epochs": 1})
+    taken = run_image_embeddings(catalogue, articles, settings, tmp_path / "a", None, thumbnails=thumbnails)
+    assert (taken.info["images_already_decoded"], taken.info["images_already_decoded_by"]) == (32, "the catalogue's thumbnails")
+    decoding = run_image_embeddings(catalogue, articles, settings, tmp_path / "b", None)
+    assert decoding.info["images_already_decoded_by"] == "the encoder's training"
+    assert np.array_equal(taken.outcome.embeddings.vectors, decoding.outcome.embeddings.vectors)
+    # a thumbnail of an older file version is not taken
+    stale = Thumbnails(thumbnails.size, thumbnails.paths, ["0:0"] + thumbnails.keys[1:], thumbnails.pixels)
+    partly = run_image_embeddings(catalogue, articles, settings, tmp_path / "a", None, thumbnails=stale)
+    assert partly.info["images_already_decoded"] == 31
+    assert np.array_equal(partly.outcome.embeddings.vectors, taken.outcome.embeddings.vectors)
 
 
 def test_corrupt_and_missing_images_are_counted_not_fatal(tmp_path, planted):

@@ -17,6 +17,7 @@ from hm_assets.pipeline.features.embeddings.cache import embed_with_cache, read_
 from hm_assets.pipeline.features.embeddings.image import LABEL_COLUMNS, ImageSettings, run_image_embeddings
 from hm_assets.pipeline.features.embeddings.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, save_index
 from hm_assets.pipeline.features.embeddings.runtime import pick_device, pick_precision, set_torch_threads
+from hm_assets.pipeline.ingest.ingest import Thumbnails
 from hm_assets.pipeline.features.embeddings.text import (
     article_texts,
     encode_texts,
@@ -97,6 +98,7 @@ def image_embeddings(
         catalogue = pd.read_parquet(store.require("article_images"))
         articles = pd.read_parquet(store.require("articles"), columns=["article_id", *LABEL_COLUMNS])
         settings = ImageSettings(**config.model_dump())
+        thumbnails = store.optional("article_thumbnails")
         run = run_image_embeddings(
             catalogue,
             articles,
@@ -105,6 +107,7 @@ def image_embeddings(
             previous=previous_file(store, "image_embeddings"),
             logger=context.log,
             objects=store.objects,
+            thumbnails=Thumbnails.read(thumbnails) if thumbnails is not None else None,
         )
         rows = write_embeddings(run.outcome.embeddings, target, store.objects)
     outcome = run.outcome
@@ -125,8 +128,9 @@ def image_embeddings(
     if "encoder" in run.info:
         metadata["encoder"] = run.info["encoder"]
         metadata["encoder_path"] = store.relative(run.info["encoder_path"])
-    if "images_decoded_for_training_reused" in run.info:
-        metadata["images_decoded_for_training_reused"] = run.info["images_decoded_for_training_reused"]
+    if "images_already_decoded" in run.info:
+        metadata["images_already_decoded"] = run.info["images_already_decoded"]
+        metadata["images_already_decoded_by"] = run.info["images_already_decoded_by"]
     training = run.info.get("training")
     if training:
         metadata["train_epochs"] = training["epochs"]

@@ -6,7 +6,9 @@ import dagster as dg
 
 from hm_assets.platform.beta_apis import beta_apis
 from hm_assets.pipeline.ingest.ingest import (
-    catalogue_images,
+    THUMBNAIL_SIZE,
+    Thumbnails,
+    catalogue_with_thumbnails,
     normalised_articles,
     normalised_customers,
     staged_transactions,
@@ -131,12 +133,19 @@ def build_transactions_asset(weeks: WeekPartitions) -> dg.AssetsDefinition:
 
 @dg.asset(group_name=GROUP, kinds={"python", "parquet"}, deps=[articles])
 def article_images(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
-    """Catalogue of article images: path, whether it exists and decodes, size."""
+    """Catalogue of article images: path, whether it exists and decodes, size. Beside it,
+    ``article_thumbnails.parquet``: each readable image as the image encoder takes it (padded to
+    THUMBNAIL_SIZE), decoded by the same pass that checks it, so the image step decodes nothing again."""
     target = store.asset_path("article_images")
+    thumbnails_path = store.asset_path("article_thumbnails")
     previous = pd.read_parquet(target) if target.exists() else None
+    kept = Thumbnails.read(thumbnails_path) if previous is not None and thumbnails_path.exists() else None
     ids = pd.read_parquet(store.require("articles"), columns=["article_id"])["article_id"].tolist()
     with stopwatch() as watch:
-        catalogue = catalogue_images(dataset.root, ids, previous)
+        catalogue, thumbnails = catalogue_with_thumbnails(dataset.root, ids, previous, previous_thumbnails=kept)
+        del kept
+    # the thumbnails first: the table is the commit point, and a reader checks each thumbnail's file version
+    store.write_parquet(thumbnails.to_table(), thumbnails_path)
     rows = store.write_parquet(catalogue, target)
     missing = int((~catalogue["exists"]).sum())
     unreadable = int((catalogue["exists"] & ~catalogue["readable"]).sum())
@@ -146,6 +155,8 @@ def article_images(dataset: HMDataset, store: HMStore) -> dg.MaterializeResult:
             "with_image": int(catalogue["readable"].sum()),
             "missing_image": missing,
             "unreadable_image": unreadable,
+            "thumbnails": len(thumbnails.paths),
+            "thumbnail_size": THUMBNAIL_SIZE,
             "seconds": watch.seconds,
         }
     )

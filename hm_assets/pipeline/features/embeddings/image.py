@@ -26,7 +26,9 @@ Two ways to get the encoder (``ImageSettings.checkpoint_path`` decides):
 
 Embedding = the pooled (penultimate) features, float32, not normalised (the cosine index
 normalises). Images are decoded with Pillow (JPEG draft mode: big images decode at a reduced
-scale), padded to a white square, batched, and run on ``cuda`` when torch sees a GPU.
+scale), padded to a white square, batched, and run on ``cuda`` when torch sees a GPU. Where the
+catalogue's thumbnails (``article_images``' probe, ``ingest.Thumbnails``) hold an image's current
+file version at the encoder's input size, training and embedding take it from there instead.
 An article whose image is missing or does not decode gets no vector; it is counted, never fatal.
 ``precision`` (default ``auto``: bfloat16 where the CPU computes in it natively, ``runtime.pick_precision``)
 runs the encoder's training steps and the embedding forward pass under bfloat16 autocast: ~2x the
@@ -55,10 +57,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageOps
 
 from hm_assets.pipeline.features.embeddings.cache import CacheOutcome, embed_with_cache, stable_hash
 from hm_assets.pipeline.features.embeddings.runtime import pick_device, pick_precision, set_torch_threads
+from hm_assets.pipeline.ingest.ingest import Thumbnails, image_key, load_image
 from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.progress import Progress
 from hm_assets.platform.store import atomic_path
@@ -180,15 +182,6 @@ def file_sha1(path: Path) -> str:
 # ----------------------------------------------------------------------------- decoding
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """(size, size, 3) uint8: RGB, aspect kept, padded white. Raises on an undecodable file."""
-    with Image.open(path) as image:
-        image.draft("RGB", (size, size))  # JPEG: decode at the smallest scale >= size
-        image = image.convert("RGB")
-        image = ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR, color=(255, 255, 255))
-        return np.asarray(image, dtype=np.uint8)
-
-
 def _try_load(path: str, size: int) -> np.ndarray | None:
     try:
         return load_image(path, size)
@@ -208,6 +201,13 @@ class DecodedImages:
     @classmethod
     def of(cls, paths: list[str], pixels: np.ndarray) -> "DecodedImages":
         return cls(int(pixels.shape[1]) if pixels.ndim == 4 else 0, {p: i for i, p in enumerate(paths)}, pixels)
+
+    @classmethod
+    def current(cls, thumbnails: Thumbnails, keys: pd.DataFrame) -> "DecodedImages":
+        """The ``thumbnails`` of the file versions ``keys`` (path, image_key) lists now."""
+        rows = thumbnails.rows()
+        found = [(path, rows[(path, key)]) for path, key in zip(keys["path"].tolist(), keys["image_key"].tolist()) if (path, key) in rows]
+        return cls(thumbnails.size, {path: row for path, row in found}, thumbnails.pixels)
 
 
 def decode_images(
@@ -480,7 +480,7 @@ def image_keys(catalogue: pd.DataFrame) -> pd.DataFrame:
             stat = os.stat(path)
         except OSError:
             continue
-        records.append((article_id, path, f"{stat.st_size}:{stat.st_mtime_ns}"))
+        records.append((article_id, path, image_key(stat.st_size, stat.st_mtime_ns)))
     return pd.DataFrame.from_records(records, columns=["article_id", "path", "image_key"]).astype({"article_id": "int32"})
 
 
@@ -504,9 +504,11 @@ def train_and_save(
     log: Callable[[str], None] | None = None,
     objects: ObjectStore | None = None,
     precision: str = "float32",
+    decoded: DecodedImages | None = None,
 ) -> tuple[object, dict, DecodedImages]:
-    """Train a fresh encoder on the decodable catalogue images; save weights + manifest (uploaded to
-    ``objects`` when that shares them); return (model, manifest, the images it decoded)."""
+    """Train a fresh encoder on the decodable catalogue images (taken from ``decoded`` where it holds
+    them); save weights + manifest (uploaded to ``objects`` when that shares them); return (model,
+    manifest, the images it trained and evaluated on)."""
     import torch
 
     size = settings.resolved_img_size()
@@ -518,7 +520,7 @@ def train_and_save(
     role[train_rows], role[holdout_rows] = 0, 1
     used = np.flatnonzero(role >= 0)  # only the images training or evaluation needs are decoded
     subset = keys.iloc[used].reset_index(drop=True)
-    images, ok = decode_images(subset["path"].tolist(), size, settings.decode_workers)
+    images, ok = decode_images(subset["path"].tolist(), size, settings.decode_workers, decoded)
     subset, images, role = subset[ok].reset_index(drop=True), images[ok], role[used][ok]
     labels = subset[["article_id"]].merge(articles[["article_id", *LABEL_COLUMNS]], on="article_id", how="left")
     split = (np.flatnonzero(role == 0), np.flatnonzero(role == 1))
@@ -577,12 +579,15 @@ def run_image_embeddings(
     previous: Path | None = None,
     logger: logging.Logger | None = None,
     objects: ObjectStore | None = None,
+    thumbnails: Thumbnails | None = None,
 ) -> ImageEmbeddingRun:
     """Embed every readable catalogue image, reusing cached vectors; train the encoder if needed.
 
     ``catalogue``: the ``article_images`` table; ``articles``: the ``articles`` table (labels);
     ``weights_dir``: where trained encoders live; ``previous``: the last embeddings file (cache);
-    ``objects``: the store's object store, where a newly trained encoder is uploaded.
+    ``objects``: the store's object store, where a newly trained encoder is uploaded;
+    ``thumbnails``: the catalogue's decoded images, taken instead of decoding the files again where
+    they are of the current file and at the encoder's size.
     """
     import torch
 
@@ -595,7 +600,8 @@ def run_image_embeddings(
     keys = image_keys(catalogue)
     info: dict = {"device": device, "torch_threads": threads, "precision": precision}
     model = None
-    decoded: DecodedImages | None = None
+    decoded = DecodedImages.current(thumbnails, keys) if thumbnails is not None else None
+    decoded_by = "the catalogue's thumbnails" if decoded is not None else ""
 
     if settings.checkpoint_path:
         checkpoint = Path(settings.checkpoint_path).expanduser()
@@ -619,7 +625,11 @@ def run_image_embeddings(
                 "no saved encoder" if manifest is None else f"{fraction:.1%} of images new or changed"
             )
             logger.info(f"training {settings.model_name} on the catalogue images: {reason}")
-            model, manifest, decoded = train_and_save(keys, articles, settings, files, device, logger.info, objects, precision)
+            model, manifest, trained_on = train_and_save(
+                keys, articles, settings, files, device, logger.info, objects, precision, decoded
+            )
+            if decoded is None:
+                decoded, decoded_by = trained_on, "the encoder's training"
             info["encoder"] = f"trained now ({reason})"
         else:
             manifest = {"weights_sha1": "none", "report": asdict(TrainReport(stopped_by="no readable images"))}
@@ -645,7 +655,8 @@ def run_image_embeddings(
         progress = Progress("image embeddings", len(todo), logger.info, unit="images")
         paths = todo["path"].tolist()
         if decoded is not None:
-            info["images_decoded_for_training_reused"] = sum(p in decoded.rows for p in paths) if decoded.size == size else 0
+            info["images_already_decoded"] = sum(p in decoded.rows for p in paths) if decoded.size == size else 0
+            info["images_already_decoded_by"] = decoded_by
         embedded = embed_images(
             model, paths, size, device, settings.embed_batch_size, settings.decode_workers, progress, precision, decoded
         )
