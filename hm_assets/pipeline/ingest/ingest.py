@@ -346,15 +346,9 @@ class Thumbnails:
         return {(p, k): i for i, (p, k) in enumerate(zip(self.paths, self.keys))}
 
 
-def catalogue_images(
-    data_dir: Path,
-    article_ids: list[int],
-    previous: pd.DataFrame | None = None,
-    workers: int = 2,
-    previous_thumbnails: Thumbnails | None = None,
-) -> pd.DataFrame:
+def catalogue_images(data_dir: Path, article_ids: list[int], previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """article_id -> image path and whether it decodes (``catalogue_with_thumbnails``' table)."""
-    return catalogue_with_thumbnails(data_dir, article_ids, previous, workers, previous_thumbnails)[0]
+    return catalogue_with_thumbnails(data_dir, article_ids, previous)[0]
 
 
 def catalogue_with_thumbnails(
