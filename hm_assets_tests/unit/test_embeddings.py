@@ -28,6 +28,7 @@ from hm_assets.pipeline.features.embeddings.image import (
 from hm_assets.pipeline.features.embeddings.index import load_index, save_index
 from hm_assets.pipeline.features.embeddings.runtime import pick_precision
 from hm_assets.pipeline.features.embeddings.text import article_texts, encode_texts, load_text_model, model_identity, resolve_model_path, text_hashes
+from hm_assets.platform.store import write_parquet
 from hm_assets.pipeline.ingest.ingest import THUMBNAIL_SIZE, Thumbnails, catalogue_images, catalogue_with_thumbnails, load_image, probe_image
 
 torch.set_num_threads(1)  # one thread: the machine is shared, and 2 threads under contention are far slower
@@ -358,14 +359,17 @@ def test_the_catalogues_thumbnails_are_the_encoders_pixels_kept_per_file_version
     write_images(articles, data_dir)
     catalogue, thumbnails = catalogue_with_thumbnails(data_dir, ids)
     settings = ImageSettings(**{**TINY_IMAGE, "img_size": 64, "max_epochs": 1})
-    taken = run_image_embeddings(catalogue, articles, settings, tmp_path / "a", None, thumbnails=thumbnails)
+    thumbnails_file, stale_file = tmp_path / "thumbnails.parquet", tmp_path / "stale.parquet"
+    write_parquet(thumbnails.to_table(), thumbnails_file)
+    taken = run_image_embeddings(catalogue, articles, settings, tmp_path / "a", None, thumbnails=thumbnails_file)
     assert (taken.info["images_already_decoded"], taken.info["images_already_decoded_by"]) == (32, "the catalogue's thumbnails")
     decoding = run_image_embeddings(catalogue, articles, settings, tmp_path / "b", None)
     assert decoding.info["images_already_decoded_by"] == "the encoder's training"
     assert np.array_equal(taken.outcome.embeddings.vectors, decoding.outcome.embeddings.vectors)
     # a thumbnail of an older file version is not taken
     stale = Thumbnails(thumbnails.size, thumbnails.paths, ["0:0"] + thumbnails.keys[1:], thumbnails.pixels)
-    partly = run_image_embeddings(catalogue, articles, settings, tmp_path / "a", None, thumbnails=stale)
+    write_parquet(stale.to_table(), stale_file)
+    partly = run_image_embeddings(catalogue, articles, settings, tmp_path / "a", None, thumbnails=stale_file)
     assert partly.info["images_already_decoded"] == 31
     assert np.array_equal(partly.outcome.embeddings.vectors, taken.outcome.embeddings.vectors)
 

@@ -17,7 +17,6 @@ from hm_assets.pipeline.features.embeddings.cache import embed_with_cache, read_
 from hm_assets.pipeline.features.embeddings.image import LABEL_COLUMNS, ImageSettings, run_image_embeddings
 from hm_assets.pipeline.features.embeddings.index import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M, save_index
 from hm_assets.pipeline.features.embeddings.runtime import pick_device, pick_precision, set_torch_threads
-from hm_assets.pipeline.ingest.ingest import Thumbnails
 from hm_assets.pipeline.features.embeddings.text import (
     article_texts,
     encode_texts,
@@ -98,7 +97,6 @@ def image_embeddings(
         catalogue = pd.read_parquet(store.require("article_images"))
         articles = pd.read_parquet(store.require("articles"), columns=["article_id", *LABEL_COLUMNS])
         settings = ImageSettings(**config.model_dump())
-        thumbnails = store.optional("article_thumbnails")
         run = run_image_embeddings(
             catalogue,
             articles,
@@ -107,7 +105,7 @@ def image_embeddings(
             previous=previous_file(store, "image_embeddings"),
             logger=context.log,
             objects=store.objects,
-            thumbnails=Thumbnails.read(thumbnails) if thumbnails is not None else None,
+            thumbnails=store.optional("article_thumbnails"),
         )
         rows = write_embeddings(run.outcome.embeddings, target, store.objects)
     outcome = run.outcome

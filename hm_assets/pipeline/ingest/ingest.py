@@ -276,8 +276,8 @@ def _stage_online_rows(
     return _OnlineCounts(int(known - already), int(already), int(total - known))
 
 
-# The trained image encoder's input size (embeddings.image.TRAINED_DEFAULT_IMG_SIZE): the probe keeps
-# each readable image at this size, and the encoder's training and embedding take it from there.
+# The probe keeps each readable image at this size; it is the trained image encoder's input size
+# (embeddings.image.TRAINED_DEFAULT_IMG_SIZE), so the encoder's training and embedding take it from there.
 THUMBNAIL_SIZE = 64
 THUMBNAIL_CHUNK = 4096
 

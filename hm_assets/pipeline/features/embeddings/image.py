@@ -60,14 +60,14 @@ import pyarrow.parquet as pq
 
 from hm_assets.pipeline.features.embeddings.cache import CacheOutcome, embed_with_cache, stable_hash
 from hm_assets.pipeline.features.embeddings.runtime import pick_device, pick_precision, set_torch_threads
-from hm_assets.pipeline.ingest.ingest import Thumbnails, image_key, load_image
+from hm_assets.pipeline.ingest.ingest import THUMBNAIL_SIZE, Thumbnails, image_key, load_image
 from hm_assets.platform.object_store import ObjectStore
 from hm_assets.platform.progress import Progress
 from hm_assets.platform.store import atomic_path
 
 LABEL_COLUMNS = ("product_type_name", "colour_group_name", "graphical_appearance_name")
 PREPROCESS_VERSION = "rgb-pad-white-v1"
-TRAINED_DEFAULT_IMG_SIZE = 64
+TRAINED_DEFAULT_IMG_SIZE = THUMBNAIL_SIZE  # the catalogue keeps every image at this size
 TRAINED_DEFAULT_PATCH_SIZE = 16
 HOLDOUT_CAP = 5000
 SOURCE_CHECKPOINT = "checkpoint"
@@ -579,15 +579,16 @@ def run_image_embeddings(
     previous: Path | None = None,
     logger: logging.Logger | None = None,
     objects: ObjectStore | None = None,
-    thumbnails: Thumbnails | None = None,
+    thumbnails: Path | None = None,
 ) -> ImageEmbeddingRun:
     """Embed every readable catalogue image, reusing cached vectors; train the encoder if needed.
 
     ``catalogue``: the ``article_images`` table; ``articles``: the ``articles`` table (labels);
     ``weights_dir``: where trained encoders live; ``previous``: the last embeddings file (cache);
     ``objects``: the store's object store, where a newly trained encoder is uploaded;
-    ``thumbnails``: the catalogue's decoded images, taken instead of decoding the files again where
-    they are of the current file and at the encoder's size.
+    ``thumbnails``: the catalogue's decoded images (``Thumbnails``' file), read only when something
+    is to be trained or embedded, and taken instead of decoding the files again where they are of
+    the current file and at the encoder's size.
     """
     import torch
 
@@ -600,8 +601,14 @@ def run_image_embeddings(
     keys = image_keys(catalogue)
     info: dict = {"device": device, "torch_threads": threads, "precision": precision}
     model = None
-    decoded = DecodedImages.current(thumbnails, keys) if thumbnails is not None else None
-    decoded_by = "the catalogue's thumbnails" if decoded is not None else ""
+    decoded: DecodedImages | None = None
+    decoded_by = ""
+
+    def already_decoded() -> DecodedImages | None:
+        nonlocal decoded, decoded_by
+        if decoded is None and thumbnails is not None:
+            decoded, decoded_by = DecodedImages.current(Thumbnails.read(thumbnails), keys), "the catalogue's thumbnails"
+        return decoded
 
     if settings.checkpoint_path:
         checkpoint = Path(settings.checkpoint_path).expanduser()
@@ -626,7 +633,7 @@ def run_image_embeddings(
             )
             logger.info(f"training {settings.model_name} on the catalogue images: {reason}")
             model, manifest, trained_on = train_and_save(
-                keys, articles, settings, files, device, logger.info, objects, precision, decoded
+                keys, articles, settings, files, device, logger.info, objects, precision, already_decoded()
             )
             if decoded is None:
                 decoded, decoded_by = trained_on, "the encoder's training"
@@ -654,7 +661,7 @@ def run_image_embeddings(
         size = model_input_size(model, settings.resolved_img_size())
         progress = Progress("image embeddings", len(todo), logger.info, unit="images")
         paths = todo["path"].tolist()
-        if decoded is not None:
+        if already_decoded() is not None:
             info["images_already_decoded"] = sum(p in decoded.rows for p in paths) if decoded.size == size else 0
             info["images_already_decoded_by"] = decoded_by
         embedded = embed_images(
