@@ -1,12 +1,13 @@
 """What a lower candidate cap for lapsed customers costs in MAP@12 and saves in pairs, with the ranker
 held fixed.
 
-The week's stored ranker scores the week's stored pair features of its buyers; each (lapsed after
-N days, cap) then keeps a lapsed buyer's best candidates in the cap's own order (calibrated priority,
-best rank, retrievers, article id) and the 12 best scored of them. So only the removed candidates
-change the lists: a retrained ranker would also see other training samples (measure that with the
-ablation's ``map_with`` and several seeds). The pairs saved count every customer of the week. Every
-candidate is scored by the whole model (no prescreen: it would pick among the uncapped candidates).
+The week's stored ranker scores the pair features of the week's buyers, computed from the week's
+stored candidates; each (lapsed after N days, cap) then keeps a lapsed buyer's best candidates in
+the cap's own order (calibrated priority, best rank, retrievers, article id) and the 12 best scored
+of them. So only the removed candidates change the lists: a retrained ranker would also see other
+training samples (measure that with the ablation's ``map_with`` and several seeds). The pairs saved
+count every customer of the week. Every candidate is scored by the whole model (no prescreen: it
+would pick among the uncapped candidates).
 
 Run it on a week built with one cap for everyone (``candidates`` config
 ``max_per_lapsed_customer: 120``), else the lapsed customers' lists are capped already:
@@ -22,6 +23,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
+from computed_pairs import computed_pairs
 from host import machine
 
 from hm_assets.defs.resources import HMStore
@@ -29,8 +31,6 @@ from hm_assets.pipeline.evaluation.metrics import map_at_k
 from hm_assets.pipeline.ranking.candidates import CAP_ORDER, previous_week_calibration
 from hm_assets.pipeline.ranking.ranker import stored_scorer, top_k
 from hm_assets.pipeline.retrieval.registry import retriever_names
-
-KEYS = ["customer_key", "article_id", "days", "priority_rank"]
 
 
 def buyers_scored(store: HMStore, week: str, truth: pd.DataFrame) -> pd.DataFrame:
@@ -40,22 +40,24 @@ def buyers_scored(store: HMStore, week: str, truth: pd.DataFrame) -> pd.DataFram
     calibration = previous_week_calibration(store, week, names)
     scorer = stored_scorer(store, week)
     priority = calibration.priority_sql(names) if calibration is not None else "0.0::DOUBLE"
-    features = ", ".join(f'CAST("{f}" AS DOUBLE) AS "{f}"' for f in scorer.features)
-    con = store.connect()
-    con.register("truth", truth)
-    query = (
-        "SELECT customer_key, article_id, days_since_last_purchase AS days, "
-        f"row_number() OVER (PARTITION BY customer_key ORDER BY {CAP_ORDER}) AS priority_rank, {features} "
-        f"FROM (SELECT *, {priority} AS priority FROM read_parquet('{store.require('pair_features', week)}') "
-        "SEMI JOIN (SELECT DISTINCT customer_key FROM truth) USING (customer_key))"
-    )
-    frames = []
-    for batch in con.sql(query).to_arrow_reader(200_000):
-        matrix = np.column_stack([batch.column(f).to_numpy(zero_copy_only=False) for f in scorer.features])
-        keys = pd.DataFrame({c: batch.column(c).to_numpy(zero_copy_only=False) for c in KEYS})
-        frames.append(keys.assign(score=scorer.score_matrix(matrix)))
-    con.close()
-    return pd.concat(frames, ignore_index=True)
+    with computed_pairs(store, week, truth) as pairs:
+        # days_since_last_purchase as the pair features have it: customer_transaction_stats, LEFT JOINed.
+        keys = pairs.con.sql(
+            "SELECT customer_key, article_id, CAST(s.days_since_last_purchase AS DOUBLE) AS days, "
+            f"row_number() OVER (PARTITION BY customer_key ORDER BY {CAP_ORDER}) AS priority_rank "
+            f"FROM (SELECT *, {priority} AS priority FROM candidates) "
+            "LEFT JOIN customer_transaction_stats s USING (customer_key)"
+        ).df()
+        frames = []
+        for batch in pairs.batches(scorer.features):
+            matrix = np.column_stack([batch.column(f).to_numpy(zero_copy_only=False) for f in scorer.features])
+            frames.append(pd.DataFrame({
+                "customer_key": batch.column("customer_key").to_numpy(zero_copy_only=False),
+                "article_id": batch.column("article_id").to_numpy(zero_copy_only=False),
+                "score": scorer.score_matrix(matrix),
+            }))
+    scores = pd.concat(frames, ignore_index=True)
+    return keys.merge(scores, on=["customer_key", "article_id"], validate="one_to_one")
 
 
 def pairs_saved(store: HMStore, week: str, days: list[int], caps: list[int]) -> pd.DataFrame:

@@ -1,12 +1,14 @@
 """What the ranker's prescreen costs in MAP@12 and saves in scoring, with each home's stored ranker.
 
-Every customer's stored pair features of the week are scored by the whole model, then for each
-(rounds, keep) the first ``rounds`` trees pick each customer's ``keep`` best candidates and only
-those keep their (whole-model) scores: so only the prescreen changes the lists. Reported per home
-and setting: the share of pairs the whole model still scores, the trees evaluated per pair against
-scoring everything, the share of customers whose 12 are identical (same articles, same order), and
-MAP@12 of the week's buyers. Then the recommendations path itself (``recommend_lists_from_batches``
-over the stored pairs in Arrow batches) is timed with and without the default prescreen.
+Every customer's pair features of the week, computed from the week's stored candidates, are scored
+by the whole model, then for each (rounds, keep) the first ``rounds`` trees pick each customer's
+``keep`` best candidates and only those keep their (whole-model) scores: so only the prescreen
+changes the lists. Reported per home and setting: the share of pairs the whole model still scores,
+the trees evaluated per pair against scoring everything, the share of customers whose 12 are
+identical (same articles, same order), and MAP@12 of the week's buyers. Then the recommendations
+path itself (the pair features computed from the stored candidates in Arrow batches,
+``pair_feature_batches``, scored by ``recommend_lists_from_batches``) is timed with and without the
+default prescreen.
 
     python benchmarks/bench_prescreen.py --week 2026-11-18 --home /tmp/hmq/home-world-loyal-seed0 [--home ...] \\
         [--rounds 20 40 80] [--keep 24 36 48]
@@ -20,26 +22,23 @@ import time
 import numpy as np
 import pandas as pd
 
+from computed_pairs import computed_pairs
 from host import machine
 
 from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.evaluation.metrics import map_at_k
 from hm_assets.pipeline.ranking import ranker
-from hm_assets.pipeline.ranking.stage import customer_chunks, pair_feature_matrix_sql, recommend_lists_from_batches
-from hm_assets.platform.sql import record_batches
+from hm_assets.pipeline.ranking.stage import customer_chunks, recommend_lists_from_batches
 
 
 def scored_pairs(store: HMStore, week: str, scorer: ranker.PairScorer) -> tuple[pd.DataFrame, np.ndarray]:
-    """Every customer's pairs (keys) and their feature matrix, in the stored order."""
-    con = store.connect()
+    """Every customer's pairs (keys) and their feature matrix, in the pair features' order."""
     keys, articles, matrices = [], [], []
-    for customer, article, matrix in customer_chunks(
-        record_batches(con, pair_feature_matrix_sql(store.require("pair_features", week), scorer.features)), scorer.features
-    ):
-        keys.append(customer)
-        articles.append(article)
-        matrices.append(matrix.copy())  # the chunks share one buffer
-    con.close()
+    with computed_pairs(store, week) as source:
+        for customer, article, matrix in customer_chunks(source.batches(scorer.features), scorer.features):
+            keys.append(customer)
+            articles.append(article)
+            matrices.append(matrix.copy())  # the chunks share one buffer
     pairs = pd.DataFrame({"customer_key": np.concatenate(keys), "article_id": np.concatenate(articles)})
     return pairs, np.concatenate(matrices)
 
@@ -50,12 +49,10 @@ def lists(pairs: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
 
 
 def timed_path(store: HMStore, week: str, scorer: ranker.PairScorer, customers: np.ndarray, fallback: list[int]) -> tuple[float, pd.DataFrame]:
-    con = store.connect()
     started = time.perf_counter()
-    sql = pair_feature_matrix_sql(store.require("pair_features", week), scorer.features)
-    recs = recommend_lists_from_batches(record_batches(con, sql), scorer, customers, fallback)
+    with computed_pairs(store, week) as source:
+        recs = recommend_lists_from_batches(source.batches(scorer.features), scorer, customers, fallback)
     seconds = time.perf_counter() - started
-    con.close()
     return seconds, recs
 
 

@@ -74,7 +74,7 @@ def scored_week(home: Path, data_dir: Path) -> ScoredWeek:
         history=history,
         articles=pd.read_parquet(store.require("articles"), columns=["article_id", "product_code"]),
         customers=pd.read_parquet(store.require("customers"), columns=["customer_key", "age"]),
-        candidates=store.require("pair_features", week),
+        candidates=store.require("candidates", week),
     )
     con.close()
     return scored

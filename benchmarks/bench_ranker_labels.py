@@ -2,16 +2,16 @@
 
 The oracle (hm-synth's ``oracle.csv``) is each buyer's expected top-12 under the generator's latent
 model: a label without the noise of one week's purchases. For a world's newest week with truth,
-the pipeline's ranker (default settings, the stored pair features of the same earlier weeks) is
-trained twice, once on what the buyers bought and once on the oracle's 12 of those weeks, and
-both score the week. If the oracle-trained ranker does much better, the ranking stage is short of
-labels (more weeks, less noise); if not, it is short of features: what the pair features say about
-a customer and an article does not hold what the oracle knows.
+the pipeline's ranker (default settings, the pair features of the same earlier weeks, computed
+from their stored candidates) is trained twice, once on what the buyers bought and once on the
+oracle's 12 of those weeks, and both score the week. If the oracle-trained ranker does much better,
+the ranking stage is short of labels (more weeks, less noise); if not, it is short of features:
+what the pair features say about a customer and an article does not hold what the oracle knows.
 
     python benchmarks/bench_ranker_labels.py --home HOME --data-dir DATA_DIR [--home ... --data-dir ...]
 
-HOME is a world's ``HM_HOME`` kept by ``bench_quality.py --keep-homes`` (its pair features and
-transactions), DATA_DIR the world's data set (its ``oracle.csv``).
+HOME is a world's ``HM_HOME`` kept by ``bench_quality.py --keep-homes`` (its candidates, feature
+tables, article taste and transactions), DATA_DIR the world's data set (its ``oracle.csv``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from host import machine, world_homes
@@ -31,7 +32,24 @@ sys.path.insert(0, str(ROOT))
 from hm_assets.pipeline.evaluation.evaluation import load_oracle  # noqa: E402
 from hm_assets.pipeline.evaluation.metrics import map_at_k  # noqa: E402
 from hm_assets.pipeline.ranking import ranker  # noqa: E402
+from hm_assets.pipeline.ranking.samples import labelled_weeks, week_pairs  # noqa: E402
+from hm_assets.platform.history import stored_history_weeks  # noqa: E402
 from hm_assets.platform.store import HMStore  # noqa: E402
+
+
+def training_rows(
+    store: HMStore, con: duckdb.DuckDBPyConnection, week: str, week_keys: list[str], labels: pd.DataFrame,
+    config: ranker.RankerConfig,
+) -> pd.DataFrame:
+    """The training rows ``config`` draws from ``week``'s buyers in ``labels`` (customer_key,
+    article_id: the positives) and their stored candidates, with those pairs' features computed, by
+    customer and article (as the pipeline's ranker draws them, with the purchases as ``labels``)."""
+    candidates = store.require("candidates", week)
+    keys = ranker.training_keys(
+        con, candidates, labels, config.negatives_per_customer, config.seed, config.max_rows_per_week
+    )
+    rows = week_pairs(store, week, week_keys, keys)
+    return rows.sort_values(["customer_key", "article_id"], kind="mergesort").reset_index(drop=True)
 
 
 def compare(home: Path, data_dir: Path) -> dict:
@@ -42,7 +60,7 @@ def compare(home: Path, data_dir: Path) -> dict:
     week = oracle_weeks[-1]
     config = ranker.RankerConfig()
     # the earlier weeks the oracle covers, as many as the pipeline's ranker would use
-    training = [w for w in ranker.labelled_weeks(store, week, config.training_weeks) if w in oracle_weeks]
+    training = [w for w in labelled_weeks(store, week, config.training_weeks) if w in oracle_weeks]
     if not training:
         raise SystemExit(f"{home}: no stored week before {week} has an oracle")
     labels = {
@@ -51,20 +69,13 @@ def compare(home: Path, data_dir: Path) -> dict:
     }
     truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
     oracle = load_oracle(con, data_dir / "oracle.csv", week)
-    con.register("truth_rows", truth)
-    pairs = con.sql(
-        f"SELECT * FROM read_parquet('{store.require('pair_features', week)}') "
-        f"SEMI JOIN (SELECT DISTINCT customer_key FROM truth_rows) USING (customer_key)"
-    ).df()
+    week_keys = stored_history_weeks(store)
+    pairs = week_pairs(store, week, week_keys, truth[["customer_key"]])
     row: dict = {"home": str(home), "week": week, "training_weeks": ", ".join(training),
                  "oracle": map_at_k(oracle[oracle["customer_key"].isin(truth["customer_key"])], truth)}
     for name, by_week in labels.items():
         started = time.perf_counter()
-        frames = [
-            ranker.training_rows_from_file(con, store.require("pair_features", w), by_week[w], config.negatives_per_customer,
-                                           config.seed, config.max_rows_per_week)
-            for w in training
-        ]
+        frames = [training_rows(store, con, w, week_keys, by_week[w], config) for w in training]
         booster = ranker.train(ranker.stack_weeks(frames), config.settings())
         scored = pairs[["customer_key", "article_id"]].assign(score=ranker.predict(booster, pairs))
         top = ranker.top_k(scored)

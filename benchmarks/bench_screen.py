@@ -5,11 +5,12 @@ The cap keeps each customer's 120 candidates in a calibrated order (hit rate per
 band, ``CAP_ORDER``). A learned screen would instead order them by a small LightGBM model on what is
 cheap to compute before the pair features: the candidates' own columns (every retriever's score and
 rank), the single-key feature tables' columns, and, as a third variant, the two taste dot products.
-Each screen is trained on the previous week's buyers' stored pairs (label: bought that week) and
-applied to the week's buyers' pairs; for each ``keep`` the stored ranker then scores only each
-customer's ``keep`` best by that order. Reported: MAP@12 of the week's buyers against every
-candidate scored, for the calibrated order and each screen. The pairs saved are ``1 - keep / 120``
-of the capped candidates (the customers with fewer keep all of theirs).
+Each screen is trained on the previous week's buyers' pairs (their pair features computed from the
+stored candidates; label: bought that week) and applied to the week's buyers' pairs; for each
+``keep`` the stored ranker then scores only each customer's ``keep`` best by that order. Reported:
+MAP@12 of the week's buyers against every candidate scored, for the calibrated order and each
+screen. The pairs saved are ``1 - keep / 120`` of the capped candidates (the customers with fewer
+keep all of theirs).
 
 Nothing in the pipeline uses such a screen yet: this measures whether one would pay.
 
@@ -26,6 +27,7 @@ import lightgbm as lgb
 import pandas as pd
 
 from bench_lapsed_cap import buyers_scored
+from computed_pairs import computed_pairs
 from host import machine
 
 from hm_assets.defs.resources import HMStore
@@ -42,28 +44,25 @@ TASTE = ["taste_long", "taste_recent"]
 
 def cheap_columns(store: HMStore, week: str) -> list[str]:
     """The candidates' columns, then those of the week's single-key feature tables, as the pair features name them."""
-    con = store.connect()
-    pairs = con.sql(f"SELECT * FROM read_parquet('{store.require('pair_features', week)}') LIMIT 0").columns
-    tables = set()
-    for table in FEATURE_TABLES:
-        tables |= set(con.sql(f"SELECT * FROM read_parquet('{store.require(table, week)}') LIMIT 0").columns)
-    con.close()
+    nobody = pd.DataFrame({"customer_key": pd.Series(dtype="int64")})
+    with computed_pairs(store, week, nobody) as source:
+        pairs = source.columns()
+        tables = set()
+        for table in FEATURE_TABLES:
+            tables |= set(source.con.sql(f"SELECT * FROM {table} LIMIT 0").columns)
     own = [c for c in pairs if c.startswith(("score_", "rank_")) or c in ("n_retrievers", "best_rank")]
     return own + [c for c in pairs if c in tables and c not in ("customer_key", "article_id")] + DERIVED
 
 
 def buyers_pairs(store: HMStore, week: str, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The week's buyers' stored pairs with ``columns`` (as FLOAT) and ``label``, and the week's purchases."""
+    """The week's buyers' pairs, computed from the stored candidates, with ``columns`` (as FLOAT) and
+    ``label``, and the week's purchases."""
     truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
-    con = store.connect()
-    con.register("truth", truth)
-    selected = ", ".join(f'CAST("{c}" AS FLOAT) AS "{c}"' for c in columns)
-    pairs = con.sql(
-        f"SELECT customer_key, article_id, {selected} FROM read_parquet('{store.require('pair_features', week)}') "
-        "SEMI JOIN (SELECT DISTINCT customer_key FROM truth) USING (customer_key)"
-    ).df()
-    con.close()
-    return label(pairs, truth), truth
+    frames = []
+    with computed_pairs(store, week, truth) as source:
+        for batch in source.batches(columns):
+            frames.append(batch.to_pandas().astype({c: "float32" for c in columns}))
+    return label(pd.concat(frames, ignore_index=True), truth), truth
 
 
 def screens(store: HMStore, week: str) -> tuple[dict[str, pd.DataFrame], list[str]]:

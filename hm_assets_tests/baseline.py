@@ -127,9 +127,9 @@ class World:
 
 @dataclass
 class Baseline:
-    """The tiny data set, uninterrupted and in order: weeks W-2 and W-1 up to their pair features,
+    """The tiny data set, uninterrupted and in order: weeks W-2 and W-1 up to their candidates and taste,
     week W end to end (ranker trained on W-1), and NW (= W + 1, the newest week with truth) up to
-    its pair features."""
+    its candidates and taste."""
 
     world: World
     data_range: DataRange

@@ -146,8 +146,8 @@ def weekly_ancestors(defs: dg.Definitions, root: str) -> list[dg.AssetKey]:
 
 
 def training_side_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
-    """Everything up to the pair features: what a ranker needs from earlier weeks."""
-    return weekly_ancestors(defs, "pair_features")
+    """What a ranker needs from earlier weeks: everything above it (candidates, feature tables, taste)."""
+    return [key for key in weekly_ancestors(defs, "ranker") if key != dg.AssetKey("ranker")]
 
 
 def weekly_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
@@ -189,7 +189,7 @@ def run_weeks(
     log(f"ingest transactions {data_range.first_week} .. {min(target, data_range.live_week)} ...")
     runner.ingest_weeks(data_range.first_week, max(target, data_range.first_week))
     for week in plan.training_side:
-        log(f"week {week}: candidates and pair features (ranker training data) ...")
+        log(f"week {week}: candidates, feature tables and taste (the ranker's training data) ...")
         runner.materialize_week(week, training_side_keys(defs))
     for week in plan.full:
         log(f"week {week}: full pipeline ...")

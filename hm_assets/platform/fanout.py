@@ -6,12 +6,7 @@ A sharded asset is a small graph of steps:
   and computes once what every shard shares (e.g. the cap's calibration);
 - ``<asset>_shard[shard_<n>]`` (a dynamic step per range) writes that range's part files;
 - ``<asset>_combine`` concatenates the parts in key order into the week's files (each replaced
-  atomically, so readers never see half a week) and reports the metadata. An output kept as parts
-  (``ShardOutputs.kept_as_parts``) is instead the folder of its parts, ``<week>.parquet/part-<n>.parquet``,
-  linked into place: no bytes are copied, which for the pair features of the full data is 11 GB. A
-  folder is replaced in two renames (``store._replace_dir``): a reader running while the week is
-  materialized again may find no folder for that instant.
-  DuckDB's ``read_parquet`` and pyarrow read such a folder as one table, the parts in key order.
+  atomically, so readers never see half a week) and reports the metadata.
 
 The executor decides where shards run: the in-process executor one after another, the
 multiprocess executor in parallel processes, a cluster executor (``k8s_job_executor``,
@@ -29,7 +24,6 @@ reports it, ``hm_assets/platform/celery_executor.py``), is run again once (``SHA
 
 
 import dataclasses
-import os
 import pickle
 import shutil
 import time
@@ -93,16 +87,9 @@ def parts_dir_of(store: HMStore, asset: str, context: dg.OpExecutionContext) -> 
 @dataclass(frozen=True)
 class ShardOutputs:
     """The files a sharded asset writes per week: output name -> (store asset name, suffix).
-    The first is the asset's own Parquet file; CSV outputs are concatenated with one header.
-    Parquet outputs named in ``kept_as_parts`` are stored as the folder of the shards' parts."""
+    The first is the asset's own Parquet file; CSV outputs are concatenated with one header."""
 
     files: Mapping[str, str] = field(default_factory=dict)
-    kept_as_parts: frozenset[str] = frozenset()
-
-    def __post_init__(self) -> None:
-        unknown = [name for name in self.kept_as_parts if self.files.get(name) != ".parquet"]
-        if unknown:
-            raise ValueError(f"only Parquet outputs can be kept as parts: {unknown}")
 
     def final_paths(self, store: HMStore, week: str) -> dict[str, Path]:
         return {name: store.asset_path(name, week, suffix) for name, suffix in self.files.items()}
@@ -143,13 +130,7 @@ def combine_parts(
         missing = [str(p) for p in parts if not p.exists()]
         if missing:
             raise FileNotFoundError(f"shard parts of '{name}' are missing: {missing[:3]}")
-        if name in outputs.kept_as_parts:
-            with store.atomic_path(finals[name]) as temporary:
-                temporary.mkdir()
-                for index, part in zip(sorted(shard_indices), parts):
-                    link_or_copy(part, temporary / stored_part_name(index))
-                    progress.advance()
-        elif suffix == ".csv":
+        if suffix == ".csv":
             with store.atomic_path(finals[name]) as temporary, temporary.open("wb") as out:
                 for part in parts:
                     with part.open("rb") as handle:
@@ -173,20 +154,6 @@ def combine_parts(
                 if appender.writer is None:  # every shard empty: keep the schema
                     shutil.copyfile(parts[0], temporary)
     progress.finish()
-
-
-def stored_part_name(shard_index: int) -> str:
-    """A kept part's name in its week's folder: names sort in key order, as readers read them."""
-    return f"part-{shard_index:05d}.parquet"
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """A hard link where the file system allows one (parts and assets share the store's root),
-    else a copy."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def shard_progress(name: str, task: ShardTask, seconds: float, since_plan: float, outputs: ShardOutputs) -> str:

@@ -39,10 +39,9 @@ from hm_assets.platform.store import HMStore
 from hm_assets_tests.celery_workers import CeleryWorker, start_worker, weekly_job_on_celery
 from hm_assets_tests.services import environment, postgres_instance_home
 
-SHARD_SIZE = 400  # the tiny preset's 1,500 customers in 4 shards (candidates, pair features)
+SHARD_SIZE = 400  # the tiny preset's 1,500 customers in 4 shards (candidates, recommendations)
 COMPARED = {
     "candidates": ".parquet",
-    "pair_features": ".parquet",
     "recommendations": ".parquet",
     "submission": ".csv",
     "evaluation": ".json",

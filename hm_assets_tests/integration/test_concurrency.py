@@ -5,7 +5,7 @@ runs, byte for byte, without lock errors.
 Each process does what `hm-recs run` does for its week: it opens the instance (runner.dagster_instance),
 ingests the transactions from the first week up to its own (all four build the shared staging file,
 which a file lock lets exactly one of them write) and materializes the week's candidate side: the
-features, every retriever, the filtered candidates and the pair features. The catalogue (articles,
+features, the taste vectors, every retriever and the filtered candidates. The catalogue (articles,
 customers, images, embeddings, indexes) is taken from the baseline, as a daily run would find it.
 """
 
@@ -49,7 +49,7 @@ def run_at_once(weeks, phase: str, args_for, home: Path, root: Path, dagster_hom
 
 def test_four_weeks_at_once_match_one_by_one():
     """Four weeks' candidate side in four processes at once: first every week's ingest, features
-    and retrievers, then every week's candidates and pair features. (Week W's candidates also read
+    and retrievers, then every week's candidates. (Week W's candidates also read
     week W-1's retriever outputs to calibrate the cap; Dagster orders that dependency in a backfill,
     the two phases do here.)"""
     from hm_assets.definitions import build_definitions
@@ -63,7 +63,7 @@ def test_four_weeks_at_once_match_one_by_one():
     copy_catalogue(base.home, home)
     weeks = base.candidate_side_weeks
     first = str(base.data_range.first_week)
-    per_customer = {"candidates", "pair_features"}
+    per_customer = {"candidates"}
     upstream = [k.to_user_string() for k in training_side_keys(defs) if k.to_user_string() not in per_customer]
     started = time.monotonic()
     run_at_once(
@@ -83,7 +83,7 @@ def test_four_weeks_at_once_match_one_by_one():
     # The same bytes as the sequential runs of the baseline, week by week ...
     for week in weeks:
         concurrent = week_hashes(home, week)
-        assert {"candidates", "pair_features", "popularity_model", "customer_features", "transactions"} <= {
+        assert {"candidates", "article_taste", "popularity_model", "customer_features", "transactions"} <= {
             name.split("/")[0] for name in concurrent
         }
         assert concurrent == {name: digest for name, digest in week_hashes(base.home, week).items() if name in concurrent}

@@ -2,8 +2,9 @@
 
 A copy of the tiny data set gets 50 planted purchases of an article nobody ever bought, by five
 regular customers: 40 inside the target week W and 10 in the week after. Week W's features,
-retriever candidates, filtered candidates, pair features, ranker and recommendations must be
-byte-identical to the clean baseline's, while week W + 1 (whose history includes W) must change.
+retriever candidates, filtered candidates, ranker and recommendations (scored from the pair features
+computed in memory) must be byte-identical to the clean baseline's, while week W + 1 (whose history
+includes W) must change, its pair features included.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pandas as pd
 import pytest
 
 from hm_assets.defs.resources import HMDataset, HMStore
+from hm_assets.pipeline.ranking.samples import week_pairs
+from hm_assets.platform.history import stored_history_weeks
 from hm_assets.platform.weeks import WEEK
 from hm_assets_tests.baseline import (
     Baseline,
@@ -86,7 +89,7 @@ def test_planted_future_purchases_change_nothing_computed_for_the_week(planted):
     computed = week_hashes(base.home, base.week)
     computed = {name: digest for name, digest in computed.items() if not name.startswith(("transactions/", "evaluation/"))}
     for asset in ("customer_features", "article_transaction_stats", "repurchase", "popularity_model", "candidates",
-                  "pair_features", "ranker", "recommendations", "submission"):
+                  "ranker", "recommendations", "submission"):
         assert any(name.startswith(f"{asset}/") for name in computed), asset
     assert week_hashes(world.home, base.week, assets=[n.split("/")[0] for n in computed]) == computed
 
@@ -108,7 +111,17 @@ def test_the_same_purchases_do_change_the_next_week(planted):
     assert proposed >= set(buyers)  # at least their own purchase, proposed again
     clean, dirty = week_hashes(base.home, base.next_week), week_hashes(world.home, base.next_week)
     changed = {name.split("/")[0] for name in dirty if dirty[name] != clean.get(name)}
-    assert {"transactions", "article_transaction_stats", "customer_transaction_stats", "candidates", "pair_features"} <= changed
+    assert {"transactions", "article_transaction_stats", "customer_transaction_stats", "candidates"} <= changed
+    # the planted buyers' pair features of W + 1, as the recommendations and the ranker compute them
+    buyers_frame = pd.DataFrame({"customer_key": buyers})
+    pairs = {
+        home: week_pairs(HMStore(home=str(home)), str(base.next_week), stored_history_weeks(HMStore(home=str(home))), buyers_frame)
+        for home in (base.home, world.home)
+    }
+    bought = pairs[world.home][pairs[world.home]["article_id"] == article]
+    assert sorted(bought["customer_key"]) == sorted(buyers)
+    assert (bought["bought_same_article"] == PER_CUSTOMER_IN_WEEK).all()
+    assert article not in set(pairs[base.home]["article_id"])
 
 
 def test_catalogue_vectors_snapshotted_after_ingest_do_not_leak_future_weeks(planted):

@@ -12,13 +12,11 @@ import pandas as pd
 import pytest
 
 from hm_assets.defs.resources import HMDataset, HMStore
-from hm_assets.platform.fanout import stored_part_name
 from hm_assets.platform.store import atomic_path
 from hm_assets_tests.baseline import baseline, seed_object_store, work_root
 
 WEEK_OUTPUTS = {
     "candidates": ".parquet",
-    "pair_features": ".parquet",
     "recommendations": ".parquet",
     "submission": ".csv",
     "evaluation": ".json",
@@ -76,12 +74,16 @@ def test_only_the_given_object_store_gets_an_output(object_store_uri, tmp_path, 
     assert shared.objects.exists(shared.asset_path("things", "shared"))
 
 
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
 def write_parts(store: HMStore, target: Path, parts: list[list[int]]) -> None:
     """``target`` as a week kept as its shards' parts (a folder of part files), written through ``store``."""
     with store.atomic_path(target) as temporary:
         temporary.mkdir()
         for index, values in enumerate(parts):
-            pd.DataFrame({"x": values}).to_parquet(temporary / stored_part_name(index))
+            pd.DataFrame({"x": values}).to_parquet(temporary / part_name(index))
 
 
 def test_a_week_kept_as_parts_is_fetched_whole_and_without_stale_parts(object_store_uri, tmp_path):
@@ -100,7 +102,7 @@ def test_a_week_kept_as_parts_is_fetched_whole_and_without_stale_parts(object_st
 
     write_parts(node_a, target, [[6], [7]])  # fewer shards
     assert pd.read_parquet(node_b.require("pairs", "2020-09-16"))["x"].tolist() == [6, 7]
-    assert sorted(p.name for p in copy.iterdir()) == [stored_part_name(0), stored_part_name(1)]
+    assert sorted(p.name for p in copy.iterdir()) == [part_name(0), part_name(1)]
 
     node_a.write_parquet(pd.DataFrame({"x": [8]}), target)  # a file again
     assert target.is_file() and pd.read_parquet(node_b.require("pairs", "2020-09-16"))["x"].tolist() == [8]
@@ -131,9 +133,9 @@ def test_a_week_split_over_nodes_through_the_object_store_matches_one_node(objec
     seed_object_store(base.home, object_store_uri, week, tuple(WEEK_OUTPUTS))
     data_dir = os.environ["HM_DATA_DIR"]
 
-    # Node A: the filtered union and the pair features, in 4+ customer shards.
-    materialize_on_node(["candidates", "pair_features"], week, object_store_uri, data_dir, 400)
-    # Node B, an empty cache: scoring and evaluation from what node A published.
+    # Node A: the filtered union, in 4+ customer shards.
+    materialize_on_node(["candidates"], week, object_store_uri, data_dir, 400)
+    # Node B, an empty cache: pair features, scoring and evaluation from what node A published.
     materialize_on_node(["recommendations", "evaluation"], week, object_store_uri, data_dir, 100_000)
 
     reader = HMStore(home=str(work_root().resolve()), object_store=object_store_uri)

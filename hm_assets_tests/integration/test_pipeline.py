@@ -14,7 +14,6 @@ import pytest
 
 from hm_assets.defs.runner import run_weeks
 from hm_assets.pipeline.evaluation.quality_checks import recommendation_problems
-from hm_assets.platform.fanout import stored_part_name
 from hm_assets.platform.weeks import WEEK
 from hm_assets.pipeline.ingest.data_range import scan_data_range
 
@@ -120,24 +119,21 @@ def test_customer_shards_give_the_same_results_as_one_shard(tiny_run, tmp_path):
     from hm_assets.defs.resources import HMDataset, HMStore
 
     defs = build_definitions()
-    candidates, pair_features, recommendations = (defs.get_assets_def(a) for a in ("candidates", "pair_features", "recommendations"))
+    candidates, recommendations = (defs.get_assets_def(a) for a in ("candidates", "recommendations"))
     home, data_range, _, _ = tiny_run
     week = data_range.newest_week_with_truth.isoformat()
     sharded_home = tmp_path / "home"
     shutil.copytree(home / "assets", sharded_home / "assets")
     result = dg.materialize(
-        [candidates, pair_features, recommendations],
+        [candidates, recommendations],
         partition_key=week,
         resources={"store": HMStore(home=str(sharded_home), customers_per_shard=300), "dataset": HMDataset()},
-        selection=[candidates, pair_features, recommendations],
+        selection=[candidates, recommendations],
     )
     assert result.success
     shards = result.asset_materializations_for_node("candidates")[0].metadata["customer_shards"].value
     assert shards >= 4
-    # the pair features are kept as the shards' parts (one file each, in key order): no combined copy
-    kept = sharded_home / "assets" / "pair_features" / f"{week}.parquet"
-    assert sorted(p.name for p in kept.iterdir()) == [stored_part_name(i) for i in range(shards)]
-    for asset in ("candidates", "pair_features", "recommendations"):
+    for asset in ("candidates", "recommendations"):
         one = pd.read_parquet(home / "assets" / asset / f"{week}.parquet")
         many = pd.read_parquet(sharded_home / "assets" / asset / f"{week}.parquet")
         pd.testing.assert_frame_equal(one.reset_index(drop=True), many.reset_index(drop=True))

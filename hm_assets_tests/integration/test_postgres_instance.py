@@ -29,7 +29,7 @@ import yaml
 from hm_assets_tests.services import DEPLOY_PROFILE, postgres_instance_home
 
 SHARD_SIZE = 400  # the tiny preset's 1,500 customers in 4 shards
-COMPARED = ("candidates", "pair_features", "recommendations")
+COMPARED = ("candidates", "recommendations")
 
 
 def weekly_recommendations_job() -> dg.JobDefinition:

@@ -281,7 +281,7 @@ def test_sigkill_mid_write_keeps_the_last_good_output_and_a_rerun_matches():
     before = week_hashes(home, week)
     target = home / "assets" / "candidates" / f"{week}.parquet"
     rows = pq.ParquetFile(target).metadata.num_rows
-    downstream = ["candidates", "pair_features", "ranker", "recommendations", "evaluation"]
+    downstream = ["candidates", "ranker", "recommendations", "evaluation"]
     marker, log = home.parent / "stalled", home.parent / "child.log"
     args = {"week": week, "assets": downstream, "run_config": FAST, "stall_rename_to": str(target), "stall_marker": str(marker)}
     child = start_child(args, home, log)

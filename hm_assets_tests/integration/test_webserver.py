@@ -165,7 +165,7 @@ def test_webserver_serves_the_asset_graph_and_weekly_partitions(tiny_data, tmp_p
             "articles": "ingest", "customers": "ingest", "article_images": "ingest", "transactions": "ingest",
             "customer_features": "features", "article_transaction_stats": "features",
             "popularity_model": "retrieval", "also_bought": "retrieval", "repurchase": "retrieval",
-            "candidates": "ranking", "pair_features": "ranking", "ranker": "ranking", "recommendations": "ranking",
+            "candidates": "ranking", "ranker": "ranking", "recommendations": "ranking",
             "evaluation": "evaluation", "backtest_summary": "evaluation",
         }
         for key, group in expected.items():

@@ -189,7 +189,7 @@ def test_the_weekly_job_runs_under_k8s_job_executor_handing_values_over_through_
 
     ops = {op.name: op for op in job.graph.iterate_op_defs()}
     sharded = sorted(name.removesuffix("_shard") for name in ops if name.endswith("_shard"))
-    assert sharded == ["candidates", "pair_features", "recommendations"]
+    assert sharded == ["candidates", "recommendations"]
     value_inputs = {(name, i.name) for name, op in ops.items() for i in op.input_defs if not i.dagster_type.is_nothing}
     assert value_inputs == {(f"{a}_shard", "task") for a in sharded} | {(f"{a}_combine", "summaries") for a in sharded}
     for asset in sharded:

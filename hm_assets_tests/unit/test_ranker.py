@@ -93,43 +93,54 @@ def test_best_per_customer_of_sorted_rows_equals_the_general_path(seed):
         np.testing.assert_array_equal(distinct.to_numpy(), np.minimum(pd.DataFrame({"c": customer, "a": article}).drop_duplicates().groupby("c").size().to_numpy(), keep))
 
 
-def test_training_sample_read_from_file_equals_the_in_memory_sample(tmp_path):
-    _, pairs = trained_booster()
-    pairs["best_rank"] = pairs["rank_a"].fillna(99).astype("int16")
+def stored_candidates(pairs: pd.DataFrame, path) -> pd.DataFrame:
+    """``pairs`` as a week's stored candidates: with a best rank, in the candidates' order."""
+    pairs = pairs.assign(best_rank=pairs["rank_a"].fillna(99).astype("int16"))
     pairs = pairs.sort_values(["customer_key", "best_rank", "article_id"], kind="mergesort").reset_index(drop=True)
-    path = tmp_path / "pairs.parquet"
     pairs.to_parquet(path, index=False)
+    return pairs
+
+
+def test_training_keys_drawn_on_the_stored_candidates_equal_the_in_memory_sample(tmp_path):
+    _, pairs = trained_booster()
+    path = tmp_path / "candidates.parquet"
+    pairs = stored_candidates(pairs, path)
     truth = pairs[pairs["score_a"] > 1.2][["customer_key", "article_id"]].iloc[::2]
     in_memory = ranker.training_rows(pd.read_parquet(path), truth, 5, seed=3)
-    from_file = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
+    keys = ranker.training_keys(duckdb.connect(), path, truth, 5, seed=3)
     assert 0 < in_memory["label"].sum() < len(in_memory)
-    pd.testing.assert_frame_equal(from_file, in_memory, check_dtype=False)
+    pd.testing.assert_frame_equal(keys, in_memory[["customer_key", "article_id", "label"]], check_dtype=False)
 
 
-def test_training_rows_within_a_budget_keep_whole_customers(tmp_path):
+def test_training_keys_within_a_budget_keep_whole_customers(tmp_path):
     _, pairs = trained_booster()
-    pairs["best_rank"] = pairs["rank_a"].fillna(99).astype("int16")
-    path = tmp_path / "pairs.parquet"
-    pairs.to_parquet(path, index=False)
+    path = tmp_path / "candidates.parquet"
+    pairs = stored_candidates(pairs, path)
     truth = pairs[pairs["score_a"] > 1.0][["customer_key", "article_id"]]
-    whole = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3)
+    whole = ranker.training_keys(duckdb.connect(), path, truth, 5, seed=3)
     budget = len(whole) // 3
-    kept = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=budget)
+    kept = ranker.training_keys(duckdb.connect(), path, truth, 5, seed=3, max_rows=budget)
     assert budget - 20 < len(kept) <= budget  # whole customers, as many as fit
     per_customer = whole.groupby("customer_key").size()
     assert kept.groupby("customer_key").size().equals(per_customer.loc[kept["customer_key"].unique()])
     assert kept["label"].sum() > 0
-    unbounded = ranker.training_rows_from_file(duckdb.connect(), path, truth, 5, seed=3, max_rows=len(whole))
+    unbounded = ranker.training_keys(duckdb.connect(), path, truth, 5, seed=3, max_rows=len(whole))
     pd.testing.assert_frame_equal(unbounded, whole)
 
 
+def matrix_sql(path, features: list[str]) -> str:
+    """customer_key, article_id and ``features`` as DOUBLE, as ``stage.pair_feature_batches`` gives them."""
+    columns = ", ".join(f'CAST("{name}" AS DOUBLE) AS "{name}"' for name in features)
+    return f"SELECT customer_key, article_id, {columns} FROM read_parquet('{path}')"
+
+
 def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
-    from hm_assets.pipeline.ranking.stage import pair_feature_matrix_sql, recommend_lists, recommend_lists_from_batches
+    from hm_assets.pipeline.ranking.stage import recommend_lists, recommend_lists_from_batches
     from hm_assets.platform.sql import record_batches
 
     booster, pairs = trained_booster()
     # an article proposed twice for one customer, and score ties, both across batch borders
-    # in customer order, as pair features are stored; articles shuffled within a customer
+    # in customer order, as the pair features are computed; articles shuffled within a customer
     pairs = pd.concat([pairs, pairs.iloc[::7]], ignore_index=True).sample(frac=1.0, random_state=2, ignore_index=True)
     pairs = pairs.sort_values("customer_key", kind="stable", ignore_index=True)
     pairs.loc[pairs.index[::5], "score_a"] = np.float32(0.5)
@@ -146,7 +157,7 @@ def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
             frame["best_rank"] = frame["rank_a"].fillna(99).astype("int16")
             frame.to_parquet(path, index=False)
         whole = recommend_lists(frame, scorer, customers, fallback)
-        sql = pair_feature_matrix_sql(path, scorer.features)
+        sql = matrix_sql(path, scorer.features)
         batches = list(record_batches(con, sql, rows=1000))
         assert len(batches) == -(-len(pairs) // 1000) > 1
         batched = recommend_lists_from_batches(iter(batches), scorer, customers, fallback)
@@ -156,46 +167,8 @@ def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
     assert empty["article_id"].tolist() == fallback[:12] * 2
     pairs.sample(frac=1.0, random_state=4).to_parquet(path, index=False)
     with pytest.raises(ValueError, match="not in customer order"):
-        recommend_lists_from_batches(record_batches(con, pair_feature_matrix_sql(path, screened.features), rows=1000),
+        recommend_lists_from_batches(record_batches(con, matrix_sql(path, screened.features), rows=1000),
                                      screened, customers, fallback)
-
-
-def test_a_labelled_weeks_sample_is_kept_and_read_back_until_its_inputs_change(tmp_path):
-    from hm_assets.platform.store import HMStore
-
-    store = HMStore(home=str(tmp_path / "home"))
-    week = "2026-11-11"
-    _, pairs = trained_booster()
-    pairs["best_rank"] = pairs["rank_a"].fillna(99).astype("int16")
-    pairs_path, truth_path = store.asset_path("pair_features", week), store.asset_path("transactions", week)
-    pairs_path.mkdir(parents=True)  # stored as its shards' parts
-    pairs.iloc[:2000].to_parquet(pairs_path / "part-00000.parquet", index=False)
-    pairs.iloc[2000:].to_parquet(pairs_path / "part-00001.parquet", index=False)
-    truth_path.parent.mkdir(parents=True)
-    pairs[pairs["score_a"] > 1.0][["customer_key", "article_id"]].to_parquet(truth_path, index=False)
-    con = duckdb.connect()
-
-    drawn, kept = ranker.week_training_rows(store, con, week, 5, 3, 0)
-    assert not kept and 0 < drawn["label"].sum() < len(drawn)
-    again, kept = ranker.week_training_rows(store, con, week, 5, 3, 0)
-    assert kept
-    pd.testing.assert_frame_equal(again, drawn)
-    other_seed, kept = ranker.week_training_rows(store, con, week, 5, 4, 0)
-    assert not kept and not other_seed.equals(drawn)
-
-    # new pair features (a re-materialized week): a new sample, the stale one removed
-    changed = pairs.assign(score_a=-pairs["score_a"])
-    changed.iloc[2000:-7].to_parquet(pairs_path / "part-00001.parquet", index=False)
-    redrawn, kept = ranker.week_training_rows(store, con, week, 5, 3, 0)
-    assert not kept
-    expected = ranker.training_rows_from_file(con, pairs_path, pd.read_parquet(truth_path), 5, 3)
-    pd.testing.assert_frame_equal(redrawn, expected)
-    samples = sorted(p.name for p in (store.asset_dir("ranker") / "samples").iterdir())
-    assert len(samples) == 2 and sum("seed3-" in name for name in samples) == 1
-
-    stacked = ranker.stored_training_rows(store, [week], 5, 3)
-    assert stacked.reused == [week]
-    pd.testing.assert_frame_equal(stacked.rows.drop(columns="query"), ranker.stack_weeks([redrawn]).drop(columns="query"))
 
 
 def test_stacked_weeks_group_each_weeks_customers_and_number_them_in_order():

@@ -1,4 +1,9 @@
-"""Filtered union of candidates -> pair features -> LightGBM ranker -> 12 recommendations each."""
+"""Filtered union of candidates -> LightGBM ranker -> 12 recommendations each.
+
+The pair features (``sql/pair_features.sql``) are not an asset: the recommendations compute each
+shard's in memory and score them, and the ranker computes those of its labelled weeks' samples
+(``hm_assets/pipeline/ranking/samples.py``). Stored, they were 9 GB a week at full scale, written
+once and read back once."""
 
 
 import json
@@ -28,22 +33,21 @@ from hm_assets.pipeline.ranking.ranker import (
     K,
     RankerConfig,
     importances,
-    labelled_weeks,
     save,
     stored_scorer,
     train,
 )
+from hm_assets.pipeline.ranking.samples import SAMPLE_INPUTS, labelled_weeks, training_sample
 from hm_assets.pipeline.ranking.stage import (
     kaggle_submission,
-    pair_feature_matrix_sql,
+    load_candidates,
+    pair_feature_batches,
     recommend_lists_from_batches,
     select_candidates,
 )
-from hm_assets.pipeline.ranking.stage import pair_features as pair_features_of
 from hm_assets.pipeline.retrieval.registry import retriever_names
 from hm_assets.platform.fanout import ShardOutputs, ShardTask, sharded_asset
 from hm_assets.platform.metadata import markdown_table, stopwatch
-from hm_assets.platform.sql import record_batches
 
 GROUP = "ranking"
 
@@ -139,44 +143,29 @@ def candidates_metadata(
     return metadata
 
 
-def pair_features_shard(weeks: WeekPartitions, context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
-    source = store.require("candidates", context.partition_key)
-    with week_view(context, store, weeks) as view:
-        view.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{source}') WHERE {task.shard.where()}"
-        )
-        taste = read_article_taste(store.require("article_taste", context.partition_key))
-        rows = store.write_parquet(pair_features_of(view.con, view.cutoff, taste), task.part("pair_features", ".parquet"))
-    return {"rows": rows}
+RANKER_DESCRIPTION = (
+    "LightGBM ranker (binary, or lambdarank) trained on the previous weeks: their buyers' candidates "
+    "with the pair features they had as of their own cut-offs, labelled with what was bought in those weeks."
+)
 
 
-def pair_features_metadata(context, store: HMStore, config, shards: list[dict], files: dict, shared) -> dict:
-    con = store.connect()
-    columns = con.sql(f"DESCRIBE SELECT * FROM read_parquet('{files['pair_features']}')").df()
-    con.close()
-    return {
-        "dagster/row_count": sum(s["rows"] for s in shards),
-        "features": len(columns) - 2,
-        "columns": dg.MetadataValue.md(", ".join(f"`{c}`" for c in columns["column_name"])),
-    }
-
-
-def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConfig) -> dg.MaterializeResult:
-    """LightGBM ranker (lambdarank, or binary) trained on the previous weeks: their candidates and
-    pair features as of their own cut-offs, labelled with what was bought in those weeks."""
+def ranker(
+    weeks_partitions: WeekPartitions, context: dg.AssetExecutionContext, store: HMStore, config: RankerConfig
+) -> dg.MaterializeResult:
     key = context.partition_key
     weeks = labelled_weeks(store, key, config.training_weeks)
     if len(weeks) < config.training_weeks:
+        needed = ", ".join(name for name in SAMPLE_INPUTS if name != "transactions")
         raise dg.Failure(
             description=(
                 f"the ranker for {key} was asked to learn from {config.training_weeks} labelled week(s) but "
-                f"{len(weeks)} exist ({', '.join(weeks) or 'none'}): materialize pair_features (and transactions) "
+                f"{len(weeks)} exist ({', '.join(weeks) or 'none'}): materialize {needed} (and transactions) "
                 f"for the {config.training_weeks} weeks before {key}, or set the ranker's training_weeks lower"
             ),
             metadata={"asked": config.training_weeks, "found": ", ".join(weeks) or "none"},
         )
     prescreen = config.prescreen()  # checked before the training
-    sample = config.training_rows(store, weeks, log=context.log.info)
+    sample = training_sample(store, weeks, weeks_partitions.history_keys(), config, log=context.log.info)
     rows = sample.rows
     model_path = store.asset_path("ranker", key, ".txt")
     info_path = store.asset_path("ranker", key, ".json")
@@ -214,6 +203,7 @@ def ranker(context: dg.AssetExecutionContext, store: HMStore, config: RankerConf
             ),
             "positive_rate": round(float(rows["label"].mean()), 4),
             "features": len(booster.feature_name()),
+            "feature_columns": dg.MetadataValue.md(", ".join(f"`{name}`" for name in booster.feature_name())),
             "feature_importance": markdown_table(importance.head(25), floatfmt=".3f"),
             "model_path": store.relative(model_path),
             "seconds": watch.seconds,
@@ -230,19 +220,22 @@ def popular_fallback(weeks: WeekPartitions, context: dg.OpExecutionContext, stor
 
 def recommendations_shard(weeks: WeekPartitions, context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
     key = context.partition_key
-    pairs_path = store.require("pair_features", key)
+    candidates = store.require("candidates", key)
+    taste = read_article_taste(store.require("article_taste", key))
     scorer = stored_scorer(store, key)
     where = task.shard.where()
-    with week_view(context, store, weeks, with_features=False) as view:
+    with week_view(context, store, weeks) as view:
         customers_frame = view.con.sql(
             f"SELECT customer_key, customer_id FROM customers WHERE {where} ORDER BY customer_key"
         ).df()
-        pairs = record_batches(view.con, pair_feature_matrix_sql(pairs_path, scorer.features, where))
-        recs = recommend_lists_from_batches(pairs, scorer, customers_frame["customer_key"].to_numpy(), task.shared)
+        load_candidates(view.con, candidates, where)
+        pairs = view.con.execute("SELECT count(*) FROM candidates").fetchall()[0][0]
+        batches = pair_feature_batches(view.con, view.cutoff, taste, scorer.features)
+        recs = recommend_lists_from_batches(batches, scorer, customers_frame["customer_key"].to_numpy(), task.shared)
     rows = store.write_parquet(recs, task.part("recommendations", ".parquet"))
     with store.atomic_path(task.part("submission", ".csv")) as csv:
         kaggle_submission(recs, customers_frame).to_csv(csv, header=task.shard.index == 0, index=False)
-    return {"rows": rows, "from_ranker": int(recs["score"].notna().sum())}
+    return {"rows": rows, "from_ranker": int(recs["score"].notna().sum()), "pairs": int(pairs)}
 
 
 def recommendations_metadata(context, store: HMStore, config, shards: list[dict], files: dict, shared) -> dict:
@@ -250,6 +243,7 @@ def recommendations_metadata(context, store: HMStore, config, shards: list[dict]
     return {
         "dagster/row_count": rows,
         "customers": rows // K,
+        "pairs_scored": sum(s["pairs"] for s in shards),
         "share_from_ranker": round(sum(s["from_ranker"] for s in shards) / max(rows, 1), 4),
         "submission_csv": dg.MetadataValue.path(store.relative(files["submission"])),
         "submission_url": dg.MetadataValue.url(store.url(files["submission"])),
@@ -257,7 +251,7 @@ def recommendations_metadata(context, store: HMStore, config, shards: list[dict]
 
 
 def ranking_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
-    """candidates -> pair_features -> ranker -> recommendations, the sharded ones one step per customer shard."""
+    """candidates -> ranker -> recommendations, the sharded ones one step per customer shard."""
     candidates = sharded_asset(
         name="candidates",
         description=(
@@ -280,39 +274,34 @@ def ranking_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
         kinds={"duckdb", "parquet"},
         partitions_def=weeks.weekly,
     )
-    pair_features = sharded_asset(
-        name="pair_features",
-        description=(
-            "Features of every surviving (customer, candidate): customer and article features, their transaction "
-            "statistics, the customer's preference shares for the candidate's attributes, consistency (price, age, "
-            "channel) and the retrieval scores and ranks. SQL: sql/pair_features.sql. One step per customer shard."
-        ),
-        deps=[history(weeks), *FEATURE_TABLES, "article_taste", "candidates"],
-        # 150M rows of 100 features at full scale: the week is the folder of its shards' parts, not one file.
-        outputs=ShardOutputs({"pair_features": ".parquet"}, kept_as_parts=frozenset({"pair_features"})),
-        run_shard=partial(pair_features_shard, weeks),
-        finish=pair_features_metadata,
-        group_name=GROUP,
-        kinds={"duckdb", "sql", "parquet"},
-        partitions_def=weeks.weekly,
-    )
-    ranker_asset = dg.asset(
+    @dg.asset(
         name="ranker",
+        description=RANKER_DESCRIPTION,
         group_name=GROUP,
-        kinds={"lightgbm"},
+        kinds={"lightgbm", "duckdb", "sql"},
         partitions_def=weeks.weekly,
+        # The labelled weeks' purchases are in the history; their pair features are computed from
+        # their candidates, feature tables and taste, and the history before each.
         deps=[
-            dg.AssetDep("pair_features", partition_mapping=previous_weeks(MAX_TRAINING_WEEKS)),
-            dg.AssetDep("transactions", partition_mapping=previous_weeks(MAX_TRAINING_WEEKS)),
+            history(weeks),
+            *(
+                dg.AssetDep(name, partition_mapping=previous_weeks(MAX_TRAINING_WEEKS))
+                for name in SAMPLE_INPUTS if name != "transactions"
+            ),
         ],
-    )(ranker)
+    )
+    def ranker_asset(context: dg.AssetExecutionContext, store: HMStore, config: RankerConfig) -> dg.MaterializeResult:
+        return ranker(weeks, context, store, config)
+
     recommendations = sharded_asset(
         name="recommendations",
         description=(
             "Exactly 12 distinct articles for every customer in customers.csv, best first, plus the Kaggle "
-            "submission CSV (customer_id, prediction). One step per customer shard."
+            "submission CSV (customer_id, prediction). Each shard's pair features (customer and article "
+            "features, their transaction statistics, preference shares, taste, consistency, retrieval scores "
+            "and ranks; SQL: sql/pair_features.sql) are computed in memory and scored. One step per customer shard."
         ),
-        deps=[history(weeks), "pair_features", "ranker"],
+        deps=[history(weeks), *FEATURE_TABLES, "article_taste", "candidates", "ranker"],
         outputs=ShardOutputs({"recommendations": ".parquet", "submission": ".csv"}),
         prepare=partial(popular_fallback, weeks),
         run_shard=partial(recommendations_shard, weeks),
@@ -324,4 +313,4 @@ def ranking_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
         kinds={"lightgbm", "parquet", "csv"},
         partitions_def=weeks.weekly,
     )
-    return [candidates, pair_features, ranker_asset, recommendations]
+    return [candidates, ranker_asset, recommendations]

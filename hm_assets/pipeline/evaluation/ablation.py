@@ -8,8 +8,9 @@ in each week (the only ones MAP@12 and the ranker's training data look at).
     python -m hm_assets.pipeline.evaluation.ablation --week 2026-11-18 [--week ...] [--training-weeks 2] [--seeds 3] \
         [--group content=image_similar,text_similar,attribute_similar] [--home HM_HOME]
 
-Pair features the same way, from the stored pair features of the week and of the ranker's training
-weeks (only the ranker is retrained, with the pipeline's default settings):
+Pair features the same way, from the ranker's kept training samples and the week's buyers' pair
+features computed from its stored candidates (only the ranker is retrained, with the pipeline's
+default settings):
 
     python -m hm_assets.pipeline.evaluation.ablation --week 2026-11-18 --features taste=taste_long,taste_recent [--seeds 3]
 
@@ -35,6 +36,7 @@ from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import DEFAULT_CAP, CandidateCap, previous_week_calibration
 from hm_assets.pipeline.ranking.filters import RULES
+from hm_assets.pipeline.ranking.samples import SAMPLE_INPUTS, labelled_weeks, training_sample, week_pairs
 from hm_assets.pipeline.ranking.stage import pair_features_frame, select_candidates
 from hm_assets.platform.history import open_week, register_parquet, stored_history_weeks
 from hm_assets.platform.store import HMStore
@@ -141,31 +143,30 @@ def compared(full: np.ndarray, without: np.ndarray) -> dict:
 
 
 def feature_ablation(
-    store: HMStore, week: str, groups: dict[str, list[str]], seeds: Sequence[int] = (0,), training_weeks: int | None = None
+    store: HMStore,
+    week: str,
+    groups: dict[str, list[str]],
+    week_keys: list[str],
+    seeds: Sequence[int] = (0,),
+    training_weeks: int | None = None,
 ) -> pd.DataFrame:
     """Per named group of pair features: MAP@12 of ``week`` with the ranker retrained (per seed) on
-    the stored pair features of its training weeks (default: the pipeline's number) with and without
+    the training samples of its labelled weeks (default: the pipeline's number) with and without
     those columns. Reads the pipeline's outputs only; nothing upstream of the ranker is rebuilt."""
     wanted = training_weeks or RANKER.training_weeks
-    weeks = ranker.labelled_weeks(store, week, wanted)
+    weeks = labelled_weeks(store, week, wanted)
     if len(weeks) < wanted:
-        raise ValueError(f"{week} needs pair features and transactions of {wanted} earlier weeks; found {weeks}")
+        raise ValueError(f"{week} needs {', '.join(SAMPLE_INPUTS)} of {wanted} earlier weeks; found {weeks}")
     truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
-    con = store.connect()
-    con.register("truth_rows", truth)
-    pairs = con.sql(
-        f"SELECT * FROM read_parquet('{store.require('pair_features', week)}') "
-        f"SEMI JOIN (SELECT DISTINCT customer_key FROM truth_rows) USING (customer_key)"
-    ).df()
-    con.close()
+    pairs = week_pairs(store, week, week_keys, truth[["customer_key"]])
     configurations = {"nothing": [], **groups}
     maps: dict[str, list[float]] = {label: [] for label in configurations}
     for seed in seeds:
-        rows = RANKER.training_rows(store, weeks, seed).rows
+        rows = training_sample(store, weeks, week_keys, RANKER, seed).rows
         for label, dropped in configurations.items():
             unknown = sorted(set(dropped) - set(ranker.feature_columns(rows)))
             if unknown:
-                raise ValueError(f"no such pair feature(s) {unknown}; see the pair_features asset's columns")
+                raise ValueError(f"no such pair feature(s) {unknown}; see the ranker's feature_columns")
             booster = ranker.train(rows.drop(columns=dropped), RANKER.settings(seed))
             scorer = ranker.PairScorer(booster, store.scratch_dir() / "compiled", prescreen=RANKER.prescreen())
             scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scorer(pairs)})
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=F1,F2",
-        help="instead of retrievers, remove these pair features from the ranker (retrained on the stored pair features)",
+        help="instead of retrievers, remove these pair features from the ranker (retrained on its kept training samples)",
     )
     parser.add_argument("--out", help="also write the table as Markdown here")
     args = parser.parse_args(argv)
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seeds))
     if args.features:
         feature_groups = {label: members.split(",") for label, members in (g.split("=", 1) for g in args.features)}
-        table = pd.concat([feature_ablation(store, w, feature_groups, seeds, args.training_weeks) for w in args.week])
+        table = pd.concat([feature_ablation(store, w, feature_groups, keys, seeds, args.training_weeks) for w in args.week])
     else:
         training_weeks = args.training_weeks or 2
         table = pd.concat([ablation(store, w, retriever_names(), training_weeks, keys, groups, seeds) for w in args.week])

@@ -18,18 +18,13 @@ import pandas as pd
 
 from hm_assets.pipeline.ingest.data_contract import K
 from hm_assets.platform.arrays import position_in_runs, run_starts
-from hm_assets.platform.metadata import stopwatch
 from hm_assets.platform.progress import Progress
 from hm_assets.platform.settings import DEFAULT_TRAINING_WEEKS
 from hm_assets.platform.store import HMStore
-from hm_assets.platform.weeks import WEEK, parse_week
 
 NON_FEATURES = ("customer_key", "article_id", "label", "query")
 # The earliest week a ranker may learn from: this many weeks before its own.
 MAX_TRAINING_WEEKS = 8
-# Part of a kept training sample's name (``week_training_rows``): raised when the sampling code
-# changes what a sample holds, so that samples kept before are drawn again.
-SAMPLE_FORMAT = 1
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
@@ -60,33 +55,26 @@ def training_rows(pairs: pd.DataFrame, truth: pd.DataFrame, negatives_per_custom
     return labelled.sort_values(["customer_key", "article_id"], kind="mergesort").reset_index(drop=True)
 
 
-def training_rows_from_file(
+def training_keys(
     con: duckdb.DuckDBPyConnection,
-    pairs_path: Path,
+    candidates_path: Path,
     truth: pd.DataFrame,
     negatives_per_customer: int,
     seed: int,
     max_rows: int = 0,
 ) -> pd.DataFrame:
-    """``training_rows`` of a week's stored pair features without loading all of them: the sample
-    is drawn on the buyers' (customer, article) keys, in the file's order, then only the chosen
-    rows are read with their features. Same rows as ``training_rows`` on the whole frame, within
-    ``max_rows`` (``within_budget``)."""
+    """customer_key, article_id, label of a labelled week's training rows: ``training_rows`` drawn on
+    the buyers' stored candidates, in the candidates' order (customer, best rank, article), within
+    ``max_rows`` (``within_budget``). Only the chosen pairs' features are then computed
+    (``samples.week_pairs``)."""
     con.register("truth_rows", truth[["customer_key", "article_id"]])
     buyers = "SEMI JOIN (SELECT DISTINCT customer_key FROM truth_rows) USING (customer_key)"
     keys = con.sql(
-        f"SELECT customer_key, article_id FROM read_parquet('{pairs_path}') {buyers} "
+        f"SELECT customer_key, article_id FROM read_parquet('{candidates_path}') {buyers} "
         f"ORDER BY customer_key, best_rank, article_id"
     ).df()
-    chosen = within_budget(training_rows(keys, truth, negatives_per_customer, seed), max_rows, seed)
-    con.register("chosen_rows", chosen)
-    rows = con.sql(
-        f"SELECT p.*, c.label FROM read_parquet('{pairs_path}') p JOIN chosen_rows c USING (customer_key, article_id) "
-        f"ORDER BY customer_key, article_id"
-    ).df()
-    con.unregister("chosen_rows")
     con.unregister("truth_rows")
-    return rows
+    return within_budget(training_rows(keys, truth, negatives_per_customer, seed), max_rows, seed)
 
 
 def within_budget(keys: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
@@ -129,77 +117,6 @@ def _sorted_by(frame: pd.DataFrame, columns: tuple[str, str]) -> bool:
     first, second = (frame[c].to_numpy() for c in columns)
     same = first[1:] == first[:-1]
     return bool((first[1:] >= first[:-1]).all() and (second[1:][same] >= second[:-1][same]).all())
-
-
-def labelled_weeks(store: HMStore, week_key: str, wanted: int) -> list[str]:
-    """The most recent earlier weeks (up to ``wanted``) whose pair features and truth both exist."""
-    start = parse_week(week_key)
-    found: list[str] = []
-    if wanted <= 0:
-        return found
-    for offset in range(1, MAX_TRAINING_WEEKS + 1):
-        earlier = (start - offset * WEEK).isoformat()
-        if store.exists("pair_features", earlier) and store.exists("transactions", earlier):
-            found.append(earlier)
-        if len(found) == wanted:
-            break
-    return found
-
-
-@dataclass(frozen=True)
-class TrainingRows:
-    """The labelled weeks' training rows, stacked (``stack_weeks``), and the weeks whose sample was
-    read back as kept (``week_training_rows``) rather than drawn again."""
-
-    rows: pd.DataFrame
-    reused: list[str]
-
-
-def stored_training_rows(
-    store: HMStore, weeks: list[str], negatives_per_customer: int, seed: int, max_rows_per_week: int = 0,
-    log: Callable[[str], None] | None = None,
-) -> TrainingRows:
-    """The labelled weeks' training rows (buyers' positives and sampled negatives) from their stored
-    pair features and transactions, stacked; each week's sample is kept and read back by the next
-    rankers that learn from it (``week_training_rows``)."""
-    frames, reused = [], []
-    con = store.connect()
-    for week in weeks:
-        with stopwatch() as watch:
-            rows, kept = week_training_rows(store, con, week, negatives_per_customer, seed, max_rows_per_week)
-        frames.append(rows)
-        if kept:
-            reused.append(week)
-        if log is not None:
-            how = "read back as kept" if kept else "drawn from the stored pair features"
-            log(f"training sample of {week}: {len(rows):,} rows, {how} ({watch.seconds:.1f} s)")
-    con.close()
-    return TrainingRows(stack_weeks(frames), reused)
-
-
-def week_training_rows(
-    store: HMStore, con: duckdb.DuckDBPyConnection, week: str, negatives_per_customer: int, seed: int, max_rows: int
-) -> tuple[pd.DataFrame, bool]:
-    """One labelled week's ``training_rows_from_file`` and whether they were read back as kept.
-
-    Every ranker of the following weeks learns from the same week with the same sample, and drawing
-    it decodes all of the week's stored pair features (at full scale 150M rows, about 40 s), so the
-    sample is kept under the ranker's folder, named by the sampling settings and the versions of its
-    inputs (``HMStore.version``): re-materialized pair features or transactions draw a new sample,
-    and the stale one is removed."""
-    pairs = store.require("pair_features", week)
-    purchases = store.require("transactions", week)
-    settings = f"{week}-v{SAMPLE_FORMAT}-negatives{negatives_per_customer}-seed{seed}-max{max_rows}"
-    path = store.asset_dir("ranker") / "samples" / f"{settings}-{store.version(pairs)}-{store.version(purchases)}.parquet"
-    if store.fetch(path).exists():
-        return pd.read_parquet(path), True
-    truth = pd.read_parquet(purchases, columns=["customer_key", "article_id"])
-    rows = training_rows_from_file(con, pairs, truth, negatives_per_customer, seed, max_rows)
-    for name in store.names(path.parent):
-        if name.startswith(f"{settings}-") and name != path.name:
-            store.remove(path.parent / name)
-    store.write_parquet(rows, path)
-    return rows, False
 
 
 def training_matrix(rows: pd.DataFrame, features: list[str]) -> np.ndarray:
@@ -589,10 +506,3 @@ class RankerConfig(dg.Config):
         if self.prescreen_rounds <= 0 or self.prescreen_rounds >= self.boost_rounds:
             return None
         return Prescreen(self.prescreen_rounds, self.prescreen_keep)
-
-    def training_rows(
-        self, store: HMStore, weeks: list[str], seed: int | None = None, log: Callable[[str], None] | None = None
-    ) -> TrainingRows:
-        """The labelled weeks' training rows (buyers' positives and sampled negatives), stacked."""
-        seed = self.seed if seed is None else seed
-        return stored_training_rows(store, weeks, self.negatives_per_customer, seed, self.max_rows_per_week, log)

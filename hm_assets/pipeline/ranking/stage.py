@@ -4,7 +4,9 @@ shard at a time), the ablation (the week's buyers) and the online path (one cust
     select_candidates   union of the retrievers' candidates -> business rules -> calibrated cap
                         (lower for lapsed customers, ``CandidateCap``),
                         as the connection's temp table ``candidates``
-    pair_features       ``sql/pair_features.sql`` over ``candidates`` (with the taste views)
+    load_candidates     a week's stored candidates (some customers', or some pairs) as ``candidates``
+    pair_features       ``sql/pair_features.sql`` over ``candidates`` (with the taste views); as
+                        Arrow batches of the scored columns (``pair_feature_batches``) for scoring
     recommend_lists     score the pairs, keep the best k per customer, fill short lists (one frame,
                         or ``recommend_lists_from_batches`` over a shard read in Arrow batches)
 
@@ -75,9 +77,31 @@ def select_candidates(
     return Selection(int(union_rows), effects)
 
 
+def load_candidates(con: duckdb.DuckDBPyConnection, candidates_file: Path | str, where: str = "true", keys: str | None = None) -> None:
+    """The temp table ``candidates``: the stored candidates (a week's ``candidates`` file) of the
+    customers matching ``where``; with ``keys``, a relation on ``con`` holding customer_key (and
+    article_id), only its customers (pairs)."""
+    only = ""
+    if keys is not None:
+        on = [c for c in ("customer_key", "article_id") if c in con.sql(f"SELECT * FROM {keys} LIMIT 0").columns]
+        only = f"SEMI JOIN {keys} USING ({', '.join(on)})"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{candidates_file}') {only} WHERE {where}")
+
+
 def pair_features(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste) -> duckdb.DuckDBPyRelation:
     """Features of every (customer, article) of the temp table ``candidates``."""
     return con.sql(_pair_features_sql(con, cutoff, taste), params={"cutoff": cutoff})
+
+
+def pair_feature_batches(
+    con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste, features: list[str], rows: int = 200_000
+) -> pa.RecordBatchReader:
+    """customer_key, article_id and ``features`` as DOUBLE (``float_matrix`` then copies them) of
+    ``pair_features``, in its order (customer, best rank, article), as Arrow batches of at most
+    ``rows`` rows: what the recommendations score, computed in memory, never stored."""
+    columns = ", ".join(f'CAST("{name}" AS DOUBLE) AS "{name}"' for name in features)
+    sql = f"SELECT customer_key, article_id, {columns} FROM ({_pair_features_sql(con, cutoff, taste)})"
+    return con.sql(sql, params={"cutoff": cutoff}).to_arrow_reader(rows)
 
 
 def pair_features_frame(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste) -> pd.DataFrame:
@@ -112,20 +136,13 @@ def recommend_lists(
     return ranker.fill_to_k(ranker.top_k(scored[~np.isnan(scores)], k), customer_keys, fallback, k)
 
 
-def pair_feature_matrix_sql(pairs_file: Path | str, features: list[str], where: str = "true") -> str:
-    """customer_key, article_id and ``features`` as DOUBLE (``float_matrix`` then copies them) of the
-    pairs of ``pairs_file`` matching ``where``, in the file's order."""
-    columns = ", ".join(f'CAST("{name}" AS DOUBLE) AS "{name}"' for name in features)
-    return f"SELECT customer_key, article_id, {columns} FROM read_parquet('{pairs_file}') WHERE {where}"
-
-
 def customer_chunks(
     batches: Iterable[pa.RecordBatch], features: list[str]
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(customer_key, article_id, float matrix of ``features``) of record batches in customer order,
     cut where a customer's rows end: every customer's whole list in one chunk. The rows a batch
     ends with wait for the next batch (copies: a view into one column would keep the whole imported
-    batch alive). Raises if the customers are not in order (pair features are stored in it).
+    batch alive). Raises if the customers are not in order (``pair_feature_batches`` gives them so).
     The matrices share one buffer: a chunk's matrix holds until the next chunk is asked for."""
     pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     buffer = np.empty((0, len(features)))
@@ -158,7 +175,7 @@ def recommend_lists_from_batches(
     batches: Iterable[pa.RecordBatch], scorer: ranker.PairScorer | ranker.HeuristicScorer, customer_keys: np.ndarray,
     fallback: list[int], k: int = ranker.K,
 ) -> pd.DataFrame:
-    """``recommend_lists`` over pairs read batch by batch in customer order (``pair_feature_matrix_sql``;
+    """``recommend_lists`` over pairs computed batch by batch in customer order (``pair_feature_batches``;
     a shard's pairs × features do not fit at once): each customer's list is scored whole, and only
     the scored pairs' keys and scores are kept."""
     keys, articles, scores = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], [np.zeros(0)]
