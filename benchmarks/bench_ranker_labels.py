@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from host import machine, world_homes
@@ -32,24 +31,9 @@ sys.path.insert(0, str(ROOT))
 from hm_assets.pipeline.evaluation.evaluation import load_oracle  # noqa: E402
 from hm_assets.pipeline.evaluation.metrics import map_at_k  # noqa: E402
 from hm_assets.pipeline.ranking import ranker  # noqa: E402
-from hm_assets.pipeline.ranking.samples import labelled_weeks, week_pairs  # noqa: E402
+from hm_assets.pipeline.ranking.samples import draw_week_sample, labelled_weeks, week_pairs  # noqa: E402
 from hm_assets.platform.history import stored_history_weeks  # noqa: E402
 from hm_assets.platform.store import HMStore  # noqa: E402
-
-
-def training_rows(
-    store: HMStore, con: duckdb.DuckDBPyConnection, week: str, week_keys: list[str], labels: pd.DataFrame,
-    config: ranker.RankerConfig,
-) -> pd.DataFrame:
-    """The training rows ``config`` draws from ``week``'s buyers in ``labels`` (customer_key,
-    article_id: the positives) and their stored candidates, with those pairs' features computed, by
-    customer and article (as the pipeline's ranker draws them, with the purchases as ``labels``)."""
-    candidates = store.require("candidates", week)
-    keys = ranker.training_keys(
-        con, candidates, labels, config.negatives_per_customer, config.seed, config.max_rows_per_week
-    )
-    rows = week_pairs(store, week, week_keys, keys)
-    return rows.sort_values(["customer_key", "article_id"], kind="mergesort").reset_index(drop=True)
 
 
 def compare(home: Path, data_dir: Path) -> dict:
@@ -75,7 +59,10 @@ def compare(home: Path, data_dir: Path) -> dict:
                  "oracle": map_at_k(oracle[oracle["customer_key"].isin(truth["customer_key"])], truth)}
     for name, by_week in labels.items():
         started = time.perf_counter()
-        frames = [training_rows(store, con, w, week_keys, by_week[w], config) for w in training]
+        frames = [
+            draw_week_sample(store, w, week_keys, by_week[w], config.negatives_per_customer, config.seed, config.max_rows_per_week)
+            for w in training
+        ]
         booster = ranker.train(ranker.stack_weeks(frames), config.settings())
         scored = pairs[["customer_key", "article_id"]].assign(score=ranker.predict(booster, pairs))
         top = ranker.top_k(scored)

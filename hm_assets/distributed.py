@@ -1,5 +1,5 @@
 """The code location with every step of a run sent to a cluster: each step (each customer shard of
-candidates, pair features and recommendations among them) runs wherever the executor puts it.
+candidates and recommendations among them) runs wherever the executor puts it.
 
 ``HM_STEP_EXECUTOR`` chooses the executor (README.md "Scaling out", deploy/README.md):
 

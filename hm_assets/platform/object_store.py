@@ -123,7 +123,7 @@ class ObjectStore:
                 file = self.cache_root / remote[len(self.base) + 1 :]
                 if self.fetch(file):
                     found.add(file)
-            # A folder is read whole (e.g. a week kept as its shards' parts): files the object no longer
+            # A folder is read whole (an asset written as a folder of Parquet files): files the object no longer
             # has, from an earlier version of it, must not be read with the new ones.
             kept = visible_files(local) if local.is_dir() else []
             for stale in set(kept) - found:

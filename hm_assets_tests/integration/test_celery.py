@@ -39,7 +39,7 @@ from hm_assets.platform.store import HMStore
 from hm_assets_tests.celery_workers import CeleryWorker, start_worker, weekly_job_on_celery
 from hm_assets_tests.services import environment, postgres_instance_home
 
-SHARD_SIZE = 400  # the tiny preset's 1,500 customers in 4 shards (candidates, recommendations)
+SHARD_SIZE = 400  # the tiny preset's 1,500 customers in 4 candidates shards (and 8 recommendations shards)
 COMPARED = {
     "candidates": ".parquet",
     "recommendations": ".parquet",

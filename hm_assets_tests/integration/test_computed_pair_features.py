@@ -9,10 +9,9 @@ import pandas as pd
 
 from hm_assets.pipeline.evaluation.baselines import last_week_top
 from hm_assets.pipeline.ranking.ranker import RankerConfig, stack_weeks, stored_scorer
-from hm_assets.pipeline.ranking.stage import recommend_lists
-from hm_assets.platform.history import open_week
 from hm_assets.pipeline.ranking.samples import training_sample, week_pairs, week_training_rows
-from hm_assets.platform.history import stored_history_weeks
+from hm_assets.pipeline.ranking.stage import recommend_lists
+from hm_assets.platform.history import open_week, stored_history_weeks
 from hm_assets.platform.store import HMStore
 from hm_assets_tests.baseline import baseline
 
@@ -45,6 +44,12 @@ def test_a_labelled_weeks_sample_holds_its_pairs_features_and_is_kept_until_its_
     pd.testing.assert_frame_equal(redrawn, drawn)
     samples = sorted(p.name for p in (store.asset_dir("ranker") / "samples").iterdir())
     assert sum(name.startswith(f"{week}-") and "-seed3-" in name for name in samples) == 1
+    # changed pair-feature code (sql/pair_features.sql, the taste views): drawn anew, not read back
+    recomputed, kept = week_training_rows(store, week, keys, 5, 3, 0, features_version="changed")
+    assert not kept
+    pd.testing.assert_frame_equal(recomputed, drawn)
+    redrawn, kept = week_training_rows(store, week, keys, 5, 3, 0)
+    assert not kept  # the stale sample of the default version was removed by the changed one
 
     stacked = training_sample(store, [week], keys, RankerConfig(negatives_per_customer=5, seed=3, max_rows_per_week=0))
     assert stacked.reused == [week]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -93,7 +95,7 @@ def test_best_per_customer_of_sorted_rows_equals_the_general_path(seed):
         np.testing.assert_array_equal(distinct.to_numpy(), np.minimum(pd.DataFrame({"c": customer, "a": article}).drop_duplicates().groupby("c").size().to_numpy(), keep))
 
 
-def stored_candidates(pairs: pd.DataFrame, path) -> pd.DataFrame:
+def stored_candidates(pairs: pd.DataFrame, path: Path) -> pd.DataFrame:
     """``pairs`` as a week's stored candidates: with a best rank, in the candidates' order."""
     pairs = pairs.assign(best_rank=pairs["rank_a"].fillna(99).astype("int16"))
     pairs = pairs.sort_values(["customer_key", "best_rank", "article_id"], kind="mergesort").reset_index(drop=True)
@@ -128,7 +130,7 @@ def test_training_keys_within_a_budget_keep_whole_customers(tmp_path):
     pd.testing.assert_frame_equal(unbounded, whole)
 
 
-def matrix_sql(path, features: list[str]) -> str:
+def matrix_sql(path: Path, features: list[str]) -> str:
     """customer_key, article_id and ``features`` as DOUBLE, as ``stage.pair_feature_batches`` gives them."""
     columns = ", ".join(f'CAST("{name}" AS DOUBLE) AS "{name}"' for name in features)
     return f"SELECT customer_key, article_id, {columns} FROM read_parquet('{path}')"

@@ -26,7 +26,6 @@ from hm_assets.pipeline.ranking.candidates import (
 )
 from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.features.tables import FEATURE_TABLES
-from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ranking.filters import RULE_NAMES, rules_by_name
 from hm_assets.pipeline.ranking.ranker import (
     MAX_TRAINING_WEEKS,
@@ -37,10 +36,9 @@ from hm_assets.pipeline.ranking.ranker import (
     stored_scorer,
     train,
 )
-from hm_assets.pipeline.ranking.samples import SAMPLE_INPUTS, labelled_weeks, training_sample
+from hm_assets.pipeline.ranking.samples import PAIR_FEATURE_INPUTS, labelled_weeks, training_sample, week_candidates
 from hm_assets.pipeline.ranking.stage import (
     kaggle_submission,
-    load_candidates,
     pair_feature_batches,
     recommend_lists_from_batches,
     select_candidates,
@@ -150,27 +148,27 @@ RANKER_DESCRIPTION = (
 
 
 def ranker(
-    weeks_partitions: WeekPartitions, context: dg.AssetExecutionContext, store: HMStore, config: RankerConfig
+    weeks: WeekPartitions, context: dg.AssetExecutionContext, store: HMStore, config: RankerConfig
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    weeks = labelled_weeks(store, key, config.training_weeks)
-    if len(weeks) < config.training_weeks:
-        needed = ", ".join(name for name in SAMPLE_INPUTS if name != "transactions")
+    labelled = labelled_weeks(store, key, config.training_weeks)
+    if len(labelled) < config.training_weeks:
         raise dg.Failure(
             description=(
                 f"the ranker for {key} was asked to learn from {config.training_weeks} labelled week(s) but "
-                f"{len(weeks)} exist ({', '.join(weeks) or 'none'}): materialize {needed} (and transactions) "
+                f"{len(labelled)} exist ({', '.join(labelled) or 'none'}): materialize "
+                f"{', '.join(PAIR_FEATURE_INPUTS)} (and transactions) "
                 f"for the {config.training_weeks} weeks before {key}, or set the ranker's training_weeks lower"
             ),
-            metadata={"asked": config.training_weeks, "found": ", ".join(weeks) or "none"},
+            metadata={"asked": config.training_weeks, "found": ", ".join(labelled) or "none"},
         )
     prescreen = config.prescreen()  # checked before the training
-    sample = training_sample(store, weeks, weeks_partitions.history_keys(), config, log=context.log.info)
+    sample = training_sample(store, labelled, weeks.history_keys(), config, log=context.log.info)
     rows = sample.rows
     model_path = store.asset_path("ranker", key, ".txt")
     info_path = store.asset_path("ranker", key, ".json")
     metadata: dict = {
-        "training_weeks": ", ".join(weeks) or "none",
+        "training_weeks": ", ".join(labelled) or "none",
         "objective": config.objective,
         "samples_read_back": ", ".join(sample.reused) or "none",
     }
@@ -178,7 +176,7 @@ def ranker(
         context.log.warning("no labelled candidates to learn from: recommendations fall back to retriever agreement")
         model_path.unlink(missing_ok=True)
         with store.atomic_path(info_path) as tmp:
-            tmp.write_text(json.dumps({"trained": False, "weeks": weeks}))
+            tmp.write_text(json.dumps({"trained": False, "weeks": labelled}))
         metadata["trained"] = False
         return dg.MaterializeResult(metadata=metadata)
     with stopwatch() as watch:
@@ -187,7 +185,7 @@ def ranker(
         save(booster, tmp)
     with store.atomic_path(info_path) as tmp:
         tmp.write_text(json.dumps({
-            "trained": True, "weeks": weeks, "features": booster.feature_name(),
+            "trained": True, "weeks": labelled, "features": booster.feature_name(),
             "prescreen": prescreen.as_dict() if prescreen else None,
         }))
     importance = importances(booster)
@@ -220,15 +218,12 @@ def popular_fallback(weeks: WeekPartitions, context: dg.OpExecutionContext, stor
 
 def recommendations_shard(weeks: WeekPartitions, context: dg.OpExecutionContext, store: HMStore, config, task: ShardTask) -> dict:
     key = context.partition_key
-    candidates = store.require("candidates", key)
-    taste = read_article_taste(store.require("article_taste", key))
     scorer = stored_scorer(store, key)
     where = task.shard.where()
-    with week_view(context, store, weeks) as view:
+    with week_candidates(store, key, weeks.history_keys(), where=where) as (view, taste):
         customers_frame = view.con.sql(
             f"SELECT customer_key, customer_id FROM customers WHERE {where} ORDER BY customer_key"
         ).df()
-        load_candidates(view.con, candidates, where)
         pairs = view.con.execute("SELECT count(*) FROM candidates").fetchall()[0][0]
         batches = pair_feature_batches(view.con, view.cutoff, taste, scorer.features)
         recs = recommend_lists_from_batches(batches, scorer, customers_frame["customer_key"].to_numpy(), task.shared)
@@ -284,10 +279,7 @@ def ranking_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
         # their candidates, feature tables and taste, and the history before each.
         deps=[
             history(weeks),
-            *(
-                dg.AssetDep(name, partition_mapping=previous_weeks(MAX_TRAINING_WEEKS))
-                for name in SAMPLE_INPUTS if name != "transactions"
-            ),
+            *(dg.AssetDep(name, partition_mapping=previous_weeks(MAX_TRAINING_WEEKS)) for name in PAIR_FEATURE_INPUTS),
         ],
     )
     def ranker_asset(context: dg.AssetExecutionContext, store: HMStore, config: RankerConfig) -> dg.MaterializeResult:
@@ -301,7 +293,7 @@ def ranking_assets(weeks: WeekPartitions) -> list[dg.AssetsDefinition]:
             "features, their transaction statistics, preference shares, taste, consistency, retrieval scores "
             "and ranks; SQL: sql/pair_features.sql) are computed in memory and scored. One step per customer shard."
         ),
-        deps=[history(weeks), *FEATURE_TABLES, "article_taste", "candidates", "ranker"],
+        deps=[history(weeks), *PAIR_FEATURE_INPUTS, "ranker"],
         outputs=ShardOutputs({"recommendations": ".parquet", "submission": ".csv"}),
         prepare=partial(popular_fallback, weeks),
         run_shard=partial(recommendations_shard, weeks),

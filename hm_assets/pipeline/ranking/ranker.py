@@ -93,7 +93,7 @@ def stack_weeks(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Training rows of several weeks, in week order and within a week by customer and article;
     ``query`` numbers each (week, customer) group, rows grouped by it.
 
-    The weeks' rows come sorted by customer and article (``training_rows``, ``training_rows_from_file``),
+    The weeks' rows come sorted by customer and article (``training_rows``, ``samples.week_training_rows``),
     so they are only concatenated, one copy: sorting the stacked rows took three more copies at full
     scale (4M rows, 1.5 GiB: a 6.4 GiB peak). A week's rows out of that order are sorted first."""
     if not frames:

@@ -20,15 +20,16 @@ import pandas as pd
 from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.features.taste import ArticleTaste, read_article_taste
 from hm_assets.pipeline.ranking import ranker
-from hm_assets.pipeline.ranking.stage import load_candidates, pair_features_frame
+from hm_assets.pipeline.ranking.stage import load_candidates, pair_features_frame, pair_features_version
 from hm_assets.platform.history import WeekView, open_week, register_parquet
 from hm_assets.platform.metadata import stopwatch
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.weeks import WEEK, parse_week
 
-# What a labelled week's sample is computed from, besides the week's history: its candidates, its
-# feature tables and taste (the pair features' inputs) and its purchases (the labels).
-SAMPLE_INPUTS = ("candidates", *FEATURE_TABLES, "article_taste", "transactions")
+# A week's partitions that its pair features are computed from, besides its history and the catalogue.
+PAIR_FEATURE_INPUTS = ("candidates", *FEATURE_TABLES, "article_taste")
+# What a labelled week's sample is computed from: those and its purchases (the labels).
+SAMPLE_INPUTS = (*PAIR_FEATURE_INPUTS, "transactions")
 # Part of a kept training sample's name (``week_training_rows``): raised when the sampling code
 # changes what a sample holds, so that samples kept before are drawn again.
 SAMPLE_FORMAT = 2
@@ -49,12 +50,17 @@ def labelled_weeks(store: HMStore, week_key: str, wanted: int) -> list[str]:
     return found
 
 
+def _keys_of(only: pd.DataFrame) -> list[str]:
+    """What ``only`` selects by: pairs where it has article_id, else whole customers."""
+    return ["customer_key", "article_id"] if "article_id" in only.columns else ["customer_key"]
+
+
 @contextmanager
 def week_candidates(
-    store: HMStore, week: str, week_keys: Iterable[str], only: pd.DataFrame | None = None
+    store: HMStore, week: str, week_keys: Iterable[str], only: pd.DataFrame | None = None, where: str = "true"
 ) -> Iterator[tuple[WeekView, ArticleTaste]]:
-    """The week's view with its feature tables, its stored candidates as the temp table
-    ``candidates`` (all, or those of ``only``: its ``customer_key`` column alone for those
+    """The week's view with its feature tables, its stored candidates matching ``where`` as the temp
+    table ``candidates`` (all, or those of ``only``: its ``customer_key`` column alone for those
     customers' whole lists, or with ``article_id`` for those pairs), and the week's article taste:
     what ``sql/pair_features.sql`` reads (``stage.pair_features``, ``stage.pair_feature_batches``)."""
     with open_week(store, week, week_keys) as view:
@@ -62,11 +68,11 @@ def week_candidates(
             register_parquet(view.con, table, store.require(table, week))
         candidates = store.require("candidates", week)
         if only is None:
-            load_candidates(view.con, candidates)
+            load_candidates(view.con, candidates, where)
         else:
-            on = ["customer_key", "article_id"] if "article_id" in only.columns else ["customer_key"]
+            on = _keys_of(only)
             view.con.register("only_rows", only[on].drop_duplicates())
-            load_candidates(view.con, candidates, keys="only_rows")
+            load_candidates(view.con, candidates, where, only="only_rows", on=on)
             view.con.unregister("only_rows")
         yield view, read_article_taste(store.require("article_taste", week))
 
@@ -76,7 +82,7 @@ def week_pairs(store: HMStore, week: str, week_keys: Iterable[str], only: pd.Dat
     ``customer_key`` column alone (those customers' whole lists) or with ``article_id`` (those
     pairs). ``only``'s other columns (a label) are carried over. In the statement's order
     (customer, best rank, article)."""
-    on = ["customer_key", "article_id"] if "article_id" in only.columns else ["customer_key"]
+    on = _keys_of(only)
     with week_candidates(store, week, week_keys, only) as (view, taste):
         pairs = pair_features_frame(view.con, view.cutoff, taste)
     carried = [c for c in only.columns if c not in on]
@@ -122,29 +128,53 @@ def training_sample(
     return TrainingRows(ranker.stack_weeks(frames), reused)
 
 
-def week_training_rows(
-    store: HMStore, week: str, week_keys: Iterable[str], negatives_per_customer: int, seed: int, max_rows: int
-) -> tuple[pd.DataFrame, bool]:
-    """One labelled week's training rows (``ranker.training_keys`` with their ``week_pairs``), sorted
-    by customer and article, and whether they were read back as kept.
-
-    The sample is kept under the ranker's folder, named by the sampling settings and the versions of
-    its inputs (``HMStore.version``): re-materialized candidates, feature tables, taste or purchases
-    draw a new sample, and the stale one is removed."""
-    inputs = [store.require(name, week) for name in SAMPLE_INPUTS]
-    versions = hashlib.sha256("|".join(store.version(path) for path in inputs).encode()).hexdigest()[:16]
-    settings = f"{week}-v{SAMPLE_FORMAT}-negatives{negatives_per_customer}-seed{seed}-max{max_rows}"
-    path = store.asset_dir("ranker") / "samples" / f"{settings}-{versions}.parquet"
-    if store.fetch(path).exists():
-        return pd.read_parquet(path), True
-    truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
+def draw_week_sample(
+    store: HMStore,
+    week: str,
+    week_keys: Iterable[str],
+    truth: pd.DataFrame,
+    negatives_per_customer: int,
+    seed: int,
+    max_rows: int,
+) -> pd.DataFrame:
+    """A labelled week's training rows for the purchases ``truth`` (customer_key, article_id):
+    ``ranker.training_keys`` on the week's stored candidates, with their ``week_pairs``, sorted by
+    customer and article."""
     con = store.connect()
     try:
         chosen = ranker.training_keys(con, store.require("candidates", week), truth, negatives_per_customer, seed, max_rows)
     finally:
         con.close()
     rows = week_pairs(store, week, week_keys, chosen)
-    rows = rows.sort_values(["customer_key", "article_id"], kind="mergesort").reset_index(drop=True)
+    return rows.sort_values(["customer_key", "article_id"], kind="mergesort").reset_index(drop=True)
+
+
+def week_training_rows(
+    store: HMStore,
+    week: str,
+    week_keys: Iterable[str],
+    negatives_per_customer: int,
+    seed: int,
+    max_rows: int,
+    features_version: str | None = None,
+) -> tuple[pd.DataFrame, bool]:
+    """One labelled week's training rows (``draw_week_sample`` of its purchases), and whether they
+    were read back as kept.
+
+    The sample is kept under the ranker's folder, named by the sampling settings, the versions of
+    its inputs (``HMStore.version``) and of the code that computes the pair features
+    (``features_version``, by default ``stage.pair_features_version``): re-materialized candidates,
+    feature tables, taste or purchases, or changed pair features, draw a new sample, and the stale
+    one is removed."""
+    inputs = [store.require(name, week) for name in SAMPLE_INPUTS]
+    stamps = [store.version(path) for path in inputs] + [features_version or pair_features_version()]
+    versions = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
+    settings = f"{week}-v{SAMPLE_FORMAT}-negatives{negatives_per_customer}-seed{seed}-max{max_rows}"
+    path = store.asset_dir("ranker") / "samples" / f"{settings}-{versions}.parquet"
+    if store.fetch(path).exists():
+        return pd.read_parquet(path), True
+    truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
+    rows = draw_week_sample(store, week, week_keys, truth, negatives_per_customer, seed, max_rows)
     for name in store.names(path.parent):
         if name.startswith(f"{settings}-") and name != path.name:
             store.remove(path.parent / name)

@@ -16,7 +16,8 @@ plus the feature tables); the caller decides which customers those views hold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator
+import hashlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -27,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from hm_assets.pipeline.ingest.data_contract import format_article_id
+from hm_assets.pipeline.features import taste as taste_code
 from hm_assets.pipeline.features.taste import CANDIDATE_CUSTOMERS, ArticleTaste, register_taste
 from hm_assets.pipeline.ranking import ranker
 from hm_assets.pipeline.ranking.candidates import (
@@ -77,15 +79,26 @@ def select_candidates(
     return Selection(int(union_rows), effects)
 
 
-def load_candidates(con: duckdb.DuckDBPyConnection, candidates_file: Path | str, where: str = "true", keys: str | None = None) -> None:
+def load_candidates(
+    con: duckdb.DuckDBPyConnection,
+    candidates_file: Path | str,
+    where: str = "true",
+    only: str | None = None,
+    on: Sequence[str] = ("customer_key",),
+) -> None:
     """The temp table ``candidates``: the stored candidates (a week's ``candidates`` file) of the
-    customers matching ``where``; with ``keys``, a relation on ``con`` holding customer_key (and
-    article_id), only its customers (pairs)."""
-    only = ""
-    if keys is not None:
-        on = [c for c in ("customer_key", "article_id") if c in con.sql(f"SELECT * FROM {keys} LIMIT 0").columns]
-        only = f"SEMI JOIN {keys} USING ({', '.join(on)})"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{candidates_file}') {only} WHERE {where}")
+    customers matching ``where``; with ``only``, a relation on ``con``, only the candidates matching
+    one of its rows ``on`` its columns (customer_key: those customers; and article_id: those pairs)."""
+    semi = f"SEMI JOIN {only} USING ({', '.join(on)})" if only is not None else ""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM read_parquet('{candidates_file}') {semi} WHERE {where}")
+
+
+def pair_features_version() -> str:
+    """A short hash of the code that computes the pair features: ``sql/pair_features.sql`` and the
+    taste views it joins (``hm_assets/pipeline/features/taste.py``). Kept training samples carry it,
+    so that changed features are computed again, not read back."""
+    code = load_sql("pair_features") + Path(taste_code.__file__).read_text()
+    return hashlib.sha256(code.encode()).hexdigest()[:12]
 
 
 def pair_features(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste) -> duckdb.DuckDBPyRelation:
