@@ -87,6 +87,25 @@ def test_definitions_load():
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
 
 
+def test_the_ranker_reads_its_labelled_weeks_pair_feature_inputs_and_the_recommendations_their_own_weeks():
+    """Pair features are computed, not stored: the ranker's deps are what its labelled weeks' pair
+    features are computed from (earlier weeks only), the recommendations' those of their own week."""
+    from hm_assets.definitions import build_definitions
+    from hm_assets.pipeline.ranking.ranker import MAX_TRAINING_WEEKS
+    from hm_assets.pipeline.ranking.samples import PAIR_FEATURE_INPUTS
+
+    defs = build_definitions()
+    ranker, recommendations = defs.resolve_assets_def("ranker"), defs.resolve_assets_def("recommendations")
+    inputs = {dg.AssetKey(name) for name in PAIR_FEATURE_INPUTS}
+    assert inputs | {dg.AssetKey("transactions")} <= ranker.dependency_keys
+    for key in inputs:
+        mapping = ranker.get_partition_mapping(key)
+        assert (mapping.start_offset, mapping.end_offset) == (-MAX_TRAINING_WEEKS, -1)
+    assert inputs | {dg.AssetKey("ranker"), dg.AssetKey("transactions")} <= recommendations.dependency_keys
+    assert all(recommendations.get_partition_mapping(key) is None for key in inputs)
+    assert dg.AssetKey("pair_features") not in defs.resolve_all_asset_keys()
+
+
 def test_the_partition_sets_come_from_the_data_the_definitions_are_built_for(tiny_data, tmp_path, monkeypatch):
     """Nothing is fixed at import: one process builds the code location for two data folders and
     each gets the weeks of its own data (the jobs, the checks and the sensors too)."""
