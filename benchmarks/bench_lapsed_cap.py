@@ -31,6 +31,7 @@ from hm_assets.pipeline.evaluation.metrics import map_at_k
 from hm_assets.pipeline.ranking.candidates import CAP_ORDER, previous_week_calibration
 from hm_assets.pipeline.ranking.ranker import stored_scorer, top_k
 from hm_assets.pipeline.retrieval.registry import retriever_names
+from hm_assets.platform.sql import float_matrix
 
 
 def buyers_scored(store: HMStore, week: str, truth: pd.DataFrame) -> pd.DataFrame:
@@ -50,7 +51,7 @@ def buyers_scored(store: HMStore, week: str, truth: pd.DataFrame) -> pd.DataFram
         ).df()
         frames = []
         for batch in pairs.batches(scorer.features):
-            matrix = np.column_stack([batch.column(f).to_numpy(zero_copy_only=False) for f in scorer.features])
+            matrix = float_matrix(batch, scorer.features)
             frames.append(pd.DataFrame({
                 "customer_key": batch.column("customer_key").to_numpy(zero_copy_only=False),
                 "article_id": batch.column("article_id").to_numpy(zero_copy_only=False),

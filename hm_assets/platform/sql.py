@@ -1,11 +1,9 @@
-"""Load the DuckDB SQL files in ``sql/`` by name; read a large result in Arrow batches."""
+"""Load the DuckDB SQL files in ``sql/`` by name; copy an Arrow batch's columns into a float matrix."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import cache
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -18,12 +16,6 @@ def load_sql(name: str) -> str:
     if not path.exists():
         raise FileNotFoundError(f"no SQL file named {name!r} in {SQL_DIR}")
     return path.read_text()
-
-
-def record_batches(con: duckdb.DuckDBPyConnection, sql: str, rows: int = 200_000) -> Iterator[pa.RecordBatch]:
-    """The result of ``sql`` as Arrow record batches of at most ``rows`` rows, in the result's order:
-    a consumer that keeps a few columns of each batch holds the whole width only ``rows`` at a time."""
-    yield from con.sql(sql).to_arrow_reader(rows)
 
 
 def float_matrix(batch: pa.RecordBatch, columns: list[str], out: np.ndarray | None = None) -> np.ndarray:

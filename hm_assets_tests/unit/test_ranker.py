@@ -138,7 +138,6 @@ def matrix_sql(path: Path, features: list[str]) -> str:
 
 def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
     from hm_assets.pipeline.ranking.stage import recommend_lists, recommend_lists_from_batches
-    from hm_assets.platform.sql import record_batches
 
     booster, pairs = trained_booster()
     # an article proposed twice for one customer, and score ties, both across batch borders
@@ -160,7 +159,7 @@ def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
             frame.to_parquet(path, index=False)
         whole = recommend_lists(frame, scorer, customers, fallback)
         sql = matrix_sql(path, scorer.features)
-        batches = list(record_batches(con, sql, rows=1000))
+        batches = list(con.sql(sql).to_arrow_reader(1000))
         assert len(batches) == -(-len(pairs) // 1000) > 1
         batched = recommend_lists_from_batches(iter(batches), scorer, customers, fallback)
         pd.testing.assert_frame_equal(batched, whole)
@@ -169,7 +168,7 @@ def test_lists_from_batches_equal_lists_from_the_whole_frame(tmp_path):
     assert empty["article_id"].tolist() == fallback[:12] * 2
     pairs.sample(frac=1.0, random_state=4).to_parquet(path, index=False)
     with pytest.raises(ValueError, match="not in customer order"):
-        recommend_lists_from_batches(record_batches(con, matrix_sql(path, screened.features), rows=1000),
+        recommend_lists_from_batches(con.sql(matrix_sql(path, screened.features)).to_arrow_reader(1000),
                                      screened, customers, fallback)
 
 
