@@ -164,6 +164,31 @@ def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run
     assert table.loc["popularity_model", "map12_delta"] > 0
 
 
+def test_settings_and_feature_ablations_retrain_on_the_kept_samples_paired_by_seed(tiny_run):
+    from hm_assets.defs.resources import HMStore
+    from hm_assets.pipeline.evaluation.ablation import RANKER, feature_ablation, settings_ablation
+    from hm_assets.platform.history import stored_history_weeks
+
+    home, data_range, _, _ = tiny_run
+    week = data_range.newest_week_with_truth.isoformat()
+    store = HMStore(home=str(home))
+    keys = stored_history_weeks(store)
+    table = settings_ablation(
+        store, week, {"same": {"feature_fraction": RANKER.feature_fraction}, "short": {"boost_rounds": 30}}, keys,
+        seeds=(0, 1), training_weeks=1,
+    ).set_index("variant")
+    # The defaults restated retrain the same models on the same samples: exactly the same MAP@12.
+    assert table.loc["same", "map12_delta"] == 0 and table.loc["same", "delta_sd"] == 0
+    assert table.loc["same", "map12_variant"] == table.loc["short", "map12_defaults"]
+    assert 0 < table.loc["short", "map12_variant"] <= 1 and (table["seeds"] == 2).all()
+    assert (table[["train_seconds", "train_seconds_defaults"]] > 0).all().all()
+    with pytest.raises(ValueError, match="negatives_per_customer"):
+        settings_ablation(store, week, {"bad": {"negatives_per_customer": 10}}, keys, training_weeks=1)
+    features = feature_ablation(store, week, {"taste": ["taste_long", "taste_recent"]}, keys, training_weeks=1)
+    assert features.loc[0, "without"] == "taste" and features.loc[0, "features"] == "taste_long, taste_recent"
+    assert 0 < features.loc[0, "map12_all"] <= 1 and 0 < features.loc[0, "map12_without"] <= 1
+
+
 def test_ranker_fails_clearly_without_the_training_weeks_it_was_asked_for(tiny_run, tmp_path):
     """Asked for more labelled weeks than exist, the ranker stops naming what is missing; it does
     not train a smaller model, and the week's previous ranker files stay as they were."""

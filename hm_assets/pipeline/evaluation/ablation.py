@@ -14,6 +14,10 @@ default settings):
 
     python -m hm_assets.pipeline.evaluation.ablation --week 2026-11-18 --features taste=taste_long,taste_recent [--seeds 3]
 
+The ranker's training settings the same way (each variant against the defaults, on the same samples):
+
+    python -m hm_assets.pipeline.evaluation.ablation --week 2026-11-18 --settings ff05=feature_fraction:0.5 [--seeds 3]
+
 The ranker's own randomness (negative sampling, bagging) moves MAP@12 by about 0.001 between
 seeds on the small preset, as much as a weak retriever adds: ``--seeds`` averages it out and
 reports the spread of the paired differences.
@@ -24,7 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -153,29 +159,103 @@ def feature_ablation(
     """Per named group of pair features: MAP@12 of ``week`` with the ranker retrained (per seed) on
     the training samples of its labelled weeks (default: the pipeline's number) with and without
     those columns. Reads the pipeline's outputs only; nothing upstream of the ranker is rebuilt."""
+    configurations = {"nothing": ([], RANKER), **{label: (dropped, RANKER) for label, dropped in groups.items()}}
+    results = retrained(store, week, configurations, week_keys, seeds, training_weeks)
+    full = np.array(results["nothing"].maps)
+    return pd.DataFrame(
+        [
+            {"week": week, "without": label, "features": ", ".join(dropped), **compared(full, np.array(results[label].maps))}
+            for label, dropped in groups.items()
+        ]
+    )
+
+
+# The training settings a comparison may change; the sample (negatives, row budget, seed) stays the pipeline's.
+TRAINING_SETTINGS = ("objective", "boost_rounds", "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction",
+                     "prescreen_rounds", "prescreen_keep")
+
+
+def settings_ablation(
+    store: HMStore,
+    week: str,
+    variants: dict[str, dict],
+    week_keys: list[str],
+    seeds: Sequence[int] = (0,),
+    training_weeks: int | None = None,
+) -> pd.DataFrame:
+    """Per named variant of the ranker's training settings (``TRAINING_SETTINGS`` -> value): MAP@12 of
+    ``week`` and the training's seconds, against the pipeline's defaults, each retrained per seed
+    on the same kept training samples."""
+    for label, changes in variants.items():
+        unknown = sorted(set(changes) - set(TRAINING_SETTINGS))
+        if unknown:
+            raise ValueError(f"variant {label!r}: {unknown} are not training settings; choose from {TRAINING_SETTINGS}")
+    configurations = {"defaults": ([], RANKER)} | {
+        label: ([], RANKER.model_copy(update=changes)) for label, changes in variants.items()
+    }
+    results = retrained(store, week, configurations, week_keys, seeds, training_weeks)
+    base = results["defaults"]
+    return pd.DataFrame(
+        [
+            {
+                "week": week,
+                "variant": label,
+                "settings": ", ".join(f"{k}={v}" for k, v in changes.items()),
+                **compared(np.array(results[label].maps), np.array(base.maps)),
+                "train_seconds_defaults": np.mean(base.seconds),
+                "train_seconds": np.mean(results[label].seconds),
+            }
+            for label, changes in variants.items()
+        ]
+    ).rename(columns={"map12_all": "map12_variant", "map12_without": "map12_defaults"})
+
+
+@dataclass
+class Retrained:
+    maps: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+def retrained(
+    store: HMStore,
+    week: str,
+    configurations: dict[str, tuple[list[str], ranker.RankerConfig]],
+    week_keys: list[str],
+    seeds: Sequence[int],
+    training_weeks: int | None,
+) -> dict[str, Retrained]:
+    """MAP@12 of ``week``'s buyers and training seconds per configuration (label -> pair features
+    left out, ranker config) and seed, each ranker retrained on the pipeline's kept samples of the
+    labelled weeks (``training_weeks`` of them, default the pipeline's number)."""
     wanted = training_weeks or RANKER.training_weeks
     weeks = labelled_weeks(store, week, wanted)
     if len(weeks) < wanted:
         raise ValueError(f"{week} needs {', '.join(SAMPLE_INPUTS)} of {wanted} earlier weeks; found {weeks}")
     truth = pd.read_parquet(store.require("transactions", week), columns=["customer_key", "article_id"])
     pairs = week_pairs(store, week, week_keys, truth[["customer_key"]])
-    configurations = {"nothing": [], **groups}
-    maps: dict[str, list[float]] = {label: [] for label in configurations}
+    results = {label: Retrained() for label in configurations}
     for seed in seeds:
         rows = training_sample(store, weeks, week_keys, RANKER, seed).rows
-        for label, dropped in configurations.items():
+        for label, (dropped, config) in configurations.items():
             unknown = sorted(set(dropped) - set(ranker.feature_columns(rows)))
             if unknown:
                 raise ValueError(f"no such pair feature(s) {unknown}; see the ranker's feature_columns")
-            booster = ranker.train(rows.drop(columns=dropped), RANKER.settings(seed))
-            scorer = ranker.PairScorer(booster, store.scratch_dir() / "compiled", prescreen=RANKER.prescreen())
+            started = time.perf_counter()
+            booster = ranker.train(rows.drop(columns=dropped), config.settings(seed))
+            results[label].seconds.append(time.perf_counter() - started)
+            scorer = ranker.PairScorer(booster, store.scratch_dir() / "compiled", prescreen=config.prescreen())
             scored = pd.DataFrame({"customer_key": pairs["customer_key"], "article_id": pairs["article_id"], "score": scorer(pairs)})
-            maps[label].append(map_at_k(ranker.top_k(scored), truth))
-    full = np.array(maps["nothing"])
-    rows_out = []
-    for label, dropped in groups.items():
-        rows_out.append({"week": week, "without": label, "features": ", ".join(dropped), **compared(full, np.array(maps[label]))})
-    return pd.DataFrame(rows_out)
+            results[label].maps.append(map_at_k(ranker.top_k(scored), truth))
+    return results
+
+
+def setting_value(text: str) -> object:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--week", action="append", required=True)
     parser.add_argument("--training-weeks", type=int, default=None,
                         help="labelled weeks before each --week the rankers learn from (default: 2 for retrievers, "
-                             "the pipeline's number for --features)")
+                             "the pipeline's number for --features and --settings)")
     parser.add_argument("--home", default=os.environ.get("HM_HOME", ""))
     parser.add_argument("--seeds", type=int, default=1, help="ranker seeds per configuration (MAP averaged)")
     parser.add_argument(
@@ -196,6 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=F1,F2",
         help="instead of retrievers, remove these pair features from the ranker (retrained on its kept training samples)",
     )
+    parser.add_argument(
+        "--settings",
+        action="append",
+        default=[],
+        metavar="NAME=KEY:VALUE,KEY:VALUE",
+        help="instead of retrievers, compare the ranker retrained with these training settings (e.g. "
+             "ff05=feature_fraction:0.5) against the defaults, on its kept training samples",
+    )
     parser.add_argument("--out", help="also write the table as Markdown here")
     args = parser.parse_args(argv)
     from hm_assets.pipeline.retrieval.registry import retriever_names
@@ -204,7 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     keys = stored_history_weeks(store)
     groups = {label: members.split(",") for label, members in (g.split("=", 1) for g in args.group)}
     seeds = list(range(args.seeds))
-    if args.features:
+    if args.settings:
+        variants = {
+            label: {key: setting_value(value) for key, value in (pair.split(":", 1) for pair in members.split(","))}
+            for label, members in (g.split("=", 1) for g in args.settings)
+        }
+        table = pd.concat([settings_ablation(store, w, variants, keys, seeds, args.training_weeks) for w in args.week])
+    elif args.features:
         feature_groups = {label: members.split(",") for label, members in (g.split("=", 1) for g in args.features)}
         table = pd.concat([feature_ablation(store, w, feature_groups, keys, seeds, args.training_weeks) for w in args.week])
     else:

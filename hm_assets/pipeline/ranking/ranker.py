@@ -212,12 +212,13 @@ class Prescreen:
     stay unscored (NaN; the lists drop them). A kept pair's score is the whole model's, to the bit.
 
     At full scale scoring is the largest single cost of a week (about 150M pairs through 400
-    trees). 40 trees and 36 of ~115 candidates evaluate 0.42 of the trees; on every world, with the
-    stored rankers, MAP@12 moved by 0.00000 to +0.00004 and 92-94% of the lists are identical, the
-    rest differing at their lower places (``benchmarks/bench_prescreen.py``)."""
+    trees). 40 trees and 24 of ~115 candidates evaluate 0.31 of the trees; on every world, with the
+    stored rankers, MAP@12 moved by -0.00016 to +0.00031 against scoring everything (40 and 36: +0.00008
+    to +0.00017 with 0.42 of the trees) and 82-89% of the lists are identical, the rest differing
+    mostly at their lower places (``benchmarks/bench_prescreen.py``, RESULTS.md)."""
 
     rounds: int = 40
-    keep: int = 36
+    keep: int = 24
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.keep < K:
@@ -483,11 +484,13 @@ class RankerConfig(dg.Config):
     # Scoring the week's candidates: the first trees pick each customer's best, the model scores
     # those (``Prescreen``); prescreen_rounds 0 scores every candidate with the whole model.
     prescreen_rounds: int = 40
-    prescreen_keep: int = 36
+    prescreen_keep: int = 24
     boost_rounds: int = 400
     learning_rate: float = 0.05
     num_leaves: int = 31
     min_data_in_leaf: int = 50
+    # the share of the features each tree may split on
+    feature_fraction: float = 0.8
     seed: int = 0
 
     def settings(self, seed: int | None = None) -> RankerSettings:
@@ -498,6 +501,7 @@ class RankerConfig(dg.Config):
             learning_rate=self.learning_rate,
             num_leaves=self.num_leaves,
             min_data_in_leaf=self.min_data_in_leaf,
+            feature_fraction=self.feature_fraction,
             seed=self.seed if seed is None else seed,
         )
 
