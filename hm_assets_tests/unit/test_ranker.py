@@ -203,3 +203,25 @@ def test_the_training_matrix_holds_the_features_as_float32_with_nulls_as_nan():
     assert wide.dtype == np.float64 and wide[0, 1] == 2**24 + 1 and wide[1, 2] == 0.2
     with pytest.raises(TypeError, match="feature c is category"):
         ranker.training_matrix(rows.assign(c=pd.Categorical(["x", "y"])), ["a", "c"])
+
+
+def test_kaggle_submission_lists_each_customers_articles_best_first_as_kaggle_writes_them():
+    from hm_assets.pipeline.ingest.data_contract import format_article_id
+    from hm_assets.pipeline.ranking.stage import kaggle_submission
+
+    rng = np.random.default_rng(3)
+    recs = pd.DataFrame({
+        "customer_key": np.repeat(np.array([7, 2, 9], dtype=np.int64), [12, 3, 12]),
+        "article_id": rng.integers(1, 10**9, 27).astype(np.int32),
+        "rank": np.r_[np.arange(1, 13), [3, 1, 2], np.arange(12, 0, -1)],
+    }).sample(frac=1.0, random_state=0)
+    recs.loc[recs.index[0], "article_id"] = 108775015  # a real H&M id: nine digits, written with its leading zero
+    customers = pd.DataFrame({"customer_key": np.array([9, 4, 2, 7], dtype=np.int64), "customer_id": ["c9", "c4", "c2", "c7"]})
+    out = kaggle_submission(recs, customers)
+    assert out["customer_id"].tolist() == ["c9", "c4", "c2", "c7"] and out["prediction"].iloc[1] == ""
+    for customer_id, prediction in zip(out["customer_id"], out["prediction"]):
+        own = recs[recs["customer_key"] == int(customer_id[1:])].sort_values("rank")
+        assert prediction == " ".join(format_article_id(a) for a in own["article_id"])
+    assert "0108775015" in " ".join(out["prediction"])
+    empty = kaggle_submission(recs.iloc[:0], customers)
+    assert empty["prediction"].tolist() == [""] * 4

@@ -12,10 +12,15 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from hm_assets.platform.guards import raise_if_out_of_memory
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 ARTICLES_FILE = "articles.csv"
 CUSTOMERS_FILE = "customers.csv"
@@ -256,8 +261,17 @@ def load_transactions(con: duckdb.DuckDBPyConnection, data_dir: Path, table: str
     return rows
 
 
+# Kaggle writes article ids zero-padded to this many digits ("0108775015").
+ARTICLE_ID_DIGITS = 10
+
+
 def format_article_id(article_id: int) -> str:
-    return f"{int(article_id):010d}"
+    return f"{int(article_id):0{ARTICLE_ID_DIGITS}d}"
+
+
+def format_article_ids(article_ids: pd.Series) -> np.ndarray:
+    """``format_article_id`` of every id, at once (a call per id costs a second per 600,000)."""
+    return article_ids.astype("int64").astype(str).str.zfill(ARTICLE_ID_DIGITS).to_numpy(dtype=object)
 
 
 def image_path(data_dir: Path, article_id: int) -> Path:

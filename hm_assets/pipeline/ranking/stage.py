@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hm_assets.pipeline.ingest.data_contract import format_article_id
+from hm_assets.pipeline.ingest.data_contract import format_article_ids
 from hm_assets.pipeline.features import taste as taste_code
 from hm_assets.pipeline.features.taste import CANDIDATE_CUSTOMERS, ArticleTaste, register_taste
 from hm_assets.pipeline.ranking import ranker
@@ -209,8 +209,11 @@ def kaggle_submission(recs: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFra
     """The Kaggle submission rows (customer_id, prediction: the list's article ids, best first) of
     ``customers`` (customer_key, customer_id), an empty prediction for a customer without a list."""
     ordered = recs.sort_values(["customer_key", "rank"], kind="mergesort")
-    ordered = ordered.assign(article=ordered["article_id"].map(format_article_id))
-    lists = ordered.groupby("customer_key", sort=False)["article"].agg(" ".join)
+    keys = ordered["customer_key"].to_numpy()
+    text = format_article_ids(ordered["article_id"])
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(keys)].astype(np.int64)
+    lists = pd.Series([" ".join(text[a:b]) for a, b in zip(starts, ends)], index=keys[starts], dtype=object)
     out = customers[["customer_key", "customer_id"]].copy()
     out["prediction"] = out["customer_key"].map(lists).fillna("")
     return out[["customer_id", "prediction"]]
