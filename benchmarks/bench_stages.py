@@ -1,4 +1,4 @@
-"""Seconds and peak RSS of chosen stages of one week, at any scale (e.g. the `full` preset).
+"""Seconds, CPU seconds (how many of the cores were busy) and peak RSS of chosen stages of one week, at any scale (e.g. the `full` preset).
 
 Each stage is one Dagster materialization in this process (the same assets as `hm-recs run`);
 RSS is sampled every 0.2 s. The catalogue stage is the articles, customers and images tables; the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import threading
 import time
 
@@ -24,6 +25,12 @@ import psutil
 
 TORCH_STEPS = ("text_embeddings", "image_embeddings")
 CONTENT = (*TORCH_STEPS, "attribute_embeddings", "text_index", "image_index", "attribute_index")
+
+
+def cpu_seconds() -> float:
+    """User and system CPU seconds of this process and its finished children (a stage's threads count)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 class PeakRss:
@@ -73,10 +80,10 @@ def main() -> int:
     job = defs.resolve_job_def("weekly_recommendations")
     catalogue = defs.resolve_job_def("catalogue_snapshot")
     ingest = defs.resolve_job_def("ingest_transactions")
-    print("| stage | seconds | peak RSS (GiB) |\n| --- | ---: | ---: |", flush=True)
+    print("| stage | seconds | CPU seconds | cores busy | peak RSS (GiB) |\n| --- | ---: | ---: | ---: | ---: |", flush=True)
     for stage in args.stages.split(","):
         keys = [dg.AssetKey(name) for name in stage.split("+")]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         with PeakRss() as rss:
             if stage == "catalogue":
                 catalogue.execute_in_process(
@@ -94,7 +101,8 @@ def main() -> int:
                 names = {k.to_user_string() for k in keys}
                 config = {"ops": {k: v for k, v in run_config["ops"].items() if k in names}}
                 job.execute_in_process(instance=instance, asset_selection=keys, partition_key=args.week, run_config=config)
-        print(f"| {stage} | {time.perf_counter() - started:.1f} | {rss.peak / 2**30:.2f} |", flush=True)
+        wall, used = time.perf_counter() - started, cpu_seconds() - cpu
+        print(f"| {stage} | {wall:.1f} | {used:.1f} | {used / wall:.2f} | {rss.peak / 2**30:.2f} |", flush=True)
     return 0
 
 
