@@ -223,6 +223,34 @@ def test_calibration_measures_hit_rate_per_retriever_and_rank_band(tmp_path):
     assert calibration.rate("strong", 50) == 0.0  # a band never seen
 
 
+def test_calibrated_priority_gives_each_rank_its_bands_rate_combined_by_noisy_or():
+    import numpy as np
+
+    from hm_assets.pipeline.ranking.candidates import OPEN_BAND, RANK_BANDS, RetrieverCalibration
+
+    bands = [*RANK_BANDS, OPEN_BAND]
+    calibration = RetrieverCalibration("2020-09-16", pd.DataFrame({
+        "retriever": ["a"] * len(bands) + ["b"] * len(bands), "band": bands * 2, "proposed": 100, "bought": 1,
+        "hit_rate": list(np.linspace(0.3, 0.01, len(bands))) + list(np.linspace(0.05, 0.2, len(bands))),
+    }))
+    # every band's edges, the open band far out, and a retriever that did not propose the pair
+    ranks_a = [1, 2, 3, 4, 5, 6, 10, 11, 20, 21, 30, 31, 50, 51, 100, 101, 5000, None]
+    ranks_b = [None, 7, 1, 100, 101, None, 3, 2, 60, 55, 30, 31, 50, 51, 100, 101, 5000, None]
+    frame = pd.DataFrame({"rank_a": pd.array(ranks_a, dtype="Int16"), "rank_b": pd.array(ranks_b, dtype="Int16")})
+    con = duckdb.connect()
+    con.register("pairs", frame)
+    got = con.execute(f"SELECT {calibration.priority_sql(['a', 'b'])} FROM pairs").fetchnumpy()
+
+    def rate(name: str, rank: int | None) -> float:
+        if rank is None:
+            return 0.0
+        return calibration.rate(name, next((upper for upper in RANK_BANDS if rank <= upper), OPEN_BAND))
+
+    expected = [1 - (1 - rate("a", a)) * (1 - rate("b", b)) for a, b in zip(ranks_a, ranks_b)]
+    assert list(next(iter(got.values()))) == expected  # to the bit: the online path computes the same doubles
+    assert expected[-1] == 0.0 and expected[0] == pytest.approx(calibration.rate("a", 1))  # b did not propose it
+
+
 def test_calibrated_cap_keeps_the_likelier_candidates_not_the_best_ranks(world, tmp_path):
     from hm_assets.pipeline.ranking.candidates import RetrieverCalibration
 
