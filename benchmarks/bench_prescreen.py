@@ -51,7 +51,7 @@ def lists(pairs: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
 def timed_path(store: HMStore, week: str, scorer: ranker.PairScorer, customers: np.ndarray, fallback: list[int]) -> tuple[float, pd.DataFrame]:
     started = time.perf_counter()
     with computed_pairs(store, week) as source:
-        recs = recommend_lists_from_batches(source.batches(scorer.features), scorer, customers, fallback)
+        recs = recommend_lists_from_batches(source.scored_batches(scorer.features), scorer, customers, fallback)
     seconds = time.perf_counter() - started
     return seconds, recs
 

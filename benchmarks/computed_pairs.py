@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from hm_assets.pipeline.features.taste import ArticleTaste
 from hm_assets.pipeline.ranking.samples import week_candidates
-from hm_assets.pipeline.ranking.stage import pair_feature_batches, pair_features
+from hm_assets.pipeline.ranking.stage import PairBatches, pair_feature_batches, pair_feature_columns, pair_features
 from hm_assets.platform.history import stored_history_weeks
 from hm_assets.platform.store import HMStore
 
@@ -37,7 +37,11 @@ class WeekPairs:
 
     def batches(self, features: list[str], rows: int = 200_000) -> pa.RecordBatchReader:
         """customer_key, article_id and ``features`` as DOUBLE of every loaded candidate, in
-        customer order (``stage.pair_feature_batches``)."""
+        customer order (``stage.pair_feature_columns``)."""
+        return pair_feature_columns(self.con, self.cutoff, self.taste, features, rows)
+
+    def scored_batches(self, features: list[str], rows: int = 200_000) -> PairBatches:
+        """Every loaded candidate's pairs as the recommendations score them (``stage.pair_feature_batches``)."""
         return pair_feature_batches(self.con, self.cutoff, self.taste, features, rows)
 
 

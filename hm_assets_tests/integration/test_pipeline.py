@@ -164,6 +164,43 @@ def test_ablation_removes_each_retriever_and_groups_with_seed_averaging(tiny_run
     assert table.loc["popularity_model", "map12_delta"] > 0
 
 
+def test_scored_matrices_equal_the_pair_features_statement_with_the_tables_columns_looked_up(tiny_run):
+    """The recommendations score matrices made of the statement's pair-level columns and the feature
+    tables' own columns looked up by customer and article: value for value (NaN for NULL) the
+    statement's whole frame, which the ranker learns from, in the same order; a customer missing
+    from a feature table gets NaN there, as the statement's LEFT JOIN gives."""
+    import numpy as np
+
+    from hm_assets.defs.resources import HMStore
+    from hm_assets.pipeline.ranking.ranker import feature_columns
+    from hm_assets.pipeline.ranking.samples import week_candidates
+    from hm_assets.pipeline.ranking.stage import customer_chunks, pair_feature_batches, pair_features_frame
+    from hm_assets.platform.history import stored_history_weeks
+
+    home, data_range, _, _ = tiny_run
+    week = data_range.newest_week_with_truth.isoformat()
+    store = HMStore(home=str(home))
+    with week_candidates(store, week, stored_history_weeks(store)) as (view, taste):
+        dropped = view.con.execute("SELECT min(customer_key) FROM customer_transaction_stats").fetchall()[0][0]
+        view.con.execute(
+            f"CREATE OR REPLACE VIEW customer_transaction_stats AS SELECT * FROM "
+            f"read_parquet('{store.require('customer_transaction_stats', week)}') WHERE customer_key <> {dropped}"
+        )
+        frame = pair_features_frame(view.con, view.cutoff, taste)
+        features = feature_columns(frame)
+        pairs = pair_feature_batches(view.con, view.cutoff, taste, features, rows=700)
+        assert {t.key for t in pairs.matrix.tables} == {"customer_key", "article_id"}
+        assert 0 < len(pairs.matrix.computed) < len(features) - 20
+        chunks = [(c, a, m.copy()) for c, a, m in customer_chunks(pairs.reader, pairs.matrix)]
+    assert len(chunks) > 1
+    assert np.concatenate([c for c, _, _ in chunks]).tolist() == frame["customer_key"].tolist()
+    assert np.concatenate([a for _, a, _ in chunks]).tolist() == frame["article_id"].tolist()
+    matrix = np.concatenate([m for _, _, m in chunks])
+    np.testing.assert_array_equal(matrix, frame[features].to_numpy(np.float64, na_value=np.nan))
+    mine = frame["customer_key"].to_numpy() == dropped
+    assert mine.any() and np.isnan(matrix[mine][:, features.index("txn_all")]).all()
+
+
 def test_settings_and_feature_ablations_retrain_on_the_kept_samples_paired_by_seed(tiny_run):
     from hm_assets.defs.resources import HMStore
     from hm_assets.pipeline.evaluation.ablation import RANKER, feature_ablation, settings_ablation

@@ -5,8 +5,9 @@ shard at a time), the ablation (the week's buyers) and the online path (one cust
                         (lower for lapsed customers, ``CandidateCap``),
                         as the connection's temp table ``candidates``
     load_candidates     a week's stored candidates (some customers', or some pairs) as ``candidates``
-    pair_features       ``sql/pair_features.sql`` over ``candidates`` (with the taste views); as
-                        Arrow batches of the scored columns (``pair_feature_batches``) for scoring
+    pair_features       ``sql/pair_features.sql`` over ``candidates`` (with the taste views); for
+                        scoring as Arrow batches of the pair-level columns with the feature tables'
+                        columns looked up by key (``pair_feature_batches``)
     recommend_lists     score the pairs, keep the best k per customer, fill short lists (one frame,
                         or ``recommend_lists_from_batches`` over a shard read in Arrow batches)
 
@@ -106,15 +107,147 @@ def pair_features(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTa
     return con.sql(_pair_features_sql(con, cutoff, taste), params={"cutoff": cutoff})
 
 
+# The feature tables whose own columns ``sql/pair_features.sql`` selects whole (``cf.*``, ``cs.*``,
+# ``af.*``, ``ats.*``): table -> (its key, the columns it leaves out). Such a column has one value per
+# customer (or article), whatever the candidate.
+TABLE_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "customer_features": ("customer_key", ("customer_key",)),
+    "customer_transaction_stats": ("customer_key", ("customer_key",)),
+    "article_features": ("article_id", ("article_id", "product_code")),
+    "article_transaction_stats": ("article_id", ("article_id",)),
+}
+
+
+class KeyedRows:
+    """The feature tables' columns of one key (customer_key or article_id) among the scored features:
+    one float64 row per key of the candidates (``keys``, sorted; NaN where the statement's LEFT JOIN
+    gives NULL)."""
+
+    def __init__(self, key: str, keys: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> None:
+        self.key = key
+        self.keys = keys
+        self.index = pd.Index(keys)  # a hash lookup: a binary search per pair cost 10x more
+        self.rows = rows
+        self.positions = positions  # where the columns go in the matrix
+        first = int(positions[0])
+        self.block = slice(first, first + len(positions)) if (positions == np.arange(first, first + len(positions))).all() else None
+        # gathered rows land here first: a fresh array a batch would fault in its pages every time
+        self.scratch = np.empty((0, rows.shape[1]))
+
+    def fill(self, batch: pa.RecordBatch, matrix: np.ndarray) -> None:
+        wanted = batch.column(self.key).to_numpy()
+        if not len(wanted):
+            return
+        # one lookup per run of equal keys: a customer's candidates come together
+        starts = np.flatnonzero(np.r_[True, wanted[1:] != wanted[:-1]])
+        at = self.index.get_indexer(wanted[starts])
+        if (at < 0).any():
+            raise ValueError(f"a pair's {self.key} is not among the candidates' (the rows were looked up for other candidates)")
+        at = np.repeat(at, np.diff(np.r_[starts, len(wanted)]))
+        if len(self.scratch) < len(at):
+            self.scratch = np.empty((len(at), self.rows.shape[1]))
+        gathered = np.take(self.rows, at, axis=0, out=self.scratch[: len(at)], mode="clip")
+        if self.block is not None:  # the usual case: the columns side by side
+            matrix[:, self.block] = gathered
+        else:
+            matrix[:, self.positions] = gathered
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """How an Arrow batch of pairs becomes the scorer's float64 matrix (``features`` in order, NaN
+    for missing): the ``computed`` columns are copied from the batch, each of ``tables`` is looked
+    up by the batch's customer or article. Joining a feature table's columns to every pair in SQL
+    (and sorting them with it) cost more than looking them up (RESULTS.md)."""
+
+    features: list[str]
+    computed: list[str]
+    tables: tuple[KeyedRows, ...] = ()
+
+    @classmethod
+    def of_columns(cls, features: list[str]) -> "FeatureMatrix":
+        """Every feature read from the batch's column of that name."""
+        return cls(list(features), list(features))
+
+    def __call__(self, batch: pa.RecordBatch, out: np.ndarray | None = None) -> np.ndarray:
+        """The matrix of ``batch`` (in ``out``'s first rows when given: see ``float_matrix``)."""
+        if not self.tables:
+            return float_matrix(batch, self.features, out)
+        if out is None:
+            out = np.empty((batch.num_rows, len(self.features)))
+        elif out.shape[1] != len(self.features) or len(out) < batch.num_rows:
+            raise ValueError(f"a buffer of shape {out.shape} cannot hold {batch.num_rows} rows x {len(self.features)} features")
+        matrix = out[: batch.num_rows]
+        at = {name: i for i, name in enumerate(self.features)}
+        for name in self.computed:
+            matrix[:, at[name]] = batch.column(name).to_numpy(zero_copy_only=False)
+        for table in self.tables:
+            table.fill(batch, matrix)
+        return matrix
+
+
+def table_feature_matrix(con: duckdb.DuckDBPyConnection, features: list[str]) -> FeatureMatrix:
+    """``FeatureMatrix`` of ``features`` for the pairs of the temp table ``candidates``: the feature
+    tables' own columns (``TABLE_COLUMNS``) as rows of the candidates' customers and of their
+    articles, the rest computed by the statement."""
+    owner: dict[str, str] = {}
+    by_key: dict[str, list[str]] = {}
+    for table, (key, left_out) in TABLE_COLUMNS.items():
+        names = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()} - set(left_out)
+        for name in features:
+            if name in names:
+                if name in owner:
+                    raise ValueError(f"feature {name!r} is a column of both {owner[name]} and {table}")
+                owner[name] = table
+        if any(owner.get(name) == table for name in features):
+            by_key.setdefault(key, []).append(table)
+    tables: list[KeyedRows] = []
+    for key, joined in by_key.items():
+        mine = [name for name in features if owner.get(name) in joined]
+        columns = ", ".join(f'CAST(t{joined.index(owner[name])}."{name}" AS DOUBLE) AS "{name}"' for name in mine)
+        joins = " ".join(f"LEFT JOIN {table} t{i} USING ({key})" for i, table in enumerate(joined))
+        found = con.sql(
+            f"SELECT k.{key}, {columns} FROM (SELECT DISTINCT {key} FROM candidates) k {joins} ORDER BY k.{key}"
+        ).to_arrow_table()
+        keys = found.column(key).to_numpy()
+        if (np.diff(keys) <= 0).any():
+            raise ValueError(f"{' or '.join(joined)} has more than one row for some {key}")
+        rows = np.empty((len(keys), len(mine)))
+        for j, name in enumerate(mine):
+            rows[:, j] = found.column(name).to_numpy(zero_copy_only=False)
+        tables.append(KeyedRows(key, keys, rows, np.array([features.index(name) for name in mine])))
+    return FeatureMatrix(list(features), [name for name in features if name not in owner], tuple(tables))
+
+
+@dataclass(frozen=True)
+class PairBatches:
+    """A shard's pairs as Arrow batches in customer order (``reader``: customer_key, article_id and
+    the computed features) and how each becomes the scorer's matrix (``matrix``)."""
+
+    reader: pa.RecordBatchReader
+    matrix: FeatureMatrix
+
+
+def pair_feature_columns(
+    con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste, columns: list[str], rows: int = 200_000
+) -> pa.RecordBatchReader:
+    """customer_key, article_id and ``columns`` as DOUBLE (``float_matrix`` then copies them) of
+    ``pair_features``, in its order (customer, best rank, article), as Arrow batches of at most
+    ``rows`` rows (only the columns asked for are computed)."""
+    selected = "".join(f', CAST("{name}" AS DOUBLE) AS "{name}"' for name in columns)
+    sql = f"SELECT customer_key, article_id{selected} FROM ({_pair_features_sql(con, cutoff, taste)})"
+    return con.sql(sql, params={"cutoff": cutoff}).to_arrow_reader(rows)
+
+
 def pair_feature_batches(
     con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste, features: list[str], rows: int = 200_000
-) -> pa.RecordBatchReader:
-    """customer_key, article_id and ``features`` as DOUBLE (``float_matrix`` then copies them) of
-    ``pair_features``, in its order (customer, best rank, article), as Arrow batches of at most
-    ``rows`` rows: what the recommendations score, computed in memory, never stored."""
-    columns = ", ".join(f'CAST("{name}" AS DOUBLE) AS "{name}"' for name in features)
-    sql = f"SELECT customer_key, article_id, {columns} FROM ({_pair_features_sql(con, cutoff, taste)})"
-    return con.sql(sql, params={"cutoff": cutoff}).to_arrow_reader(rows)
+) -> PairBatches:
+    """The pairs of ``candidates`` with the ``features`` a scorer reads, in customer order: what the
+    recommendations score, computed in memory, never stored. The statement computes the pair-level
+    columns (``pair_feature_columns``); the feature tables' own columns are looked up
+    (``table_feature_matrix``)."""
+    matrix = table_feature_matrix(con, features)
+    return PairBatches(pair_feature_columns(con, cutoff, taste, matrix.computed, rows), matrix)
 
 
 def pair_features_frame(con: duckdb.DuckDBPyConnection, cutoff: date, taste: ArticleTaste) -> pd.DataFrame:
@@ -150,23 +283,25 @@ def recommend_lists(
 
 
 def customer_chunks(
-    batches: Iterable[pa.RecordBatch], features: list[str]
+    batches: Iterable[pa.RecordBatch], features: list[str] | FeatureMatrix
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(customer_key, article_id, float matrix of ``features``) of record batches in customer order,
+    """(customer_key, article_id, float matrix of ``features``: names of the batches' columns, or a
+    ``FeatureMatrix``) of record batches in customer order,
     cut where a customer's rows end: every customer's whole list in one chunk. The rows a batch
     ends with wait for the next batch (copies: a view into one column would keep the whole imported
     batch alive). Raises if the customers are not in order (``pair_feature_batches`` gives them so).
     The matrices share one buffer: a chunk's matrix holds until the next chunk is asked for."""
+    to_matrix = features if isinstance(features, FeatureMatrix) else FeatureMatrix.of_columns(features)
     pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    buffer = np.empty((0, len(features)))
+    buffer = np.empty((0, len(to_matrix.features)))
     for batch in batches:
         if not batch.num_rows:
             continue
         customer = batch.column("customer_key").to_numpy().copy()
         article = batch.column("article_id").to_numpy().copy()
         if len(buffer) < batch.num_rows:
-            buffer = np.empty((batch.num_rows, len(features)))
-        matrix = float_matrix(batch, features, out=buffer)
+            buffer = np.empty((batch.num_rows, len(to_matrix.features)))
+        matrix = to_matrix(batch, out=buffer)
         if (np.diff(customer) < 0).any() or (pending is not None and customer[0] < pending[0][-1]):
             raise ValueError("the pairs are not in customer order: a customer's list would be scored in parts")
         start = 0
@@ -185,15 +320,21 @@ def customer_chunks(
 
 
 def recommend_lists_from_batches(
-    batches: Iterable[pa.RecordBatch], scorer: ranker.PairScorer | ranker.HeuristicScorer, customer_keys: np.ndarray,
-    fallback: list[int], k: int = ranker.K,
+    batches: PairBatches | Iterable[pa.RecordBatch], scorer: ranker.PairScorer | ranker.HeuristicScorer,
+    customer_keys: np.ndarray, fallback: list[int], k: int = ranker.K,
 ) -> pd.DataFrame:
-    """``recommend_lists`` over pairs computed batch by batch in customer order (``pair_feature_batches``;
-    a shard's pairs × features do not fit at once): each customer's list is scored whole, and only
-    the scored pairs' keys and scores are kept."""
+    """``recommend_lists`` over pairs computed batch by batch in customer order (``pair_feature_batches``,
+    or Arrow batches with a column per feature; a shard's pairs × features do not fit at once): each
+    customer's list is scored whole, and only the scored pairs' keys and scores are kept."""
+    if isinstance(batches, PairBatches):
+        if batches.matrix.features != list(scorer.features):
+            raise ValueError("the pair batches were computed for other features than the scorer reads")
+        source, to_matrix = batches.reader, batches.matrix
+    else:
+        source, to_matrix = batches, FeatureMatrix.of_columns(scorer.features)
     keys, articles, scores = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], [np.zeros(0)]
     scratch = np.empty((0, len(scorer.features)))
-    for customer, article, matrix in customer_chunks(batches, scorer.features):
+    for customer, article, matrix in customer_chunks(source, to_matrix):
         if len(scratch) < len(matrix):
             scratch = np.empty_like(matrix)
         score = scorer.score_lists(matrix, customer, article, scratch)
