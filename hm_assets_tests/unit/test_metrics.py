@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from hm_assets.pipeline.evaluation.metrics import average_precision, map_at_k, recall
+from hm_assets.pipeline.evaluation.metrics import PairSet, average_precision, map_at_k, recall
 
 
 def recs(rows):
@@ -46,3 +46,13 @@ def test_recall_counts_distinct_pairs():
     bought = truth([(1, 10), (1, 10), (1, 11), (2, 12)])
     assert recall(truth([(1, 10), (2, 99)]), bought) == pytest.approx(1 / 3)
     assert math.isnan(recall(truth([(1, 10)]), truth([])))
+
+
+def test_a_pair_set_finds_exactly_its_pairs_whatever_the_keys_size():
+    big = 2**59 + 7  # customer keys are 60-bit, article ids INTEGER
+    pairs = PairSet(truth([(big, 2**31 - 1), (big, 5), (3, 5), (3, 5)]))
+    assert len(pairs) == 3  # distinct, in first-seen order
+    found = pairs.found(truth([(big, 5), (big, 5), (3, 2**31 - 1), (4, 5), (3, 6), (big + 1, 5)]))
+    assert found.tolist() == [False, True, False]
+    assert pairs.found(truth([])).tolist() == [False, False, False]
+    assert PairSet(truth([])).found(truth([(1, 2)])).tolist() == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.evaluation.baselines import everyone_gets, last_week_top, trending
-from hm_assets.pipeline.evaluation.metrics import K, map_at_k, recall
+from hm_assets.pipeline.evaluation.metrics import K, PairSet, map_at_k, share
 from hm_assets.pipeline.ranking.ranker import top_k
 
 
@@ -54,6 +55,14 @@ def load_oracle(con: duckdb.DuckDBPyConnection, path: Path, week: str) -> pd.Dat
     return oracle if len(oracle) else None
 
 
+def any_of(hits: Iterable[np.ndarray], n: int) -> np.ndarray:
+    """Pairs found by any of several ``PairSet.found`` results (of one set of ``n`` pairs)."""
+    union = np.zeros(n, dtype=bool)
+    for hit in hits:
+        union |= hit
+    return union
+
+
 def evaluate_week(
     con: duckdb.DuckDBPyConnection,
     cutoff,
@@ -76,32 +85,37 @@ def evaluate_week(
         "map12_last_week_top12": map_at_k(everyone_gets(buyers, last_week_top(con, cutoff)), truth),
         "map12_trending": map_at_k(trending(con, cutoff, buyers), truth),
     }
-    union_parts: dict[str, pd.DataFrame] = {}
-    for name, path in retriever_outputs.items():
-        frame = buyers_rows(con, path)
-        union_parts[name] = frame[["customer_key", "article_id"]].assign(retriever=name)
-        metrics[f"recall_{name}"] = recall(frame, truth)
-        metrics[f"map12_{name}"] = map_at_k(retriever_alone(frame), truth)
-    union = pd.concat(union_parts.values(), ignore_index=True)
-    metrics["recall_union"] = recall(union, truth)
-    kept = buyers_rows(con, filtered_candidates, "customer_key, article_id")
-    metrics["recall_after_filters"] = recall(kept, truth)
-    found = truth[["customer_key", "article_id"]].drop_duplicates().merge(union.drop_duplicates(), on=["customer_key", "article_id"])
-    found_by = found.groupby(["customer_key", "article_id"])["retriever"].agg(list)
-    for name in retriever_outputs:
-        only = found_by[found_by.map(lambda r: r == [name])]
-        metrics[f"unique_recall_{name}"] = len(only) / max(metrics["purchases"], 1)
-    metrics["ranker_vs_trending"] = metrics["map12_ranker"] / metrics["map12_trending"] if metrics["map12_trending"] else np.nan
+    bought = PairSet(truth)
+    oracle_pairs = None
     if oracle is not None:
         oracle = oracle[oracle["customer_key"].isin(buyers)]
+        oracle_pairs = PairSet(oracle)
+    # for each retriever: which of the week's purchases (and of the oracle's lists) it proposed
+    found: dict[str, np.ndarray] = {}
+    found_oracle: dict[str, np.ndarray] = {}
+    for name, path in retriever_outputs.items():
+        frame = buyers_rows(con, path)
+        found[name] = bought.found(frame)
+        metrics[f"recall_{name}"] = share(found[name])
+        metrics[f"map12_{name}"] = map_at_k(retriever_alone(frame), truth)
+        if oracle_pairs is not None:
+            found_oracle[name] = oracle_pairs.found(frame)
+    metrics["recall_union"] = share(any_of(found.values(), len(bought)))
+    kept = buyers_rows(con, filtered_candidates, "customer_key, article_id")
+    metrics["recall_after_filters"] = share(bought.found(kept))
+    proposers = np.sum([hit.astype(np.int64) for hit in found.values()], axis=0) if found else np.zeros(len(bought), np.int64)
+    for name in retriever_outputs:
+        metrics[f"unique_recall_{name}"] = int((found[name] & (proposers == 1)).sum()) / max(metrics["purchases"], 1)
+    metrics["ranker_vs_trending"] = metrics["map12_ranker"] / metrics["map12_trending"] if metrics["map12_trending"] else np.nan
+    if oracle is not None and oracle_pairs is not None:
         metrics["map12_oracle"] = map_at_k(oracle, truth)
         metrics["ranker_vs_oracle"] = metrics["map12_ranker"] / metrics["map12_oracle"] if metrics["map12_oracle"] else np.nan
         metrics["oracle_vs_trending"] = metrics["map12_oracle"] / metrics["map12_trending"] if metrics["map12_trending"] else np.nan
-        for name, part in union_parts.items():
-            metrics[f"oracle_recall_{name}"] = recall(part, oracle)
-        metrics["oracle_recall_union"] = recall(union, oracle)
-        metrics["oracle_recall_after_filters"] = recall(kept, oracle)
-        metrics["oracle_recall_ranker"] = recall(recommendations, oracle)
+        for name, hit in found_oracle.items():
+            metrics[f"oracle_recall_{name}"] = share(hit)
+        metrics["oracle_recall_union"] = share(any_of(found_oracle.values(), len(oracle_pairs)))
+        metrics["oracle_recall_after_filters"] = share(oracle_pairs.found(kept))
+        metrics["oracle_recall_ranker"] = share(oracle_pairs.found(recommendations))
     return {k: (round(float(v), 6) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()}
 
 
