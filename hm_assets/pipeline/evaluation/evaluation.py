@@ -78,14 +78,14 @@ def evaluate_week(
     ``ranker / oracle``, and the share of the oracle's top-12 that each retriever, their union and
     the capped candidates hold, and that the ranker's 12 share: which stage loses."""
     buyers = truth["customer_key"].unique()
+    bought = PairSet(truth)
     metrics: dict = {
         "buyers": int(len(buyers)),
-        "purchases": int(len(truth[["customer_key", "article_id"]].drop_duplicates())),
+        "purchases": len(bought),
         "map12_ranker": map_at_k(recommendations, truth),
         "map12_last_week_top12": map_at_k(everyone_gets(buyers, last_week_top(con, cutoff)), truth),
         "map12_trending": map_at_k(trending(con, cutoff, buyers), truth),
     }
-    bought = PairSet(truth)
     oracle_pairs = None
     if oracle is not None:
         oracle = oracle[oracle["customer_key"].isin(buyers)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ from hm_assets.pipeline.ranking.candidates import (
     source_names,
 )
 from hm_assets.pipeline.ranking.filters import FilterRule, prepare_rule_inputs
+from hm_assets.platform.arrays import run_starts
 from hm_assets.platform.sql import float_matrix, load_sql
 
 if TYPE_CHECKING:
@@ -125,7 +127,6 @@ class KeyedRows:
 
     def __init__(self, key: str, keys: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> None:
         self.key = key
-        self.keys = keys
         self.index = pd.Index(keys)  # a hash lookup: a binary search per pair cost 10x more
         self.rows = rows
         self.positions = positions  # where the columns go in the matrix
@@ -139,7 +140,7 @@ class KeyedRows:
         if not len(wanted):
             return
         # one lookup per run of equal keys: a customer's candidates come together
-        starts = np.flatnonzero(np.r_[True, wanted[1:] != wanted[:-1]])
+        starts = np.flatnonzero(run_starts(wanted))
         at = self.index.get_indexer(wanted[starts])
         if (at < 0).any():
             raise ValueError(f"a pair's {self.key} is not among the candidates' (the rows were looked up for other candidates)")
@@ -169,6 +170,12 @@ class FeatureMatrix:
         """Every feature read from the batch's column of that name."""
         return cls(list(features), list(features))
 
+    @cached_property
+    def computed_positions(self) -> list[int]:
+        """Where each of ``computed`` goes in the matrix."""
+        at = {name: i for i, name in enumerate(self.features)}
+        return [at[name] for name in self.computed]
+
     def __call__(self, batch: pa.RecordBatch, out: np.ndarray | None = None) -> np.ndarray:
         """The matrix of ``batch`` (in ``out``'s first rows when given: see ``float_matrix``)."""
         if not self.tables:
@@ -178,9 +185,8 @@ class FeatureMatrix:
         elif out.shape[1] != len(self.features) or len(out) < batch.num_rows:
             raise ValueError(f"a buffer of shape {out.shape} cannot hold {batch.num_rows} rows x {len(self.features)} features")
         matrix = out[: batch.num_rows]
-        at = {name: i for i, name in enumerate(self.features)}
-        for name in self.computed:
-            matrix[:, at[name]] = batch.column(name).to_numpy(zero_copy_only=False)
+        for position, name in zip(self.computed_positions, self.computed):
+            matrix[:, position] = batch.column(name).to_numpy(zero_copy_only=False)
         for table in self.tables:
             table.fill(batch, matrix)
         return matrix
@@ -352,7 +358,7 @@ def kaggle_submission(recs: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFra
     ordered = recs.sort_values(["customer_key", "rank"], kind="mergesort")
     keys = ordered["customer_key"].to_numpy()
     text = format_article_ids(ordered["article_id"])
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+    starts = np.flatnonzero(run_starts(keys))
     ends = np.r_[starts[1:], len(keys)].astype(np.int64)
     lists = pd.Series([" ".join(text[a:b]) for a, b in zip(starts, ends)], index=keys[starts], dtype=object)
     out = customers[["customer_key", "customer_id"]].copy()
