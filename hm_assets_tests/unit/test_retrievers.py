@@ -7,7 +7,7 @@ import pandas as pd
 
 from hm_assets.pipeline.retrieval import also_bought, popularity_model, purchase_history_similar, repurchase
 from hm_assets.pipeline.retrieval.also_bought import AlsoBoughtConfig
-from hm_assets.pipeline.retrieval.base import finalize_candidates
+from hm_assets.pipeline.retrieval.base import RankedLists, finalize_candidates
 from hm_assets.pipeline.retrieval.popularity_model import PopularityModelConfig
 from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistoryConfig
 from hm_assets.pipeline.retrieval.repurchase import RepurchaseConfig
@@ -106,6 +106,26 @@ def test_popularity_model_adapts_to_age_and_covers_cold_start():
     assert (young <= 15).mean() >= 0.9 and (old > 15).mean() >= 0.9
 
 
+def test_popularity_lists_handed_over_ranked_equal_the_frameworks_ranking_of_the_same_rows():
+    """The popularity model hands its profiles' lists to their customers already ranked, in customer
+    order (``RankedLists``): the same rows, ranks and order as ranking every customer's rows in SQL
+    (score descending, ties by article id, at most ``max_candidates``)."""
+    rng = np.random.default_rng(3)
+    lists = pd.DataFrame({
+        "profile_id": np.repeat([0, 1, 2, -1], [6, 4, 5, 3]),
+        "article_id": rng.permutation(np.arange(100, 118)).astype(np.int32),
+        "score": rng.choice([0.25, 0.5, 0.75, 0.125], size=18),  # ties, broken by article id
+    }).sample(frac=1, random_state=0)
+    customers = np.array([907, 3, 55, 12, 8, 1_000_000_000_123], dtype=np.int64)
+    profile_ids = np.array([1, 0, -1, 2, 5, 0])  # profile 5 has no list
+    ranked = popularity_model.customers_lists(customers, profile_ids, lists, max_candidates=4, chunk=2)
+    handed = finalize_candidates(RankedLists(list(ranked)), 4)
+    raw = pd.DataFrame({"customer_key": customers, "profile_id": profile_ids}).merge(lists, on="profile_id")
+    expected = finalize_candidates(raw[["customer_key", "article_id", "score"]], 4)
+    assert len(expected) == 5 * 4 - 1  # profile -1 has 3 articles
+    pd.testing.assert_frame_equal(handed, expected, check_exact=True)
+
+
 def test_finalize_ranks_dedupes_and_caps():
     raw = pd.DataFrame({"customer_key": [1, 1, 1, 2], "article_id": [5, 5, 6, 7], "score": [0.1, 0.9, 0.5, 1.0]})
     out = finalize_candidates(raw, 1)
@@ -197,9 +217,7 @@ def test_popularity_model_online_finds_profiles_with_missing_values():
     online_ctx = replace(ctx, shared={})
     profiles = popularity_model.customer_profiles(online_ctx)
     assert all(key in state.profile_ids for key in popularity_model._profile_keys(profiles))
-    relation = popularity_model.popularity_model_candidates(ctx, config, state)
-    batch = (relation.df() if hasattr(relation, "df") else relation).sort_values(["customer_key", "article_id"]).reset_index(drop=True)
-    online = popularity_model.popularity_model_candidates(online_ctx, config, state)
-    online = online.sort_values(["customer_key", "article_id"]).reset_index(drop=True)
+    batch = finalize_candidates(popularity_model.popularity_model_candidates(ctx, config, state), config.max_candidates)
+    online = finalize_candidates(popularity_model.popularity_model_candidates(online_ctx, config, state), config.max_candidates)
     assert set(online["customer_key"]) == set(keys)
-    pd.testing.assert_frame_equal(online, batch, check_dtype=False, check_exact=True)
+    pd.testing.assert_frame_equal(online, batch, check_exact=True)

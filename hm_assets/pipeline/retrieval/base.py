@@ -12,7 +12,8 @@ A retriever proposes candidate articles for customers as of a cut-off, in two st
 
 Candidates are rows of (customer_key, article_id, score) — higher score is better — as a DataFrame
 or a DuckDB relation (for outputs too large for pandas); the framework ranks them in DuckDB, keeps
-the best ``max_candidates`` per customer, and stores (customer_key, article_id, score, rank).
+the best ``max_candidates`` per customer, and stores (customer_key, article_id, score, rank). A
+retriever whose lists come ranked already hands them over as ``RankedLists``.
 
 Retrievers read the week's DuckDB views (``transactions`` strictly before the cut-off,
 ``articles``, ``customers`` and the feature tables ``customer_features``,
@@ -35,6 +36,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from hm_assets.pipeline.features.embeddings.index import companion_files
 from hm_assets.platform.arrays import position_in_runs, run_starts
@@ -221,10 +223,26 @@ def retriever_inputs(store: HMStore, retrievers: Iterable[Retriever]) -> dict[st
     return inputs
 
 
+# The stored candidates' columns and types (``RANKING_SQL``'s casts)
+RANKED_SCHEMA = pa.schema(
+    [("customer_key", pa.int64()), ("article_id", pa.int32()), ("score", pa.float32()), ("rank", pa.int16())]
+)
+
+
+@dataclass(frozen=True)
+class RankedLists:
+    """Candidates already ranked: record batches of ``RANKED_SCHEMA`` (one row per customer and
+    article, rank 1, 2, … per customer) in customer then rank order. A retriever that hands whole
+    lists to groups of customers (the popularity model's profiles) returns these: regrouping and
+    sorting its 10^8 rows in SQL cost most of its step (RESULTS.md)."""
+
+    batches: Iterable[pa.RecordBatch]
+
+
 if TYPE_CHECKING:
     # In annotations only: a union object holding a DuckDB type at run time kept DuckDB's module
     # alive to interpreter exit with torch loaded (nanobind's "leaked instances"; see store.py).
-    RawCandidates = pd.DataFrame | duckdb.DuckDBPyRelation
+    RawCandidates = pd.DataFrame | duckdb.DuckDBPyRelation | RankedLists
 
 
 RANKING_SQL = """
@@ -243,6 +261,9 @@ RANKING_SQL = """
 def ranked_candidates(con: duckdb.DuckDBPyConnection, raw: RawCandidates, max_candidates: int) -> duckdb.DuckDBPyRelation:
     """Dedupe (keep the best score), rank per customer (1 = best), keep the top ``max_candidates``,
     ordered by customer_key then rank."""
+    if isinstance(raw, RankedLists):  # kept in their order: DuckDB preserves a stream's order
+        ranked = con.from_arrow(pa.RecordBatchReader.from_batches(RANKED_SCHEMA, raw.batches))
+        return ranked.filter(f"rank <= {int(max_candidates)}")
     sql = RANKING_SQL.format(source="raw_candidates", max_candidates=int(max_candidates))
     if isinstance(raw, duckdb.DuckDBPyRelation):
         return raw.query("raw_candidates", sql)

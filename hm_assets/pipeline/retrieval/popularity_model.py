@@ -8,6 +8,7 @@ profile once and the lists are handed to every customer of that profile, with or
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -15,8 +16,10 @@ from typing import TYPE_CHECKING
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, view_rows
+from hm_assets.pipeline.retrieval.base import RANKED_SCHEMA, RankedLists, RetrievalContext, Retriever, RetrieverConfig, view_rows
+from hm_assets.platform.arrays import matching_rows, position_in_runs
 
 if TYPE_CHECKING:
     from hm_assets.pipeline.retrieval.base import RawCandidates
@@ -223,12 +226,34 @@ def popularity_model_candidates(ctx: RetrievalContext, config: PopularityModelCo
     keyed = keyed[["customer_key", "profile_id"]].astype({"profile_id": "int64"})
     if ctx.shared is not None:  # new profiles (new customers online), scored above
         return keyed.merge(lists[lists["profile_id"].isin(keyed["profile_id"])], on="profile_id")[["customer_key", "article_id", "score"]]
-    # customers x lists can reach 10^8 rows: expanded lazily by DuckDB, not in pandas
-    ctx.con.register("customer_profiles", keyed)
-    ctx.con.register("profile_lists", lists)
-    return ctx.con.sql(
-        "SELECT c.customer_key, l.article_id, l.score FROM customer_profiles c JOIN profile_lists l USING (profile_id)"
+    # customers x lists reach 10^8 rows: handed over ranked, in customer order, a chunk at a time
+    return RankedLists(
+        customers_lists(keyed["customer_key"].to_numpy(np.int64), keyed["profile_id"].to_numpy(np.int64), lists, config.max_candidates)
     )
+
+
+def customers_lists(
+    customers: np.ndarray, profile_ids: np.ndarray, lists: pd.DataFrame, max_candidates: int, chunk: int = 100_000
+) -> Iterator[pa.RecordBatch]:
+    """Each customer's profile's list (``lists``: profile_id, article_id, score), ranked as
+    ``ranked_candidates`` ranks (score descending, then article id; at most ``max_candidates``), as
+    record batches of ``RANKED_SCHEMA`` in customer then rank order, ``chunk`` customers a batch."""
+    ranked = lists.iloc[np.lexsort((lists["article_id"].to_numpy(), -lists["score"].to_numpy(np.float64), lists["profile_id"].to_numpy()))]
+    ranked_profiles = ranked["profile_id"].to_numpy(np.int64)
+    rank = position_in_runs(ranked_profiles) + 1
+    ranked = ranked[rank <= max_candidates]
+    ranked_profiles, rank = ranked_profiles[rank <= max_candidates], rank[rank <= max_candidates]
+    articles = ranked["article_id"].to_numpy(np.int32)
+    scores = ranked["score"].to_numpy(np.float64).astype(np.float32)
+    ranks = rank.astype(np.int16)
+    order = np.argsort(customers, kind="stable")
+    customers, profile_ids = customers[order], profile_ids[order]
+    for start in range(0, len(customers), chunk):
+        who, rows = matching_rows(ranked_profiles, profile_ids[start : start + chunk])
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(customers[start : start + chunk][who]), pa.array(articles[rows]), pa.array(scores[rows]), pa.array(ranks[rows])],
+            schema=RANKED_SCHEMA,
+        )
 
 
 RETRIEVER = Retriever(
