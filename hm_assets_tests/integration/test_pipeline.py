@@ -201,6 +201,30 @@ def test_scored_matrices_equal_the_pair_features_statement_with_the_tables_colum
     assert mine.any() and np.isnan(matrix[mine][:, features.index("txn_all")]).all()
 
 
+def test_article_taste_read_from_the_retrievers_fitted_factors_equals_its_own_fit(tiny_run):
+    """The weekly ``article_taste`` takes the week's ALS factors from purchase_history_similar's
+    fitted state instead of fitting the same factorisation again: every week's stored table is the
+    table fitted afresh from the history, to the bit."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from hm_assets.defs.resources import HMStore
+    from hm_assets.pipeline.features.taste import article_taste
+    from hm_assets.pipeline.retrieval.base import RetrievalContext
+    from hm_assets.platform.history import open_week, stored_history_weeks
+
+    home, _, _, _ = tiny_run
+    store = HMStore(home=str(home))
+    weeks = sorted(path.stem for path in store.asset_dir("article_taste").glob("*.parquet"))
+    assert len(weeks) >= 2
+    for week in weeks:
+        with open_week(store, week, stored_history_weeks(store)) as view:
+            ctx = RetrievalContext(con=view.con, cutoff=view.cutoff, week_key=week, customer_keys=np.zeros(0, np.int64))
+            fitted = article_taste(ctx)
+        stored = pq.read_table(store.require("article_taste", week))
+        assert fitted.num_rows > 100 and stored.equals(fitted), week
+
+
 def test_settings_and_feature_ablations_retrain_on_the_kept_samples_paired_by_seed(tiny_run):
     from hm_assets.defs.resources import HMStore
     from hm_assets.pipeline.evaluation.ablation import RANKER, feature_ablation, settings_ablation

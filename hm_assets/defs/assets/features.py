@@ -9,7 +9,7 @@ from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.features.tables import FEATURE_TABLES
 from hm_assets.pipeline.features import taste
-from hm_assets.pipeline.retrieval.base import RetrievalContext
+from hm_assets.pipeline.retrieval.base import STATE_SUFFIX, RetrievalContext, load_state
 from hm_assets.platform.metadata import preview, stopwatch
 from hm_assets.platform.sql import load_sql
 
@@ -50,11 +50,12 @@ def build_article_taste_asset(weeks: WeekPartitions) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"implicit", "parquet"},
         partitions_def=weeks.weekly,
-        deps=[history(weeks)],
+        # the week's ALS factorisation is fitted once, by purchase_history_similar, and read from its state
+        deps=[history(weeks), "purchase_history_similar"],
         description=(
-            "Unit ALS factor vectors of the articles bought in the 16 weeks before the cut-off (the factorisation "
-            "purchase_history_similar uses), fitted once per week: the pair features' customer x article taste "
-            "(hm_assets/pipeline/features/taste.py)."
+            "Unit ALS factor vectors of the articles bought in the 16 weeks before the cut-off: the factorisation "
+            "purchase_history_similar fits once per week, read from its fitted state. The pair features' "
+            "customer x article taste (hm_assets/pipeline/features/taste.py)."
         ),
     )
     def article_taste(context: dg.AssetExecutionContext, store: HMStore) -> dg.MaterializeResult:
@@ -62,7 +63,8 @@ def build_article_taste_asset(weeks: WeekPartitions) -> dg.AssetsDefinition:
             retrieval = RetrievalContext(
                 con=view.con, cutoff=view.cutoff, week_key=context.partition_key, customer_keys=np.zeros(0, np.int64), log=context.log
             )
-            table = taste.article_taste(retrieval)
+            factors = load_state(store.require("purchase_history_similar", context.partition_key, STATE_SUFFIX))
+            table = taste.taste_of_factors(retrieval, factors.ids, factors.vectors)
             rows = store.write_parquet(table, store.asset_path("article_taste", context.partition_key))
         dimensions = len(table.column("vector")[0]) if rows else 0
         return dg.MaterializeResult(

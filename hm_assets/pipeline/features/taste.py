@@ -111,7 +111,14 @@ def article_taste(ctx: RetrievalContext, config: PurchaseHistoryConfig | None = 
     matrix = purchase_matrix(ctx, config)
     if matrix["article_id"].nunique() < 2:
         return no_article_taste()
-    ids, vectors = article_factors(matrix, config, ctx.seed)
+    return taste_of_factors(ctx, *article_factors(matrix, config, ctx.seed))
+
+
+def taste_of_factors(ctx: RetrievalContext, ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
+    """``article_taste`` of ALS factors fitted already (``purchase_history_similar``'s fitted state
+    holds the week's: the weekly asset reads them there instead of fitting the same ALS twice)."""
+    if len(ids) < 2:
+        return no_article_taste()
     vectors, usable = _unit_rows(vectors)
     ids = ids[usable]
     sold = ctx.con.execute(
