@@ -45,6 +45,16 @@ def _one_customer(con, key: int) -> None:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM one_{name}")
 
 
+def _check_unique_pairs(retriever, raw) -> None:
+    """A retriever declaring ``unique_pairs`` (the ranking then skips its dedupe) gives one row per
+    (customer, article), in the batch and online alike."""
+    if not retriever.unique_pairs:
+        return
+    frame = raw if isinstance(raw, pd.DataFrame) else raw.df()
+    repeated = frame.duplicated(["customer_key", "article_id"]).sum()
+    assert repeated == 0, f"{retriever.name} declares unique pairs but gave {repeated} repeated (customer, article) rows"
+
+
 @pytest.mark.parametrize("retriever", RETRIEVERS, ids=lambda r: r.name)
 def test_retrieve_for_one_customer_is_their_part_of_the_batch(retriever, store, recs_run):
     week = recs_run.week
@@ -55,7 +65,9 @@ def test_retrieve_for_one_customer_is_their_part_of_the_batch(retriever, store, 
     with _week_view(store, week) as view:
         keys = view.con.sql("SELECT customer_key FROM customers").df()["customer_key"].to_numpy()
         ctx = RetrievalContext(con=view.con, cutoff=view.cutoff, week_key=week, customer_keys=keys, inputs=inputs)
-        batch = ranked_candidates(view.con, retriever.retrieve(ctx, config, state), config.max_candidates).df()
+        raw = retriever.retrieve(ctx, config, state)
+        _check_unique_pairs(retriever, raw)
+        batch = ranked_candidates(view.con, raw, config.max_candidates, retriever.unique_pairs).df()
     # the stored state reproduces the asset's own output
     pd.testing.assert_frame_equal(batch, stored)
     customers = customers_with_history(store, week, 6) + [int(k) for k in keys[:2]]
@@ -67,7 +79,9 @@ def test_retrieve_for_one_customer_is_their_part_of_the_batch(retriever, store, 
             # articles in memory
             ctx = RetrievalContext(con=view.con, cutoff=view.cutoff, week_key=week, customer_keys=np.array([key]), inputs=inputs, shared={},
                                    articles=view.con.sql("SELECT * FROM articles").df().set_index("article_id", drop=False))
-            mine = ranked_candidates(view.con, retriever.retrieve(ctx, config, state), config.max_candidates).df()
+            raw = retriever.retrieve(ctx, config, state)
+            _check_unique_pairs(retriever, raw)
+            mine = ranked_candidates(view.con, raw, config.max_candidates, retriever.unique_pairs).df()
         theirs = batch[batch["customer_key"] == key].reset_index(drop=True)
         pd.testing.assert_frame_equal(mine, theirs, obj=f"{retriever.name}, customer {key}")
         proposed += len(mine)

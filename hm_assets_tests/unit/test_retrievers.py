@@ -2,12 +2,13 @@
 
 from datetime import date
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.retrieval import also_bought, popularity_model, purchase_history_similar, repurchase
 from hm_assets.pipeline.retrieval.also_bought import AlsoBoughtConfig
-from hm_assets.pipeline.retrieval.base import RankedLists, finalize_candidates
+from hm_assets.pipeline.retrieval.base import RankedLists, finalize_candidates, ranked_candidates, ranking_sql
 from hm_assets.pipeline.retrieval.popularity_model import PopularityModelConfig
 from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistoryConfig
 from hm_assets.pipeline.retrieval.repurchase import RepurchaseConfig
@@ -124,6 +125,22 @@ def test_popularity_lists_handed_over_ranked_equal_the_frameworks_ranking_of_the
     expected = finalize_candidates(raw[["customer_key", "article_id", "score"]], 4)
     assert len(expected) == 5 * 4 - 1  # profile -1 has 3 articles
     pd.testing.assert_frame_equal(handed, expected, check_exact=True)
+
+
+def test_ranking_of_unique_pairs_skips_the_dedupe_and_equals_the_deduped_ranking():
+    rng = np.random.default_rng(3)
+    pairs = pd.DataFrame({"customer_key": np.repeat(np.array([2**62 + 9, 4, 17]), 40), "article_id": np.tile(np.arange(40, dtype=np.int32), 3)})
+    pairs["score"] = rng.integers(0, 6, len(pairs)) / 4.0  # ties, broken by article id
+    raw = pairs.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    con = duckdb.connect()
+    deduped = ranked_candidates(con, raw, 25).df()
+    unique = ranked_candidates(con, raw, 25, unique=True).df()
+    pd.testing.assert_frame_equal(unique, deduped, check_exact=True)
+    assert "GROUP BY" not in ranking_sql("raw", 25, unique=True) and "GROUP BY" in ranking_sql("raw", 25)
+    # the declaration is the retriever's promise: repeated pairs would each get a rank
+    repeated = pd.concat([raw, raw.assign(score=raw["score"] - 1.0)], ignore_index=True)
+    assert ranked_candidates(con, repeated, 25).df().equals(deduped)
+    assert ranked_candidates(con, repeated, 100, unique=True).df().duplicated(["customer_key", "article_id"]).any()
 
 
 def test_finalize_ranks_dedupes_and_caps():

@@ -74,7 +74,7 @@ def build_candidate_asset(retriever: Retriever, weeks: WeekPartitions) -> dg.Ass
             state = retriever.fit(retrieval, config)
             raw = retriever.retrieve(retrieval, config, state)
             target = store.asset_path(retriever.name, context.partition_key)
-            store.write_parquet(ranked_candidates(view.con, raw, config.max_candidates), target)
+            store.write_parquet(ranked_candidates(view.con, raw, config.max_candidates, retriever.unique_pairs), target)
             # The fitted global part, for the online path (hm_assets/serving/on_demand.py) to retrieve from.
             save_state(state, state_path(store, retriever.name, context.partition_key), store.objects)
             metadata = candidate_metadata(view.con, target, len(customer_keys), store.optional("transactions", context.partition_key))

@@ -86,4 +86,5 @@ RETRIEVER = Retriever(
     fit=co_purchase_pairs,
     retrieve=also_bought_candidates,
     config_class=AlsoBoughtConfig,
+    unique_pairs=True,
 )

@@ -13,7 +13,8 @@ A retriever proposes candidate articles for customers as of a cut-off, in two st
 Candidates are rows of (customer_key, article_id, score) — higher score is better — as a DataFrame
 or a DuckDB relation (for outputs too large for pandas); the framework ranks them in DuckDB, keeps
 the best ``max_candidates`` per customer, and stores (customer_key, article_id, score, rank). A
-retriever whose lists come ranked already hands them over as ``RankedLists``.
+retriever whose lists come ranked already hands them over as ``RankedLists``; one whose rows are one
+per customer and article declares ``unique_pairs``, and the ranking skips its dedupe.
 
 Retrievers read the week's DuckDB views (``transactions`` strictly before the cut-off,
 ``articles``, ``customers`` and the feature tables ``customer_features``,
@@ -190,6 +191,9 @@ class Retriever:
     config_class: type[RetrieverConfig] = RetrieverConfig
     deps: tuple[str, ...] = ()
     kinds: frozenset[str] = frozenset({"duckdb"})
+    # ``retrieve`` gives at most one row per (customer, article) (its own GROUP BY or group sum): the
+    # framework's ranking then skips its dedupe, a hash aggregate over every row (RESULTS.md).
+    unique_pairs: bool = False
 
     def generate(self, ctx: RetrievalContext, config: RetrieverConfig) -> RawCandidates:
         """Fit and retrieve in one go, for ``ctx``'s customers."""
@@ -251,20 +255,30 @@ RANKING_SQL = """
     FROM (
         SELECT customer_key, article_id, score,
                row_number() OVER (PARTITION BY customer_key ORDER BY score DESC, article_id) AS rank
-        FROM (SELECT customer_key, article_id, max(score) AS score FROM {source} GROUP BY ALL)
+        FROM {pairs}
     )
     WHERE rank <= {max_candidates}
     ORDER BY customer_key, rank
 """
+DEDUPED = "(SELECT customer_key, article_id, max(score) AS score FROM {source} GROUP BY ALL)"
 
 
-def ranked_candidates(con: duckdb.DuckDBPyConnection, raw: RawCandidates, max_candidates: int) -> duckdb.DuckDBPyRelation:
-    """Dedupe (keep the best score), rank per customer (1 = best), keep the top ``max_candidates``,
-    ordered by customer_key then rank."""
+def ranking_sql(source: str, max_candidates: int, unique: bool = False) -> str:
+    """``RANKING_SQL`` over the relation ``source``; ``unique``: its rows are one per (customer,
+    article) already (``Retriever.unique_pairs``), so the best score of each is its only one."""
+    pairs = f"(SELECT customer_key, article_id, score FROM {source})" if unique else DEDUPED.format(source=source)
+    return RANKING_SQL.format(pairs=pairs, max_candidates=int(max_candidates))
+
+
+def ranked_candidates(
+    con: duckdb.DuckDBPyConnection, raw: RawCandidates, max_candidates: int, unique: bool = False
+) -> duckdb.DuckDBPyRelation:
+    """Dedupe (keep the best score; not when ``unique``: see ``ranking_sql``), rank per customer
+    (1 = best), keep the top ``max_candidates``, ordered by customer_key then rank."""
     if isinstance(raw, RankedLists):  # kept in their order: DuckDB preserves a stream's order
         ranked = con.from_arrow(pa.RecordBatchReader.from_batches(RANKED_SCHEMA, raw.batches))
         return ranked.filter(f"rank <= {int(max_candidates)}")
-    sql = RANKING_SQL.format(source="raw_candidates", max_candidates=int(max_candidates))
+    sql = ranking_sql("raw_candidates", max_candidates, unique)
     if isinstance(raw, duckdb.DuckDBPyRelation):
         return raw.query("raw_candidates", sql)
     con.register("raw_candidates", raw_frame(raw))

@@ -228,4 +228,5 @@ def content_retriever(
         config_class=config_class,
         deps=(index_asset,),
         kinds=frozenset({"duckdb", "hnswlib"}),
+        unique_pairs=True,
     )

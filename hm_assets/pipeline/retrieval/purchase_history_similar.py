@@ -173,4 +173,5 @@ RETRIEVER = Retriever(
     retrieve=purchase_history_candidates,
     config_class=PurchaseHistoryConfig,
     kinds=frozenset({"duckdb", "implicit", "hnswlib"}),
+    unique_pairs=True,
 )

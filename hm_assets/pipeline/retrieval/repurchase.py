@@ -48,4 +48,5 @@ RETRIEVER = Retriever(
     description="The customer's own purchases of the last weeks, scored by recency-decayed frequency.",
     retrieve=repurchase_candidates,
     config_class=RepurchaseConfig,
+    unique_pairs=True,
 )

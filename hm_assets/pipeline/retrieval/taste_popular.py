@@ -110,4 +110,5 @@ RETRIEVER = Retriever(
     fit=department_bestsellers,
     retrieve=taste_popular_candidates,
     config_class=TastePopularConfig,
+    unique_pairs=True,
 )
