@@ -266,7 +266,7 @@ DEDUPED = "(SELECT customer_key, article_id, max(score) AS score FROM {source} G
 def ranking_sql(source: str, max_candidates: int, unique: bool = False) -> str:
     """``RANKING_SQL`` over the relation ``source``; ``unique``: its rows are one per (customer,
     article) already (``Retriever.unique_pairs``), so the best score of each is its only one."""
-    pairs = f"(SELECT customer_key, article_id, score FROM {source})" if unique else DEDUPED.format(source=source)
+    pairs = source if unique else DEDUPED.format(source=source)
     return RANKING_SQL.format(pairs=pairs, max_candidates=int(max_candidates))
 
 
