@@ -28,6 +28,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from hm_assets.pipeline.ingest.data_contract import format_article_id
 from hm_assets.platform.history import history_files, stored_history_weeks
@@ -309,6 +310,12 @@ class GalleryResult:
     sample: pd.DataFrame  # customer_key, reason, hits
 
 
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique`` of customer keys: a hash table, then a sort of the distinct keys (numpy's own took
+    0.4 s for the full preset's 1.37M keys, this 0.05 s)."""
+    return np.sort(pd.unique(np.asarray(keys, dtype=np.int64)))
+
+
 def sample_customers(
     customer_keys: np.ndarray,
     buyers: np.ndarray,
@@ -321,20 +328,22 @@ def sample_customers(
     """A deterministic sample of ``size`` customers: (customer_key, why chosen), target-week buyers
     first, then customers with a rich history, then anyone."""
     rng = np.random.default_rng(seed)
-    pool = np.unique(np.asarray(customer_keys, dtype=np.int64))
+    pool = _sorted_unique(customer_keys)
     chosen: list[tuple[int, str]] = []
-    taken: set[int] = set()
 
     def draw(candidates: np.ndarray, count: int, reason: str) -> None:
-        candidates = np.asarray([c for c in np.unique(candidates) if c not in taken], dtype=np.int64)
-        count = min(count, len(candidates), size - len(chosen))
+        """``candidates``: a part of ``pool`` in its order (sorted, unique)."""
+        count = min(count, size - len(chosen))
+        if count <= 0:
+            return
+        candidates = candidates[~np.isin(candidates, [key for key, _ in chosen])]
+        count = min(count, len(candidates))
         if count <= 0:
             return
         for key in sorted(rng.choice(candidates, size=count, replace=False).tolist()):
             chosen.append((int(key), reason))
-            taken.add(int(key))
 
-    buyers = np.intersect1d(np.asarray(buyers, dtype=np.int64), pool)
+    buyers = pool[np.isin(pool, _sorted_unique(buyers), assume_unique=True)]
     draw(buyers, round(size * buyers_share), "bought in the target week")
     counts = history_counts.reindex(pool).fillna(0)
     if len(counts) and counts.max() > 0:
@@ -416,7 +425,13 @@ def build_gallery(
     """Render the week's gallery into ``HM_HOME/assets/gallery/<week>/`` (atomically)."""
     config = config or GalleryConfig()
     cutoff = parse_week(week)
-    recs = pd.read_parquet(store.require("recommendations", week))
+    recs_path = store.require("recommendations", week)
+    # Every customer with a list, and their purchases before the cut-off (the week's customer_features
+    # count them): the sample's pool, read as two columns instead of the week's lists and history.
+    pool = pd.unique(pq.read_table(recs_path, columns=["customer_key"]).column(0).to_numpy())
+    lifetime = pq.read_table(store.require("customer_features", week), columns=["customer_key", "lifetime_txn_count"])
+    counts = pd.Series(lifetime.column(1).to_numpy(), index=lifetime.column(0).to_numpy(), name="n")
+    counts = counts[counts > 0]
     files = history_files(store, stored_history_weeks(store), cutoff)
     con = duckdb.connect()
     try:
@@ -425,17 +440,19 @@ def build_gallery(
             con.execute(f"CREATE VIEW history AS SELECT * FROM read_parquet({listing}) WHERE t_dat < DATE '{cutoff}'")
         else:
             con.execute("CREATE VIEW history AS SELECT CAST(NULL AS DATE) t_dat, 0::BIGINT customer_key, 0 article_id WHERE false")
-        counts = con.sql("SELECT customer_key, count(*) AS n FROM history GROUP BY 1").df().set_index("customer_key")["n"]
         truth_path = store.optional("transactions", week)
         truth = pd.read_parquet(truth_path, columns=["customer_key", "article_id"]) if truth_path else None
         has_truth = truth is not None and len(truth) > 0
         buyers = truth["customer_key"].unique() if has_truth else np.zeros(0, dtype=np.int64)
         sample = sample_customers(
-            recs["customer_key"].unique(), buyers, counts, config.customers, config.seed,
-            config.buyers_share, config.rich_history_share,
+            pool, buyers, counts, config.customers, config.seed, config.buyers_share, config.rich_history_share,
         )
         keys = [k for k, _ in sample]
         con.register("sample_keys", pd.DataFrame({"customer_key": np.asarray(keys, dtype=np.int64)}))
+        recs = con.execute(f"SELECT * FROM read_parquet('{recs_path}') SEMI JOIN sample_keys USING (customer_key)").df()
+        customers = con.execute(
+            f"SELECT * FROM read_parquet('{store.require('customers')}') SEMI JOIN sample_keys USING (customer_key)"
+        ).df().set_index("customer_key")
         purchases = con.execute(
             """
             SELECT customer_key, article_id, max(t_dat) AS last_day
@@ -461,7 +478,6 @@ def build_gallery(
     if has_truth:
         bought = set(zip(truth["customer_key"].astype(int), truth["article_id"].astype(int)))
         bought_counts = truth.drop_duplicates(["customer_key", "article_id"]).groupby("customer_key").size()
-    customers = pd.read_parquet(store.require("customers")).set_index("customer_key")
     articles = _articles(store)
     images_path = store.optional("article_images")
     catalogue = pd.read_parquet(images_path) if images_path else None
@@ -508,7 +524,7 @@ def build_gallery(
         cold = []
         if config.cold_start_ages:
             own_recommender = recommender is None
-            recommender = recommender or OnDemandRecommender(store, week)
+            recommender = recommender or OnDemandRecommender(store, week, history_in_memory=False)
             try:
                 for age in config.cold_start_ages:
                     listed = recommender.recommend(f"new-customer-age-{age}", age=age)
@@ -540,7 +556,7 @@ def build_gallery(
                 summary["MAP@12 ranker"] = f"{metrics['map12_ranker']:.4f}"
                 summary["MAP@12 trending"] = f"{metrics['map12_trending']:.4f}"
                 summary["buyers in week"] = metrics.get("buyers", "")
-        summary["customers with recommendations"] = int(recs["customer_key"].nunique())
+        summary["customers with recommendations"] = int(len(pool))
         notes = []
         if catalogue is None:
             notes.append("article_images has not been materialized: every picture is a placeholder.")

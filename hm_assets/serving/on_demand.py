@@ -280,8 +280,14 @@ class OnDemandRecommender:
         retrievers: Iterable[Retriever] = RETRIEVERS,
         threads: int = 1,
         cap: CandidateCap = DEFAULT_CAP,
+        history_in_memory: bool = True,
     ):
+        """``history_in_memory=False`` leaves the history in its Parquet files (a view): loading skips
+        the sorted in-memory copy of every transaction (some 10 s at full scale) and each call for a
+        customer with history scans the files for its rows. For a caller that asks for a few lists,
+        such as the gallery's cold-start profiles; the lists are the same either way."""
         started = time.perf_counter()
+        self.history_in_memory = history_in_memory
         self.store = store or HMStore()
         self.week = week or newest_recommendation_week(self.store)
         self.cutoff = parse_week(self.week)
@@ -335,10 +341,14 @@ class OnDemandRecommender:
         files = history_files(store, stored_history_weeks(store), self.cutoff)
         if files:
             listing = "[" + ", ".join(f"'{f}'" for f in files) + "]"
-            con.execute(
-                f"CREATE TABLE h_history AS SELECT t_dat, customer_key, article_id, price, sales_channel_id "
-                f"FROM read_parquet({listing}) WHERE t_dat < DATE '{self.cutoff}' ORDER BY customer_key, t_dat"
+            history = (
+                f"SELECT t_dat, customer_key, article_id, price, sales_channel_id "
+                f"FROM read_parquet({listing}) WHERE t_dat < DATE '{self.cutoff}'"
             )
+            if self.history_in_memory:
+                con.execute(f"CREATE TABLE h_history AS {history} ORDER BY customer_key, t_dat")
+            else:
+                con.execute(f"CREATE VIEW h_history AS {history}")
         else:
             con.execute(
                 "CREATE TABLE h_history (t_dat DATE, customer_key BIGINT, article_id INTEGER, price FLOAT, sales_channel_id TINYINT)"

@@ -152,6 +152,37 @@ def test_a_longer_list_is_ranked_whole_past_the_prescreen(recommender, store, re
     assert not recommender.explain(key, int(usual.recs["article_id"].iloc[0]))["prescreened_out"]
 
 
+def test_the_history_read_from_its_files_gives_the_same_lists(recommender, store, recs_run):
+    """``history_in_memory=False`` (the gallery's recommender) reads the history through a view of
+    its files: the same lists, scores and retrievers as the in-memory copy, for customers with
+    history, with a purchase just made, and new ones (scores: see ``_same_list``)."""
+    from hm_assets.serving.on_demand import OnDemandRecommender
+
+    keys = customers_with_history(store, recs_run.week, 6)
+    with OnDemandRecommender(store, recs_run.week, history_in_memory=False) as from_files:
+        assert from_files._con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_name = 'h_history'"
+        ).fetchall() == [("VIEW",)]
+        for key in keys:
+            mine = from_files.recommend(key)
+            theirs = recommender.recommend(key)
+            _same_list(mine, theirs)
+            bought = [int(theirs["article_id"].iloc[0])]
+            assert from_files.recommend(key, bought=bought)["article_id"].tolist() == (
+                recommender.recommend(key, bought=bought)["article_id"].tolist()
+            )
+        for age in (17, 45, 70):
+            _same_list(from_files.recommend(f"new-customer-age-{age}", age=age), recommender.recommend(f"new-customer-age-{age}", age=age))
+
+
+def _same_list(mine: pd.DataFrame, theirs: pd.DataFrame) -> None:
+    """The same articles in the same order, proposed by the same retrievers; the scores equal but for
+    float summation order (the customer's rows come in another order from the files)."""
+    assert mine["article_id"].tolist() == theirs["article_id"].tolist()
+    assert mine["retrievers"].tolist() == theirs["retrievers"].tolist()
+    np.testing.assert_allclose(mine["score"].to_numpy(float), theirs["score"].to_numpy(float), rtol=1e-5, atol=1e-7)
+
+
 def test_cold_start_adapts_to_age(recommender):
     teen = recommender.recommend("brand-new-customer", age=17)
     senior = recommender.recommend("brand-new-customer", age=70)

@@ -50,5 +50,5 @@ def build_gallery_asset(weeks: WeekPartitions) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"html"},
         partitions_def=weeks.weekly,
-        deps=[history_and_target_week(weeks), "recommendations", "candidates", "article_images"],
+        deps=[history_and_target_week(weeks), "customer_features", "recommendations", "candidates", "article_images"],
     )(gallery)
