@@ -127,6 +127,28 @@ def test_rules_remove_what_they_say_and_count_true_purchases(world, tmp_path):
     assert set(zip(kept.customer_key, kept.article_id)) == {(7, 2), (8, 4)}
 
 
+def test_rule_inputs_handed_to_a_shard_equal_those_it_would_compute(world):
+    """The candidates' plan computes the rules' whole-history inputs once (``rule_input_tables``) and
+    every shard registers them: the same tables, column types and rows as computing them on the
+    shard's own connection."""
+    from hm_assets.pipeline.ranking.filters import RULE_INPUTS, rule_input_tables
+
+    articles, customers, txns = world
+    tables = rule_input_tables(week_connection(txns, articles, customers, CUTOFF), CUTOFF)
+    assert set(tables) == set(RULE_INPUTS) and any(table.num_rows > 0 for table in tables.values())
+    computed = week_connection(txns, articles, customers, CUTOFF)
+    prepare_rule_inputs(computed, CUTOFF)
+    handed = week_connection(txns, articles, customers, CUTOFF)
+    prepare_rule_inputs(handed, CUTOFF, tables=tables)
+    for name in RULE_INPUTS:
+        assert handed.sql(f"DESCRIBE {name}").fetchall() == computed.sql(f"DESCRIBE {name}").fetchall()
+        order = ", ".join(f"{i + 1}" for i in range(len(handed.sql(f"SELECT * FROM {name}").columns)))
+        assert (
+            handed.sql(f"SELECT * FROM {name} ORDER BY {order}").fetchall()
+            == computed.sql(f"SELECT * FROM {name} ORDER BY {order}").fetchall()
+        )
+
+
 def test_rules_are_switchable_and_names_checked():
     assert [r.name for r in rules_by_name(RULE_NAMES)] == RULE_NAMES
     assert rules_by_name([]) == []

@@ -6,12 +6,14 @@ views; it returns the (customer_key, article_id) pairs it removes. Parameter: $c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,27 @@ RULE_INPUTS: dict[str, str] = {
 }
 
 
-def prepare_rule_inputs(con: duckdb.DuckDBPyConnection, cutoff: date, temporary: bool = True) -> None:
-    """The ``rule_*`` tables from the connection's ``transactions`` view (the week's whole history).
-    ``temporary=False`` makes them visible to every cursor of the database (the online path's)."""
+def rule_input_tables(con: duckdb.DuckDBPyConnection, cutoff: date) -> dict[str, pa.Table]:
+    """The week's ``rule_*`` tables from the connection's ``transactions`` view (the week's whole
+    history), as Arrow tables (a few thousand rows each): computed once for a week, they serve every
+    customer shard (``prepare_rule_inputs(..., tables=...)``)."""
+    return {name: con.sql(sql, params={"cutoff": cutoff}).to_arrow_table() for name, sql in RULE_INPUTS.items()}
+
+
+def prepare_rule_inputs(
+    con: duckdb.DuckDBPyConnection, cutoff: date, temporary: bool = True, tables: Mapping[str, pa.Table] | None = None
+) -> None:
+    """The ``rule_*`` tables on ``con``: ``tables`` (``rule_input_tables`` of the same week), or computed
+    here from the connection's ``transactions`` view. ``temporary=False`` makes them visible to every
+    cursor of the database (the online path's)."""
     kind = "TEMP TABLE" if temporary else "TABLE"
     for name, sql in RULE_INPUTS.items():
-        con.execute(f"CREATE OR REPLACE {kind} {name} AS {sql}", {"cutoff": cutoff})
+        if tables is None:
+            con.execute(f"CREATE OR REPLACE {kind} {name} AS {sql}", {"cutoff": cutoff})
+        else:
+            con.register("rule_input", tables[name])
+            con.execute(f"CREATE OR REPLACE {kind} {name} AS SELECT * FROM rule_input")
+            con.unregister("rule_input")
 
 
 def rules_by_name(names: list[str]) -> list[FilterRule]:
