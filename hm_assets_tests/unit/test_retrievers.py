@@ -238,3 +238,32 @@ def test_popularity_model_online_finds_profiles_with_missing_values():
     online = finalize_candidates(popularity_model.popularity_model_candidates(online_ctx, config, state), config.max_candidates)
     assert set(online["customer_key"]) == set(keys)
     pd.testing.assert_frame_equal(online, batch, check_exact=True)
+
+
+def test_department_bestsellers_do_not_depend_on_the_purchases_order():
+    """The departments' hot lists are the retriever's fitted state: the same whatever order the
+    purchases come in and however many threads add them up. Many articles have equal decayed sales
+    (the same purchase days in another order); the cut keeps the lower article ids among them."""
+    from hm_assets.pipeline.retrieval import taste_popular
+
+    articles = articles_frame([{"article_id": a, "department_no": 100 + a % 2} for a in range(1, 61)])
+    customers = customers_frame([7, 8, 9])
+    rng = np.random.default_rng(5)
+    # every article sold on days 1, 2, 4 and 9 before the cut-off (and some more on other days)
+    rows = [(f"2020-09-{23 - d:02d}", int(rng.choice([7, 8, 9])), a, 0.02, 2) for a in range(1, 61) for d in (1, 2, 4, 9)]
+    rows += [(f"2020-09-{23 - int(d):02d}", 7, a, 0.02, 2) for a in (5, 6, 7) for d in rng.integers(1, 14, 3)]
+    config = taste_popular.TastePopularConfig(per_department=10)
+    results = []
+    for seed, threads in ((0, 1), (1, 2), (2, 2)):
+        shuffled = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
+        con = week_connection(transactions_frame(shuffled), articles, customers, CUTOFF)
+        con.execute(f"SET threads = {threads}")
+        results.append(taste_popular.department_bestsellers(retrieval_context(con, CUTOFF, customers), config))
+    first = results[0]
+    assert all(first.equals(other) for other in results[1:])
+    assert len(first) == 20 and first["share"].groupby(first["department_no"]).sum().round(12).eq(1.0).all()
+    # the articles with extra sales lead; the ties are filled by article id
+    even = first[first["department_no"] == 100]["article_id"].tolist()
+    assert even == sorted([6] + [a for a in range(2, 61, 2) if a != 6][:9])
+    odd = first[first["department_no"] == 101]["article_id"].tolist()
+    assert odd == sorted([5, 7] + [a for a in range(1, 61, 2) if a not in (5, 7)][:8])

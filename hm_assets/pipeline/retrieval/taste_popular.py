@@ -28,22 +28,34 @@ class TastePopularConfig(RetrieverConfig):
 
 def department_bestsellers(ctx: RetrievalContext, config: TastePopularConfig) -> pd.DataFrame:
     """department_no, article_id, share: each department's bestsellers of the last days and their
-    share of its (decayed) sales. Global: computed over every customer's purchases."""
-    return ctx.con.execute(
+    share of its (decayed) sales. Global: computed over every customer's purchases.
+
+    The decayed sales are summed day by day in a fixed order, from the exact per-day counts: a SQL
+    ``sum`` over the purchases adds up in parallel in no fixed order, so two articles with equal
+    sales swapped places at a department's cut from one run to the next by the last bit."""
+    daily = ctx.con.execute(
         """
-        WITH hot AS (
-            SELECT a.department_no, t.article_id, sum(pow(0.5, ($cutoff::DATE - t.t_dat) / $sales_half_life)) AS sales
-            FROM transactions t JOIN articles a USING (article_id)
-            WHERE t.t_dat >= $cutoff::DATE - $sales_days
-            GROUP BY a.department_no, t.article_id
-            QUALIFY row_number() OVER (PARTITION BY a.department_no ORDER BY sales DESC, t.article_id) <= $per_department
-        )
-        SELECT department_no, article_id, sales / sum(sales) OVER (PARTITION BY department_no) AS share
-        FROM hot ORDER BY department_no, article_id
+        SELECT a.department_no, t.article_id, CAST($cutoff::DATE - t.t_dat AS INTEGER) AS days, count(*) AS purchases
+        FROM transactions t JOIN articles a USING (article_id)
+        WHERE t.t_dat >= $cutoff::DATE - $sales_days
+        GROUP BY ALL
+        ORDER BY a.department_no, t.article_id, days
         """,
-        {"cutoff": ctx.cutoff, "per_department": config.per_department, "sales_days": config.sales_days,
-         "sales_half_life": config.sales_half_life_days},
+        {"cutoff": ctx.cutoff, "sales_days": config.sales_days},
     ).df()
+    department = daily["department_no"].to_numpy()
+    article = daily["article_id"].to_numpy()
+    weight = daily["purchases"].to_numpy(np.float64) * np.power(0.5, daily["days"].to_numpy(np.float64) / config.sales_half_life_days)
+    number, first = group_rows(department, article)  # rows are in key order: groups in row order
+    sales = np.bincount(number, weights=weight, minlength=len(first))
+    department, article = department[first], article[first]
+    # each department's best: sales descending, then article id
+    order = np.lexsort((article, -sales, department))
+    order = np.sort(order[position_in_runs(department[order]) < config.per_department])
+    department, article, sales = department[order], article[order], sales[order]
+    per_department = group_rows(department)[0]
+    share = sales / np.bincount(per_department, weights=sales)[per_department]
+    return pd.DataFrame({"department_no": department, "article_id": article, "share": share})
 
 
 def taste_popular_candidates(ctx: RetrievalContext, config: TastePopularConfig, bestsellers: pd.DataFrame) -> pd.DataFrame:
