@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from hm_assets.pipeline.retrieval.base import RetrievalContext, Retriever, RetrieverConfig, customer_purchases, decay_weights
-from hm_assets.platform.arrays import group_rows, matching_rows, position_in_runs
+from hm_assets.platform.arrays import group_rows, matching_rows, position_in_runs, run_starts
 
 
 class TastePopularConfig(RetrieverConfig):
@@ -46,14 +46,15 @@ def department_bestsellers(ctx: RetrievalContext, config: TastePopularConfig) ->
     department = daily["department_no"].to_numpy()
     article = daily["article_id"].to_numpy()
     weight = daily["purchases"].to_numpy(np.float64) * np.power(0.5, daily["days"].to_numpy(np.float64) / config.sales_half_life_days)
-    number, first = group_rows(department, article)  # rows are in key order: groups in row order
-    sales = np.bincount(number, weights=weight, minlength=len(first))
-    department, article = department[first], article[first]
+    # the rows come sorted by (department, article, days): each article's days are summed in that order
+    starts = run_starts(department, article)
+    sales = np.bincount(np.cumsum(starts) - 1, weights=weight)
+    department, article = department[starts], article[starts]
     # each department's best: sales descending, then article id
     order = np.lexsort((article, -sales, department))
     order = np.sort(order[position_in_runs(department[order]) < config.per_department])
     department, article, sales = department[order], article[order], sales[order]
-    per_department = group_rows(department)[0]
+    per_department = np.cumsum(run_starts(department)) - 1
     share = sales / np.bincount(per_department, weights=sales)[per_department]
     return pd.DataFrame({"department_no": department, "article_id": article, "share": share})
 
