@@ -36,6 +36,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from hm_assets.platform.beta_apis import beta_apis
+from hm_assets.platform.parquet_concat import UnsupportedParquet, concatenate_parquet
 from hm_assets.platform.handoff import HANDOFF_IO_MANAGER_KEY, handoff_io_manager, remove_handoffs
 from hm_assets.platform.store import HMStore
 from hm_assets.platform.progress import Progress, duration
@@ -142,18 +143,31 @@ def combine_parts(
             progress.advance()
         else:
             with store.atomic_path(finals[name]) as temporary:
-                appender = ParquetAppender(temporary)
                 try:
-                    for part in parts:
-                        source = pq.ParquetFile(part)
-                        for group in range(source.num_row_groups):
-                            appender.append(source.read_row_group(group))
-                        progress.advance()
-                finally:
-                    appender.close()
-                if appender.writer is None:  # every shard empty: keep the schema
-                    shutil.copyfile(parts[0], temporary)
+                    with temporary.open("wb") as out:
+                        concatenate_parquet(parts, out)
+                    progress.advance(len(parts))
+                except UnsupportedParquet as refused:
+                    if log is not None:
+                        log(f"'{name}': its parts' row groups decoded and written again ({refused})")
+                    copy_row_groups(parts, temporary, progress)
     progress.finish()
+
+
+def copy_row_groups(parts: Sequence[Path], target: Path, progress: Progress) -> None:
+    """The parts' row groups read and written again into ``target``, cast to the first part's schema:
+    for parts whose bytes ``concatenate_parquet`` cannot take as they are."""
+    appender = ParquetAppender(target)
+    try:
+        for part in parts:
+            source = pq.ParquetFile(part)
+            for group in range(source.num_row_groups):
+                appender.append(source.read_row_group(group))
+            progress.advance()
+    finally:
+        appender.close()
+    if appender.writer is None:  # every shard empty: keep the schema
+        shutil.copyfile(parts[0], target)
 
 
 def shard_progress(name: str, task: ShardTask, seconds: float, since_plan: float, outputs: ShardOutputs) -> str:
