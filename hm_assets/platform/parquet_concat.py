@@ -213,7 +213,10 @@ class _Writer:
 
 def read_thrift(data: bytes) -> ThriftStruct:
     reader = _Reader(data)
-    value = reader.struct()
+    try:
+        value = reader.struct()
+    except IndexError:
+        raise UnsupportedParquet("the footer ends inside a value") from None
     if reader.pos != len(data):
         raise UnsupportedParquet(f"{len(data) - reader.pos} bytes follow the footer's struct")
     return value
@@ -235,6 +238,8 @@ class _Part:
 def read_footer(path: Path) -> tuple[int, ThriftStruct]:
     """Where ``path``'s footer starts, and the footer."""
     size = path.stat().st_size
+    if size < 12:
+        raise UnsupportedParquet(f"{path} is not a plain Parquet file")
     with path.open("rb") as handle:
         head = handle.read(4)
         handle.seek(size - 8)

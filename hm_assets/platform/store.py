@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,17 +91,30 @@ def remove_local(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_parquet(table: TableLike, target: Path, objects: ObjectStore | None = None) -> int:
-    """Atomically write a table to ``target`` (uploaded to ``objects`` when that shares it); returns
-    the row count."""
+def write_parquet(
+    table: TableLike, target: Path, objects: ObjectStore | None = None, metadata: Mapping[str, str] | None = None
+) -> int:
+    """Atomically write a table to ``target`` (uploaded to ``objects`` when that shares it), with
+    ``metadata`` as the file's key-value metadata; returns the row count."""
     with atomic_path(target, objects) as temporary:
         if isinstance(table, duckdb.DuckDBPyRelation):
-            table.write_parquet(str(temporary), compression="zstd")
+            if metadata:
+                pairs = ", ".join(f"{_sql_text(k)}: {_sql_text(v)}" for k, v in metadata.items())
+                table.query("hm_written", f"COPY (SELECT * FROM hm_written) TO {_sql_text(str(temporary))} "
+                                          f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{pairs}}})")
+            else:
+                table.write_parquet(str(temporary), compression="zstd")
             return pq.ParquetFile(temporary).metadata.num_rows
         if isinstance(table, pd.DataFrame):
             table = pa.Table.from_pandas(table, preserve_index=False)
+        if metadata:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
         pq.write_table(table, temporary, compression="zstd")
         return table.num_rows
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _as_arrow(table: TableLike) -> pa.Table:
@@ -172,9 +185,9 @@ class HMStore(dg.ConfigurableResource):
         with atomic_path(target, self.objects) as temporary:
             yield temporary
 
-    def write_parquet(self, table: TableLike, target: Path) -> int:
+    def write_parquet(self, table: TableLike, target: Path, metadata: Mapping[str, str] | None = None) -> int:
         """``write_parquet`` for an output of this store: uploaded to its object store, if any."""
-        return write_parquet(table, target, self.objects)
+        return write_parquet(table, target, self.objects, metadata)
 
     def fetch(self, path: Path) -> Path:
         """``path`` (a file or folder under the store) present and current locally."""

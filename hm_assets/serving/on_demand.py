@@ -56,7 +56,7 @@ from hm_assets.pipeline.evaluation.baselines import last_week_top
 from hm_assets.pipeline.features.taste import read_article_taste
 from hm_assets.pipeline.ingest.data_contract import K, format_article_id
 from hm_assets.pipeline.ranking import ranker
-from hm_assets.pipeline.ranking.candidates import DEFAULT_CAP, CandidateCap, previous_week_calibration
+from hm_assets.pipeline.ranking.candidates import DEFAULT_CAP, CandidateCap, week_calibration
 from hm_assets.pipeline.ranking.filters import RULES, prepare_rule_inputs
 from hm_assets.pipeline.ranking.one_customer import CustomerRows, WeekArticles, WeekRules, customer_candidates, customer_pair_features, schema_of
 from hm_assets.pipeline.ranking.stage import recommend_lists
@@ -365,7 +365,7 @@ class OnDemandRecommender:
         self._article_names = self.articles[ARTICLE_COLUMNS].set_index("article_id", drop=False)
         scorer = ranker.stored_scorer(store, self.week)
         self.scorer = scorer if isinstance(scorer, ranker.PairScorer) else None
-        self.calibration = previous_week_calibration(store, self.week, [r.name for r in self.retrievers])
+        self.calibration = week_calibration(store, self.week, [r.name for r in self.retrievers])
         self.article_taste = read_article_taste(store.require("article_taste", self.week))
         full = self._full_cursor()
         try:

@@ -175,6 +175,19 @@ def test_the_history_read_from_its_files_gives_the_same_lists(recommender, store
             _same_list(from_files.recommend(f"new-customer-age-{age}", age=age), recommender.recommend(f"new-customer-age-{age}", age=age))
 
 
+def test_the_cap_s_calibration_is_the_one_the_week_s_candidates_record(recommender, store, recs_run):
+    """The recommender reads the calibration the week's cap used from its candidates file: the one
+    the previous week's outputs give when measured again."""
+    from hm_assets.pipeline.ranking.candidates import previous_week_calibration, recorded_calibration
+
+    names = [r.name for r in recommender.retrievers]
+    found, recorded = recorded_calibration(store.require("candidates", recs_run.week), names)
+    measured = previous_week_calibration(store, recs_run.week, names)
+    assert found and recorded is not None and measured is not None
+    pd.testing.assert_frame_equal(recorded.table, measured.table)
+    assert recommender.calibration.priority_sql(names) == measured.priority_sql(names)
+
+
 def _same_list(mine: pd.DataFrame, theirs: pd.DataFrame) -> None:
     """The same articles in the same order, proposed by the same retrievers; the scores equal but for
     float summation order (the customer's rows come in another order from the files)."""

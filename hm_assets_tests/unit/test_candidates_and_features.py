@@ -327,3 +327,38 @@ def test_per_customer_rules_in_memory_remove_what_their_sql_removes():
     # 62 (store-only buyer, sold online only); customer 51 buys in both channels
     assert removed[50] == {11, 60, 61, 62, 64}
     assert removed[51] == {11, 60, 61, 64} and removed[52] == {11, 64}
+
+
+def test_a_week_s_candidates_file_records_the_calibration_its_cap_used(tmp_path):
+    """The calibration travels in the candidates file's metadata and is read back to the bit (the
+    online path's cap then orders as the batch's did); a file for other retrievers, or written
+    before files carried it, records nothing, and a week without one records that."""
+    import numpy as np
+
+    from hm_assets.pipeline.ranking.candidates import (
+        CALIBRATION_KEY, OPEN_BAND, RANK_BANDS, RetrieverCalibration, calibration_record, recorded_calibration,
+    )
+    from hm_assets.platform.store import write_parquet
+
+    bands = [*RANK_BANDS, OPEN_BAND]
+    table = pd.DataFrame({
+        "retriever": ["it's"] * len(bands) + ["b"] * len(bands),  # a quote survives the SQL
+        "band": np.array(bands * 2, dtype=np.int32), "proposed": np.arange(2 * len(bands), dtype=np.int64) * 1000 + 7,
+        "bought": np.arange(2 * len(bands), dtype=np.int64), "hit_rate": np.random.default_rng(0).random(2 * len(bands)) / 3,
+    })
+    calibration = RetrieverCalibration("2020-09-16", table)
+    rows = duckdb.sql("SELECT range AS customer_key FROM range(5)")
+    for written, names in ((calibration, ["it's", "b"]), (None, ["b"])):
+        path = tmp_path / f"candidates-{len(names)}.parquet"
+        assert write_parquet(rows, path, metadata={CALIBRATION_KEY: calibration_record(written, names)}) == 5
+        found, read = recorded_calibration(path, list(reversed(names)))
+        assert found
+        if written is None:
+            assert read is None
+            continue
+        pd.testing.assert_frame_equal(read.table, table)
+        assert read.week == "2020-09-16" and read.priority_sql(names) == calibration.priority_sql(names)
+        assert recorded_calibration(path, ["b"]) == (False, None)  # measured for other retrievers
+    plain = tmp_path / "older.parquet"
+    write_parquet(rows, plain)
+    assert recorded_calibration(plain, ["b"]) == (False, None)

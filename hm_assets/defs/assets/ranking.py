@@ -18,9 +18,11 @@ from hm_assets.defs.assets.weekly import history, previous_weeks, this_and_previ
 from hm_assets.defs.partitions import WeekPartitions
 from hm_assets.pipeline.evaluation.baselines import last_week_top
 from hm_assets.pipeline.ranking.candidates import (
+    CALIBRATION_KEY,
     DEFAULT_CAP,
     CandidateCap,
     add_effects,
+    calibration_record,
     effects_table,
     found_true_pairs,
     previous_week_calibration,
@@ -113,7 +115,9 @@ def candidates_shard(
             view.has_truth, rule_inputs_ready=True, materialize=False,
         )
         part = task.part("candidates", ".parquet")
-        rows = store.write_parquet(view.con.sql("SELECT * FROM candidates"), part)
+        # the week's file carries the calibration its cap used (the on-demand path reads it there)
+        record = {CALIBRATION_KEY: calibration_record(plan.calibration, names)}
+        rows = store.write_parquet(view.con.sql("SELECT * FROM candidates"), part, metadata=record)
         # counted on the part just written: the view would run the cap again
         view.con.execute(f"CREATE TEMP VIEW written_candidates AS SELECT customer_key, article_id FROM read_parquet('{part}')")
         summary = {

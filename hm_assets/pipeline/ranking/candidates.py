@@ -9,17 +9,21 @@ of its candidates for that week's buyers that were bought (``RetrieverCalibratio
 proposed by several retrievers gets their combined chance (noisy-or). Without a calibration week
 the cap falls back to the best rank of any retriever. Ranks of different retrievers are not
 comparable (rank 3 of a weak retriever is worth less than rank 40 of a strong one); the calibrated
-order lets a new retriever join without crowding out better candidates.
+order lets a new retriever join without crowding out better candidates. A week's candidates file
+records the calibration its cap used (``CALIBRATION_KEY``), so the on-demand path orders a
+customer's cap as the batch did without measuring the previous week again.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from hm_assets.pipeline.ranking.filters import FilterRule
 from hm_assets.platform.store import HMStore
@@ -182,6 +186,49 @@ def calibrate(con: duckdb.DuckDBPyConnection, week: str, sources: dict[str, Path
     overall = table["bought"].sum() / table["proposed"].sum()
     table["hit_rate"] = (table["bought"] + PRIOR_STRENGTH * overall) / (table["proposed"] + PRIOR_STRENGTH)
     return RetrieverCalibration(week, table)
+
+
+# The key of a week's candidates file's Parquet metadata that records the calibration its cap used.
+CALIBRATION_KEY = "hm.cap_calibration"
+TABLE_COLUMNS = ("retriever", "band", "proposed", "bought", "hit_rate")
+
+
+def calibration_record(calibration: RetrieverCalibration | None, retrievers: list[str]) -> str:
+    """``calibration`` (or its absence) for the retrievers it was measured for, as the JSON a week's
+    candidates carry (floats written by ``repr``: read back to the bit)."""
+    if calibration is None:
+        return json.dumps({"retrievers": sorted(retrievers), "week": None})
+    table = calibration.table
+    rows = [list(row) for row in zip(*(table[c].tolist() for c in TABLE_COLUMNS))]
+    return json.dumps({"retrievers": sorted(retrievers), "week": calibration.week, "columns": TABLE_COLUMNS, "rows": rows})
+
+
+def recorded_calibration(candidates: Path, retrievers: list[str]) -> tuple[bool, RetrieverCalibration | None]:
+    """(found, the calibration) that the candidates file records for ``retrievers``; not found in a
+    file written before candidates carried it, or for other retrievers."""
+    metadata = pq.read_schema(candidates).metadata or {}
+    raw = metadata.get(CALIBRATION_KEY.encode())
+    if raw is None:
+        return False, None
+    record = json.loads(raw)
+    if record["retrievers"] != sorted(retrievers):
+        return False, None
+    if record["week"] is None:
+        return True, None
+    table = pd.DataFrame(record["rows"], columns=record["columns"])
+    table = table.astype({"band": "int32", "proposed": "int64", "bought": "int64", "hit_rate": "float64"})
+    return True, RetrieverCalibration(record["week"], table)
+
+
+def week_calibration(store: HMStore, week: str, retrievers: list[str]) -> RetrieverCalibration | None:
+    """The calibration ``week``'s cap used, as its candidates file records it (measured again where
+    that file does not: an older home, other retrievers, no candidates yet)."""
+    candidates = store.optional("candidates", week)
+    if candidates is not None:
+        found, calibration = recorded_calibration(candidates, retrievers)
+        if found:
+            return calibration
+    return previous_week_calibration(store, week, retrievers)
 
 
 def previous_week_calibration(store: HMStore, week: str, retrievers: list[str]) -> RetrieverCalibration | None:
