@@ -190,7 +190,7 @@ def calibrate(con: duckdb.DuckDBPyConnection, week: str, sources: dict[str, Path
 
 # The key of a week's candidates file's Parquet metadata that records the calibration its cap used.
 CALIBRATION_KEY = "hm.cap_calibration"
-TABLE_COLUMNS = ("retriever", "band", "proposed", "bought", "hit_rate")
+CALIBRATION_COLUMNS = ("retriever", "band", "proposed", "bought", "hit_rate")
 
 
 def calibration_record(calibration: RetrieverCalibration | None, retrievers: list[str]) -> str:
@@ -199,8 +199,8 @@ def calibration_record(calibration: RetrieverCalibration | None, retrievers: lis
     if calibration is None:
         return json.dumps({"retrievers": sorted(retrievers), "week": None})
     table = calibration.table
-    rows = [list(row) for row in zip(*(table[c].tolist() for c in TABLE_COLUMNS))]
-    return json.dumps({"retrievers": sorted(retrievers), "week": calibration.week, "columns": TABLE_COLUMNS, "rows": rows})
+    rows = [list(row) for row in zip(*(table[c].tolist() for c in CALIBRATION_COLUMNS))]
+    return json.dumps({"retrievers": sorted(retrievers), "week": calibration.week, "columns": CALIBRATION_COLUMNS, "rows": rows})
 
 
 def recorded_calibration(candidates: Path, retrievers: list[str]) -> tuple[bool, RetrieverCalibration | None]:
