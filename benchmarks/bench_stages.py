@@ -59,10 +59,12 @@ def main() -> int:
     parser.add_argument("--week", required=True)
     parser.add_argument("--stages", required=True, help="comma-separated; '+' joins assets into one stage")
     parser.add_argument("--retrievers", default="", help="comma-separated subset for `candidates` (default: all)")
-    parser.add_argument("--training-weeks", type=int, default=2)
+    parser.add_argument("--training-weeks", type=int, default=None, help="the ranker's labelled weeks (default: the pipeline's)")
+    parser.add_argument("--max-rows-per-week", type=int, default=None, help="the ranker's row budget per labelled week (default: the pipeline's)")
     parser.add_argument("--device", default="", help="torch device of the embedding steps (default: cuda when torch sees one, else cpu)")
     args = parser.parse_args()
-    run_config = {"ops": {"ranker": {"config": {"training_weeks": args.training_weeks}}}}
+    ranker_config = {"training_weeks": args.training_weeks, "max_rows_per_week": args.max_rows_per_week}
+    run_config = {"ops": {"ranker": {"config": {k: v for k, v in ranker_config.items() if v is not None}}}}
     if args.retrievers:
         run_config["ops"]["candidates"] = {"config": {"retrievers": args.retrievers.split(",")}}
 

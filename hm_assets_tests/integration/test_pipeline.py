@@ -243,8 +243,14 @@ def test_settings_and_feature_ablations_retrain_on_the_kept_samples_paired_by_se
     assert table.loc["same", "map12_variant"] == table.loc["short", "map12_defaults"]
     assert 0 < table.loc["short", "map12_variant"] <= 1 and (table["seeds"] == 2).all()
     assert (table[["train_seconds", "train_seconds_defaults"]] > 0).all().all()
-    with pytest.raises(ValueError, match="negatives_per_customer"):
-        settings_ablation(store, week, {"bad": {"negatives_per_customer": 10}}, keys, training_weeks=1)
+    assert (table["training_rows"] == table["training_rows_defaults"]).all()
+    # A sampling setting gets its own sample of the same weeks: a smaller row budget, fewer rows.
+    budget = settings_ablation(
+        store, week, {"fewer_rows": {"max_rows_per_week": 1_000, "boost_rounds": 30}}, keys, training_weeks=1
+    ).set_index("variant")
+    assert budget.loc["fewer_rows", "training_rows"] <= 1_000 < budget.loc["fewer_rows", "training_rows_defaults"]
+    with pytest.raises(ValueError, match="training_weeks"):
+        settings_ablation(store, week, {"bad": {"training_weeks": 3}}, keys, training_weeks=1)
     features = feature_ablation(store, week, {"taste": ["taste_long", "taste_recent"]}, keys, training_weeks=1)
     assert features.loc[0, "without"] == "taste" and features.loc[0, "features"] == "taste_long, taste_recent"
     assert 0 < features.loc[0, "map12_all"] <= 1 and 0 < features.loc[0, "map12_without"] <= 1

@@ -14,9 +14,11 @@ default settings):
 
     python -m hm_assets.pipeline.evaluation.ablation --week 2026-11-18 --features taste=taste_long,taste_recent [--seeds 3]
 
-The ranker's training settings the same way (each variant against the defaults, on the same samples):
+The ranker's training settings the same way (each variant against the defaults, on the same samples;
+a variant of the sampling settings, e.g. a smaller row budget, on its own sample of the same weeks):
 
     python -m hm_assets.pipeline.evaluation.ablation --week 2026-11-18 --settings ff05=feature_fraction:0.5 [--seeds 3]
+    python -m hm_assets.pipeline.evaluation.ablation --week 2020-09-16 --settings rows500k=max_rows_per_week:500000 --seeds 2
 
 The ranker's own randomness (negative sampling, bagging) moves MAP@12 by about 0.001 between
 seeds on the small preset, as much as a weak retriever adds: ``--seeds`` averages it out and
@@ -170,9 +172,12 @@ def feature_ablation(
     )
 
 
-# The training settings a comparison may change; the sample (negatives, row budget, seed) stays the pipeline's.
+# The training settings a comparison may change on the pipeline's sample of the labelled weeks.
 TRAINING_SETTINGS = ("objective", "boost_rounds", "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction",
                      "prescreen_rounds", "prescreen_keep")
+# The sampling settings a comparison may change: such a variant learns from its own sample (kept as
+# the pipeline keeps its own), drawn with the same seed.
+SAMPLE_SETTINGS = ("negatives_per_customer", "max_rows_per_week")
 
 
 def settings_ablation(
@@ -183,13 +188,14 @@ def settings_ablation(
     seeds: Sequence[int] = (0,),
     training_weeks: int | None = None,
 ) -> pd.DataFrame:
-    """Per named variant of the ranker's training settings (``TRAINING_SETTINGS`` -> value): MAP@12 of
-    ``week`` and the training's seconds, against the pipeline's defaults, each retrained per seed
-    on the same kept training samples."""
+    """Per named variant of the ranker's training or sampling settings (``TRAINING_SETTINGS``,
+    ``SAMPLE_SETTINGS`` -> value): MAP@12 of ``week``, the training rows and the training's seconds,
+    against the pipeline's defaults, each retrained per seed on the kept training samples."""
+    allowed = (*TRAINING_SETTINGS, *SAMPLE_SETTINGS)
     for label, changes in variants.items():
-        unknown = sorted(set(changes) - set(TRAINING_SETTINGS))
+        unknown = sorted(set(changes) - set(allowed))
         if unknown:
-            raise ValueError(f"variant {label!r}: {unknown} are not training settings; choose from {TRAINING_SETTINGS}")
+            raise ValueError(f"variant {label!r}: {unknown} are not training or sampling settings; choose from {allowed}")
     configurations = {"defaults": ([], RANKER)} | {
         label: ([], RANKER.model_copy(update=changes)) for label, changes in variants.items()
     }
@@ -202,6 +208,8 @@ def settings_ablation(
                 "variant": label,
                 "settings": ", ".join(f"{k}={v}" for k, v in changes.items()),
                 **compared(np.array(results[label].maps), np.array(base.maps)),
+                "training_rows_defaults": np.mean(base.rows),
+                "training_rows": np.mean(results[label].rows),
                 "train_seconds_defaults": np.mean(base.seconds),
                 "train_seconds": np.mean(results[label].seconds),
             }
@@ -214,6 +222,7 @@ def settings_ablation(
 class Retrained:
     maps: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
 
 
 def retrained(
@@ -224,9 +233,10 @@ def retrained(
     seeds: Sequence[int],
     training_weeks: int | None,
 ) -> dict[str, Retrained]:
-    """MAP@12 of ``week``'s buyers and training seconds per configuration (label -> pair features
-    left out, ranker config) and seed, each ranker retrained on the pipeline's kept samples of the
-    labelled weeks (``training_weeks`` of them, default the pipeline's number)."""
+    """MAP@12 of ``week``'s buyers, training rows and seconds per configuration (label -> pair
+    features left out, ranker config) and seed, each ranker retrained on the kept samples of the
+    labelled weeks (``training_weeks`` of them, default the pipeline's number) that its config's
+    sampling settings draw: the pipeline's, unless a configuration changes them."""
     wanted = training_weeks or RANKER.training_weeks
     weeks = labelled_weeks(store, week, wanted)
     if len(weeks) < wanted:
@@ -235,8 +245,13 @@ def retrained(
     pairs = week_pairs(store, week, week_keys, truth[["customer_key"]])
     results = {label: Retrained() for label in configurations}
     for seed in seeds:
-        rows = training_sample(store, weeks, week_keys, RANKER, seed).rows
+        samples: dict[tuple, pd.DataFrame] = {}
         for label, (dropped, config) in configurations.items():
+            sampling = tuple(getattr(config, name) for name in SAMPLE_SETTINGS)
+            if sampling not in samples:
+                samples[sampling] = training_sample(store, weeks, week_keys, config, seed).rows
+            rows = samples[sampling]
+            results[label].rows.append(len(rows))
             unknown = sorted(set(dropped) - set(ranker.feature_columns(rows)))
             if unknown:
                 raise ValueError(f"no such pair feature(s) {unknown}; see the ranker's feature_columns")
