@@ -299,7 +299,7 @@ class OnDemandRecommender:
         self._con = self.store.connect()
         self._load_tables()
         self.load_seconds["tables"] = round(time.perf_counter() - started, 3)
-        self.inputs = retriever_inputs(self.store, self.retrievers)
+        self.inputs = retriever_inputs(self.store, self.retrievers, self.week)
         self.states = {r.name: self._state(r) for r in self.retrievers}
         # Loading uses every core; a call's statements touch a few hundred rows, where more threads
         # only add hand-over work (measured: 2 threads cost a purchase ~20% more CPU and wall time).

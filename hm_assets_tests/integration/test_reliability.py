@@ -345,7 +345,7 @@ def test_retrievers_do_not_depend_on_the_order_of_the_history_rows():
     """DuckDB returns rows of a GROUP BY/DISTINCT in an order that varies with its threads once a
     week spans several row groups; no retriever may depend on it (the seeded popularity model did)."""
     from hm_assets.pipeline.features.tables import FEATURE_TABLES
-    from hm_assets.pipeline.retrieval.base import RetrievalContext, finalize_candidates
+    from hm_assets.pipeline.retrieval.base import RetrievalContext, finalize_candidates, retriever_inputs
     from hm_assets.pipeline.retrieval.registry import RETRIEVERS
     from hm_assets.platform.history import open_week, register_parquet, stored_history_weeks
 
@@ -367,7 +367,7 @@ def test_retrievers_do_not_depend_on_the_order_of_the_history_rows():
                     cutoff=view.cutoff,
                     week_key=week,
                     customer_keys=keys,
-                    inputs={dep: store.asset_path(dep) for dep in retriever.deps},
+                    inputs=retriever_inputs(store, [retriever], week),
                 )
                 config = retriever.config_class(**FAST["ops"].get(retriever.name, {}).get("config", {}))
                 found[retriever.name] = finalize_candidates(retriever.generate(context, config), config.max_candidates)

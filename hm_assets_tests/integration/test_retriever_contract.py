@@ -60,7 +60,7 @@ def test_retrieve_for_one_customer_is_their_part_of_the_batch(retriever, store, 
     week = recs_run.week
     state = load_state(state_path(store, retriever.name, week))
     config = retriever.config_class()
-    inputs = retriever_inputs(store, [retriever])
+    inputs = retriever_inputs(store, [retriever], week)
     stored = pd.read_parquet(store.require(retriever.name, week))
     with _week_view(store, week) as view:
         keys = view.con.sql("SELECT customer_key FROM customers").df()["customer_key"].to_numpy()
@@ -118,7 +118,7 @@ def test_online_list_after_a_purchase_equals_the_batch_stage_given_that_history(
             con.execute(f"CREATE TEMP TABLE new_{table} AS {load_sql(table)}", {"cutoff": view.cutoff})
             con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM new_{table}")
         keys = con.sql("SELECT customer_key FROM customers ORDER BY 1").df()["customer_key"].to_numpy()
-        ctx = RetrievalContext(con=con, cutoff=view.cutoff, week_key=week, customer_keys=keys, inputs=retriever_inputs(store, RETRIEVERS))
+        ctx = RetrievalContext(con=con, cutoff=view.cutoff, week_key=week, customer_keys=keys, inputs=retriever_inputs(store, RETRIEVERS, week))
         sources = {}
         for retriever in RETRIEVERS:
             config = retriever.config_class()

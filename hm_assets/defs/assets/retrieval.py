@@ -56,7 +56,7 @@ def build_candidate_asset(retriever: Retriever, weeks: WeekPartitions) -> dg.Ass
         group_name=GROUP,
         kinds=set(retriever.kinds) | {"parquet"},
         partitions_def=weeks.weekly,
-        deps=[history(weeks), *FEATURE_TABLES, *retriever.deps],
+        deps=[history(weeks), *FEATURE_TABLES, *retriever.deps, *retriever.weekly_deps],
         description=retriever.description,
         metadata={"contract": "customer_key, article_id, score, rank"},
     )
@@ -68,7 +68,7 @@ def build_candidate_asset(retriever: Retriever, weeks: WeekPartitions) -> dg.Ass
                 cutoff=view.cutoff,
                 week_key=context.partition_key,
                 customer_keys=customer_keys,
-                inputs=retriever_inputs(store, [retriever]),
+                inputs=retriever_inputs(store, [retriever], context.partition_key),
                 log=context.log,
             )
             state = retriever.fit(retrieval, config)

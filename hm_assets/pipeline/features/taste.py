@@ -44,13 +44,11 @@ KMEANS_ITERATIONS = 30
 CANDIDATE_CUSTOMERS = "SELECT DISTINCT customer_key FROM candidates"
 
 
-def _unit_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows scaled to length 1, and which rows had a length to scale."""
+def unit_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows scaled to length 1 as float32 (rows of length 0 stay 0), and which rows had a length to scale."""
     norms = np.linalg.norm(vectors, axis=1)
     usable = norms > 0
-    out = np.zeros_like(vectors)
-    out[usable] = vectors[usable] / norms[usable, None]
-    return out.astype(np.float32), usable
+    return (vectors / np.where(usable, norms, 1.0)[:, None]).astype(np.float32), usable
 
 
 def vector_column(vectors: np.ndarray) -> pa.Array:
@@ -85,7 +83,7 @@ def taste_clusters(vectors: np.ndarray, k: int, seed: int, iterations: int = KME
             worst = int(np.argmin((vectors * centres[labels]).sum(axis=1)))
             sums[empty] = vectors[worst]
             labels[worst] = empty
-        centres = _unit_rows(sums)[0].astype(np.float64)
+        centres = unit_rows(sums)[0].astype(np.float64)
     return labels.astype(np.int16)
 
 
@@ -119,7 +117,7 @@ def taste_of_factors(ctx: RetrievalContext, ids: np.ndarray, vectors: np.ndarray
     holds the week's: the weekly asset reads them there instead of fitting the same ALS twice)."""
     if len(ids) < 2:
         return no_article_taste()
-    vectors, usable = _unit_rows(vectors)
+    vectors, usable = unit_rows(vectors)
     ids = ids[usable]
     sold = ctx.con.execute(
         "SELECT article_id, count(*) AS n FROM transactions WHERE t_dat >= $start AND t_dat < $cutoff GROUP BY 1",
@@ -199,13 +197,15 @@ def taste_window_start(cutoff: date, matrix_weeks: int | None = None) -> date:
 
 
 def taste_vectors(
-    customer_key: np.ndarray, article_id: np.ndarray, days: np.ndarray, article_ids: np.ndarray, article_vectors: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The customers' long-term and recent taste from their purchases in the window (one row per
-    purchase: customer, article, days before the cut-off; ``article_ids`` sorted): sorted customer keys
-    and two unit-row matrices. Customers none of whose articles has a vector are left out."""
+    customer_key: np.ndarray, article_id: np.ndarray, days: np.ndarray, article_ids: np.ndarray, article_vectors: np.ndarray,
+    half_lives: tuple[float, ...] = (LONG_HALF_LIFE_DAYS, RECENT_HALF_LIFE_DAYS),
+) -> tuple[np.ndarray, ...]:
+    """The customers' taste from their purchases in the window (one row per purchase: customer,
+    article, days before the cut-off; ``article_ids`` sorted), one profile per half-life (long-term and
+    recent unless asked otherwise): sorted customer keys and one unit-row matrix per half-life.
+    Customers none of whose articles has a vector are left out."""
     dim = article_vectors.shape[1] if article_vectors.ndim == 2 else 0
-    none = (np.zeros(0, np.int64), np.zeros((0, dim), np.float32), np.zeros((0, dim), np.float32))
+    none = (np.zeros(0, np.int64), *(np.zeros((0, dim), np.float32) for _ in half_lives))
     if len(article_ids) == 0 or len(customer_key) == 0:
         return none
     article = np.asarray(article_id, dtype=np.int64)
@@ -218,12 +218,14 @@ def taste_vectors(
     shape = (len(keys), len(article_ids))
     profiles = []
     usable_all = np.ones(len(keys), dtype=bool)
-    for half_life in (LONG_HALF_LIFE_DAYS, RECENT_HALF_LIFE_DAYS):
+    for half_life in half_lives:
         weights = sp.csr_matrix((0.5 ** (days / half_life), (codes, position[known])), shape=shape)
-        profile, usable = _unit_rows(np.asarray(weights @ article_vectors, dtype=np.float64))
+        profile, usable = unit_rows(np.asarray(weights @ article_vectors, dtype=np.float64))
         usable_all &= usable
         profiles.append(profile)
-    return keys[usable_all], profiles[0][usable_all], profiles[1][usable_all]
+    if usable_all.all():
+        return keys, *profiles
+    return keys[usable_all], *(profile[usable_all] for profile in profiles)
 
 
 def register_taste(con: duckdb.DuckDBPyConnection, cutoff: date, articles: ArticleTaste, customers_sql: str) -> None:

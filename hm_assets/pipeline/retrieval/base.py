@@ -19,7 +19,8 @@ per customer and article declares ``unique_pairs``, and the ranking skips its de
 Retrievers read the week's DuckDB views (``transactions`` strictly before the cut-off,
 ``articles``, ``customers`` and the feature tables ``customer_features``,
 ``customer_transaction_stats``, ``article_features``, ``article_transaction_stats``), and any
-extra upstream assets they declare in ``deps`` through ``RetrievalContext.inputs``.
+extra upstream assets they declare through ``RetrievalContext.inputs``: unpartitioned ones in
+``deps``, the same week of weekly ones in ``weekly_deps``.
 """
 
 from __future__ import annotations
@@ -190,6 +191,8 @@ class Retriever:
     fit: FitFn = no_state
     config_class: type[RetrieverConfig] = RetrieverConfig
     deps: tuple[str, ...] = ()
+    # weekly assets read from the same week (``RetrievalContext.inputs``, by asset name)
+    weekly_deps: tuple[str, ...] = ()
     kinds: frozenset[str] = frozenset({"duckdb"})
     # ``retrieve`` gives at most one row per (customer, article) (its own GROUP BY or group sum): the
     # framework's ranking then skips its dedupe, a hash aggregate over every row (RESULTS.md).
@@ -215,11 +218,15 @@ def load_state(path: Path) -> Any:
     return pickle.loads(Path(path).read_bytes())
 
 
-def retriever_inputs(store: HMStore, retrievers: Iterable[Retriever]) -> dict[str, Path]:
-    """The unpartitioned upstream files the retrievers declare in ``deps`` (e.g. a content index
-    and the graph file it names), present locally."""
+def retriever_inputs(store: HMStore, retrievers: Iterable[Retriever], week: str | None = None) -> dict[str, Path]:
+    """The upstream files the retrievers declare, present locally: the unpartitioned ``deps`` (e.g.
+    a content index and the graph file it names) and the ``weekly_deps`` of ``week``."""
     inputs = {}
     for retriever in retrievers:
+        if retriever.weekly_deps and week is None:
+            raise ValueError(f"{retriever.name} reads weekly assets ({', '.join(retriever.weekly_deps)}): which week's?")
+        for dep in retriever.weekly_deps:
+            inputs[dep] = store.require(dep, week)
         for dep in retriever.deps:
             path = inputs[dep] = store.require(dep)
             for companion in companion_files(path) if path.suffix == ".parquet" else []:

@@ -10,6 +10,7 @@ from hm_assets.pipeline.retrieval import (
     purchase_history_similar,
     repurchase,
     taste_popular,
+    taste_similar,
     text_similar,
 )
 from hm_assets.pipeline.retrieval.base import Retriever
@@ -20,6 +21,7 @@ RETRIEVERS: tuple[Retriever, ...] = (
     also_bought.RETRIEVER,
     repurchase.RETRIEVER,
     taste_popular.RETRIEVER,
+    taste_similar.RETRIEVER,
     image_similar.RETRIEVER,
     text_similar.RETRIEVER,
     attribute_similar.RETRIEVER,
