@@ -31,7 +31,7 @@ from hm_assets.pipeline.retrieval.base import (
     decay_weights,
 )
 from hm_assets.pipeline.retrieval.purchase_history_similar import PurchaseHistoryConfig
-from hm_assets.platform.arrays import run_starts
+from hm_assets.platform.arrays import matching_rows, run_starts
 
 
 class TasteSimilarConfig(RetrieverConfig):
@@ -86,10 +86,8 @@ def fit_pool(ctx: RetrievalContext, config: TasteSimilarConfig) -> TastePool:
     # each article's days summed in one fixed order (the rows come sorted): the same pool in every run
     starts = run_starts(article)
     sales = np.bincount(np.cumsum(starts) - 1, weights=weight)
-    article = article[starts]
-    rows = np.searchsorted(ids, article)
-    known = (rows < len(ids)) & (ids[np.minimum(rows, len(ids) - 1)] == article)
-    rows, sales = rows[known], sales[known]
+    known, rows = matching_rows(ids, article[starts])
+    sales = sales[known]
     best = np.lexsort((ids[rows], -sales))[: config.pool_size]
     best = best[np.argsort(rows[best], kind="stable")]
     return TastePool(ids, vectors, rows[best], np.log(sales[best]))
