@@ -84,9 +84,10 @@ def test_three_purchases_each_move_the_list_towards_their_style(recommender, sto
     cluster) that their current list does not show — the best seller of that style they do not own.
     After every purchase the 50 lists hold more articles of that style than before, more lists move
     towards it than away, and nearly every list changes. On the tiny data (2026-11-24), with the
-    default ranker and taste_similar, the 50 lists held 29 -> 70 -> 91 -> 106 articles of the style
-    (lists moving towards / away at each purchase: 22/4, 19/5, 17/7; changed 50, 50, 50; without
-    taste_similar 22 -> 59 -> 78 -> 92)."""
+    default ranker (300 trees, the prescreen keeping 20), taste_similar and the lapsed customers' cap,
+    the 50 lists held 30 -> 56 -> 84 -> 98 articles of the style (lists moving towards / away at each
+    purchase: 19/2, 25/4, 14/6; changed 50, 50, 50). With 400 trees, keeping 24 and no lapsed cap:
+    29 -> 70 -> 91 -> 106; without taste_similar as well, 22 -> 59 -> 78 -> 92."""
     articles = pd.read_csv(recs_run.truth / "articles_truth.csv", dtype={"article_id": str})
     cluster = pd.Series(articles["cluster"].to_numpy(), index=articles["article_id"].astype(int))
     weeks = sorted(p for p in store.asset_dir("transactions").glob("*.parquet") if p.stem < recs_run.week)

