@@ -1,0 +1,80 @@
+"""Two ranker settings timed alternately in one process: training on one labelled week's kept sample,
+then the recommendations path (pair features computed from the stored candidates, prescreen, scoring,
+lists) of the first customers of a week. Across sessions this machine's speed drifts by 10% and more;
+alternating in one process is how a 5-10% change of the week's scoring can be seen at all.
+
+    HM_DATA_DIR=/tmp/hm_full HM_HOME=/tmp/bench_full HM_FIRST_WEEK=2020-08-12 \\
+        python benchmarks/bench_ranker_ab.py --week 2020-09-16 --sample-week 2020-09-09 \\
+        --a boost_rounds=400,learning_rate=0.025,keep=24 --b boost_rounds=300,learning_rate=0.0333,keep=20
+
+Settings are ``RankerSettings`` fields plus ``keep`` and ``rounds`` (the prescreen). The sample is the
+newest kept one of ``--sample-week`` for the pipeline's negatives, seed 0 and row budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+from computed_pairs import computed_pairs
+
+from hm_assets.defs.resources import HMStore
+from hm_assets.pipeline.ranking import ranker
+from hm_assets.pipeline.ranking.stage import recommend_lists_from_batches
+
+
+def parse(text: str) -> tuple[ranker.RankerSettings, ranker.Prescreen]:
+    values = dict(item.split("=", 1) for item in text.split(","))
+    screen = ranker.Prescreen(int(values.pop("rounds", 40)), int(values.pop("keep", 20)))
+    defaults = ranker.RankerSettings(objective="binary")
+    typed = {name: type(getattr(defaults, name))(value) for name, value in values.items()}
+    return ranker.RankerSettings(objective="binary", **typed), screen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--week", required=True)
+    parser.add_argument("--sample-week", required=True)
+    parser.add_argument("--a", required=True)
+    parser.add_argument("--b", required=True)
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    store = HMStore()
+    config = ranker.RankerConfig()
+    prefix = f"{args.sample_week}-v2-negatives{config.negatives_per_customer}-seed{config.seed}-max{config.max_rows_per_week}-"
+    samples = sorted(store.asset_dir("ranker").joinpath("samples").glob(f"{prefix}*.parquet"), key=lambda p: p.stat().st_mtime)
+    if not samples:
+        raise SystemExit(f"no kept sample {prefix}*.parquet: run the week's ranker first")
+    rows = pd.read_parquet(samples[-1])
+    print(f"sample {samples[-1].name}: {len(rows):,} rows", flush=True)
+    sides = {"a": parse(args.a), "b": parse(args.b)}
+    models = {}
+    for _ in range(args.repeats):
+        for side, (settings, _screen) in sides.items():
+            started = time.perf_counter()
+            models[side] = ranker.train(rows, settings)
+            print(f"training {side} ({settings.boost_rounds} trees): {time.perf_counter() - started:.1f} s", flush=True)
+    keys = np.sort(pd.read_parquet(store.require("customers"), columns=["customer_key"])["customer_key"].to_numpy())
+    customers = pd.DataFrame({"customer_key": keys[: args.customers]})
+    fallback = rows["article_id"].value_counts().index[:12].astype(int).tolist()
+    scorers = {side: ranker.PairScorer(models[side], store.scratch_dir() / "compiled", prescreen=screen) for side, (_s, screen) in sides.items()}
+
+    def path(scorer: ranker.PairScorer) -> float:
+        started = time.perf_counter()
+        with computed_pairs(store, args.week, customers) as source:
+            recommend_lists_from_batches(source.scored_batches(scorer.features), scorer, customers["customer_key"].to_numpy(), fallback)
+        return time.perf_counter() - started
+
+    for scorer in scorers.values():
+        path(scorer)  # compile the model, warm the file cache
+    for _ in range(args.repeats):
+        for side, scorer in scorers.items():
+            print(f"recommendations path {side}, {len(customers):,} customers: {path(scorer):.2f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
