@@ -7,8 +7,9 @@ alternating in one process is how a 5-10% change of the week's scoring can be se
         python benchmarks/bench_ranker_ab.py --week 2020-09-16 --sample-week 2020-09-09 \\
         --a boost_rounds=400,learning_rate=0.025,keep=24 --b boost_rounds=300,learning_rate=0.0333,keep=20
 
-Settings are ``RankerSettings`` fields plus ``keep`` and ``rounds`` (the prescreen). The sample is the
-newest kept one of ``--sample-week`` for the pipeline's negatives, seed 0 and row budget.
+Settings are ``RankerSettings`` fields plus ``keep`` and ``rounds`` (the prescreen). The sample is
+``--sample-week``'s as the pipeline's ranker reads it (``samples.week_training_rows``: the kept one,
+else drawn and kept).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from computed_pairs import computed_pairs
 
 from hm_assets.defs.resources import HMStore
 from hm_assets.pipeline.ranking import ranker
+from hm_assets.pipeline.ranking.samples import week_training_rows
 from hm_assets.pipeline.ranking.stage import recommend_lists_from_batches
+from hm_assets.platform.history import stored_history_weeks
 
 
 def parse(text: str) -> tuple[ranker.RankerSettings, ranker.Prescreen]:
     values = dict(item.split("=", 1) for item in text.split(","))
-    screen = ranker.Prescreen(int(values.pop("rounds", 40)), int(values.pop("keep", 20)))
+    screen = ranker.Prescreen(int(values.pop("rounds", ranker.Prescreen.rounds)), int(values.pop("keep", ranker.Prescreen.keep)))
     defaults = ranker.RankerSettings(objective="binary")
     typed = {name: type(getattr(defaults, name))(value) for name, value in values.items()}
     return ranker.RankerSettings(objective="binary", **typed), screen
@@ -45,12 +48,10 @@ def main() -> None:
     args = parser.parse_args()
     store = HMStore()
     config = ranker.RankerConfig()
-    prefix = f"{args.sample_week}-v2-negatives{config.negatives_per_customer}-seed{config.seed}-max{config.max_rows_per_week}-"
-    samples = sorted(store.asset_dir("ranker").joinpath("samples").glob(f"{prefix}*.parquet"), key=lambda p: p.stat().st_mtime)
-    if not samples:
-        raise SystemExit(f"no kept sample {prefix}*.parquet: run the week's ranker first")
-    rows = pd.read_parquet(samples[-1])
-    print(f"sample {samples[-1].name}: {len(rows):,} rows", flush=True)
+    rows, kept = week_training_rows(
+        store, args.sample_week, stored_history_weeks(store), config.negatives_per_customer, config.seed, config.max_rows_per_week
+    )
+    print(f"sample of {args.sample_week}: {len(rows):,} rows ({'kept' if kept else 'drawn'})", flush=True)
     sides = {"a": parse(args.a), "b": parse(args.b)}
     models = {}
     for _ in range(args.repeats):

@@ -486,8 +486,8 @@ class RankerConfig(dg.Config):
     # Scoring the week's candidates: the first trees pick each customer's best, the model scores
     # those (``Prescreen``); prescreen_rounds 0 scores every candidate with the whole model. Keeping 20
     # rather than 24 moved the four worlds by -0.00030 to +0.00006 (mean -0.00009) for a tenth fewer trees.
-    prescreen_rounds: int = 40
-    prescreen_keep: int = 20
+    prescreen_rounds: int = Prescreen.rounds
+    prescreen_keep: int = Prescreen.keep
     # 300 trees at 0.0333 (the shrinkage of 400 at 0.025): the four worlds over two ranker seeds moved by
     # -0.00079 to +0.00104, mean -0.00003, for a quarter fewer trees to train and to score; RESULTS.md
     boost_rounds: int = 300
