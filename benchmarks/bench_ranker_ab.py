@@ -7,7 +7,8 @@ alternating in one process is how a 5-10% change of the week's scoring can be se
         python benchmarks/bench_ranker_ab.py --week 2020-09-16 --sample-week 2020-09-09 \\
         --a boost_rounds=400,learning_rate=0.025,keep=24 --b boost_rounds=300,learning_rate=0.0333,keep=20
 
-Settings are ``RankerSettings`` fields plus ``keep`` and ``rounds`` (the prescreen). The sample is
+Settings are ``RankerSettings`` fields plus ``keep`` and ``rounds`` (the prescreen); a field not named
+keeps the pipeline's default (``RankerConfig``). The sample is
 ``--sample-week``'s as the pipeline's ranker reads it (``samples.week_training_rows``: the kept one,
 else drawn and kept).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -29,12 +31,13 @@ from hm_assets.pipeline.ranking.stage import recommend_lists_from_batches
 from hm_assets.platform.history import stored_history_weeks
 
 
-def parse(text: str) -> tuple[ranker.RankerSettings, ranker.Prescreen]:
+def parse(text: str, config: ranker.RankerConfig) -> tuple[ranker.RankerSettings, ranker.Prescreen]:
+    """One side's settings: the pipeline's ranker settings with the fields ``text`` names replaced."""
     values = dict(item.split("=", 1) for item in text.split(","))
-    screen = ranker.Prescreen(int(values.pop("rounds", ranker.Prescreen.rounds)), int(values.pop("keep", ranker.Prescreen.keep)))
-    defaults = ranker.RankerSettings(objective="binary")
+    screen = ranker.Prescreen(int(values.pop("rounds", config.prescreen_rounds)), int(values.pop("keep", config.prescreen_keep)))
+    defaults = config.settings()
     typed = {name: type(getattr(defaults, name))(value) for name, value in values.items()}
-    return ranker.RankerSettings(objective="binary", **typed), screen
+    return replace(defaults, **typed), screen
 
 
 def main() -> None:
@@ -52,7 +55,7 @@ def main() -> None:
         store, args.sample_week, stored_history_weeks(store), config.negatives_per_customer, config.seed, config.max_rows_per_week
     )
     print(f"sample of {args.sample_week}: {len(rows):,} rows ({'kept' if kept else 'drawn'})", flush=True)
-    sides = {"a": parse(args.a), "b": parse(args.b)}
+    sides = {"a": parse(args.a, config), "b": parse(args.b, config)}
     models = {}
     for _ in range(args.repeats):
         for side, (settings, _screen) in sides.items():
